@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` (set up, then the whole pipeline to the PDF)
+# and `make test`. Both install what they need on a fresh Debian-like machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TEX_PACKAGES := latexmk texlive-latex-recommended texlive-lang-french texlive-science \
+	texlive-fonts-recommended lmodern poppler-utils
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUNS := runs
+LANG_REPORT ?= fr
+
+.PHONY: setup system venv demo test lint clean
+
+setup: system venv
+
+system:
+	@if dpkg -s $(TEX_PACKAGES) >/dev/null 2>&1; then echo "TeX packages present"; else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); fi
+
+venv: $(BIN)/ncood
+
+$(BIN)/ncood: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+demo: setup
+	@start=$$(date +%s); \
+	rm -rf $(RUNS)/demo-standard $(RUNS)/demo-extended && \
+	$(BIN)/ncood train --preset demo-standard --out $(RUNS)/demo-standard && \
+	$(BIN)/ncood train --preset demo-extended --out $(RUNS)/demo-extended && \
+	$(BIN)/ncood analyze $(RUNS)/demo-standard --epoch all && \
+	$(BIN)/ncood analyze $(RUNS)/demo-extended --epoch all && \
+	$(BIN)/ncood report $(RUNS)/demo-standard $(RUNS)/demo-extended --lang $(LANG_REPORT) --out reports && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+
+clean:
+	rm -rf $(RUNS) reports/*.pdf reports/*.tex reports/*-figures reports/.*-build

@@ -1,0 +1,1 @@
+"""The training engine: model, data, presets, the training loop and feature extraction."""

@@ -1,0 +1,21 @@
+"""The hooks a plugin may implement. Markers and empty specs only: no logic lives here."""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ncood")
+hookimpl = pluggy.HookimplMarker("ncood")
+
+
+@hookspec
+def register_scorers(register):
+    """Register OOD scorers: ``register(name, factory, description="")``."""
+
+
+@hookspec
+def register_analyses(register):
+    """Register analyses of a features dump: ``register(name, factory, description="")``."""
+
+
+@hookspec
+def register_report_sections(register):
+    """Register report sections: ``register(ReportSection(...))``."""

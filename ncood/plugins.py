@@ -1,0 +1,127 @@
+"""Loading plugins and collecting what they contribute.
+
+Built-ins and third-party packages load the same way: entry points of the group ``ncood``.
+``NCOOD_LOAD_PLUGINS`` (comma-separated entry-point names) restricts which *third-party*
+plugins load; set it to the empty string to load the built-ins only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from ncood import hookspecs
+from ncood.errors import NcoodError
+from ncood.registry import Registry
+from ncood.scoring import Contribution
+
+ENTRY_POINT_GROUP = "ncood"
+LOAD_ENV_VAR = "NCOOD_LOAD_PLUGINS"
+BUILTIN_DISTRIBUTION = "ncood"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+
+
+class PluginHost:
+    """One pluggy manager plus what each registered plugin is."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("ncood")
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+
+    def add(self, plugin: object, name: str, *, distribution: str, version: str, builtin: bool):
+        if self.pm.get_plugin(name) is not None:
+            raise NcoodError(f"two plugins are named {name!r}")
+        self.pm.register(plugin, name=name)
+        self.info[name] = PluginInfo(name, distribution, version, builtin)
+
+    def remove(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.info.pop(name, None)
+
+    def load_entry_points(self) -> None:
+        wanted = os.environ.get(LOAD_ENV_VAR)
+        allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            builtin = dist == BUILTIN_DISTRIBUTION
+            if not builtin and allowed is not None and ep.name not in allowed:
+                continue
+            if self.pm.get_plugin(ep.name) is not None:
+                continue  # the same distribution seen twice on sys.path
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not break the tool
+                raise NcoodError(f"plugin {ep.name!r} ({dist}) failed to load: {exc}") from exc
+            version = ep.dist.version if ep.dist is not None else "?"
+            self.add(plugin, ep.name, distribution=dist, version=version, builtin=builtin)
+
+    def plugins(self) -> list[PluginInfo]:
+        for name, info in self.info.items():
+            plugin = self.pm.get_plugin(name)
+            info.hooks = sorted(
+                caller.name
+                for caller in self.pm.get_hookcallers(plugin) or []
+                if caller.name.startswith("register_")
+            )
+        return sorted(self.info.values(), key=lambda i: (not i.builtin, i.name))
+
+    def _collect(self, hook_name: str, make: Callable[[str, Any], Any], kind: str) -> Registry:
+        registry: Registry = Registry(kind)
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+
+            def register(*args, _plugin=impl.plugin_name, **kwargs):
+                item = make(_plugin, *args, **kwargs)
+                try:
+                    registry.add(item.name, item)
+                except ValueError as exc:
+                    raise NcoodError(f"plugin {_plugin!r}: {exc}") from None
+
+            impl.function(register=register)
+        return registry
+
+    def scorers(self) -> Registry[Contribution]:
+        return self._collect("register_scorers", _contribution("scorer"), "scorer")
+
+    def analyses(self) -> Registry[Contribution]:
+        return self._collect("register_analyses", _contribution("analysis"), "analysis")
+
+    def report_sections(self) -> Registry:
+        def make(plugin: str, section):
+            section.plugin = plugin
+            return section
+
+        return self._collect("register_report_sections", make, "report section")
+
+
+def _contribution(kind: str):
+    def make(
+        plugin: str, name: str, factory: Callable[..., Any], description: str = "", title: str = ""
+    ):
+        return Contribution(name, factory, description, plugin, kind, title)
+
+    return make
+
+
+@functools.cache
+def host() -> PluginHost:
+    """The process-wide plugin host, loaded on first use."""
+    plugin_host = PluginHost()
+    plugin_host.load_entry_points()
+    return plugin_host

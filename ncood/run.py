@@ -1,0 +1,119 @@
+"""The run directory: where a training run keeps its manifest, history, weights and features.
+
+    RUN_DIR/manifest.json                      config, seed, versions, dataset, file checksums
+    RUN_DIR/history.json                       one record per epoch
+    RUN_DIR/checkpoints/epoch-NNNN.safetensors model weights
+    RUN_DIR/features/epoch-NNNN.safetensors    see ncood.features
+    RUN_DIR/analysis/epoch-NNNN/results.json   written by ``ncood analyze``
+
+The format is public: docs/run-format.md describes it for third parties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ncood.atomic import write_json
+from ncood.errors import NcoodError
+
+MANIFEST = "manifest.json"
+HISTORY = "history.json"
+RUN_FORMAT = "ncood-run"
+RUN_FORMAT_VERSION = 1
+_EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.safetensors$")
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NcoodError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NcoodError(f"{path} is not valid JSON ({exc})") from None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run; anything else is a one-line user error."""
+        root = Path(path)
+        if not root.exists():
+            raise NcoodError(f"no such run directory: {root}")
+        if not (root / MANIFEST).is_file():
+            raise NcoodError(f"{root} is not an ncood run (no {MANIFEST})")
+        return cls(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / HISTORY
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.root / "checkpoints" / f"{epoch_name(epoch)}.safetensors"
+
+    def features(self, epoch: int) -> Path:
+        return self.root / "features" / f"{epoch_name(epoch)}.safetensors"
+
+    def analysis_dir(self, epoch: int) -> Path:
+        return self.root / "analysis" / epoch_name(epoch)
+
+    def results(self, epoch: int) -> Path:
+        return self.analysis_dir(epoch) / "results.json"
+
+    def feature_epochs(self) -> list[int]:
+        folder = self.root / "features"
+        if not folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _EPOCH_FILE.match(p.name)))
+
+    def analysed_epochs(self) -> list[int]:
+        return [e for e in self.feature_epochs() if self.results(e).is_file()]
+
+    def manifest(self) -> dict[str, Any]:
+        manifest = read_json(self.manifest_path, "run manifest")
+        if manifest.get("format") != RUN_FORMAT:
+            raise NcoodError(f"{self.manifest_path} is not an ncood run manifest")
+        return manifest
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json(self.manifest_path, manifest)
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.history_path.is_file():
+            return []
+        return read_json(self.history_path, "history")
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        write_json(self.history_path, history)
+
+    def results_for(self, epoch: int) -> dict[str, Any]:
+        return read_json(self.results(epoch), "analysis results")
+
+    def checksums(self) -> dict[str, str]:
+        """sha256 of every weights and features file, keyed by path relative to the run."""
+        files = sorted((self.root / "checkpoints").glob("*.safetensors"))
+        files += sorted((self.root / "features").glob("*.safetensors"))
+        return {str(p.relative_to(self.root)): sha256(p) for p in files}

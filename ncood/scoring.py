@@ -1,0 +1,106 @@
+"""What a scorer or an analysis is, and how ``--set name.param=value`` reaches it.
+
+A scorer (pytorch-ood's fit/predict split) fits on the in-distribution train split and the
+classifier head, then scores any split: ``fit(train, head)``, ``score(split) -> (N,)`` array,
+higher = more in-distribution. An analysis reads a whole :class:`FeatureDump` and returns a
+JSON-able dict. Both are built by a factory whose keyword arguments are their parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ncood.errors import NcoodError
+from ncood.features import FeatureDump, Head, Split
+
+
+class Scorer(Protocol):
+    def fit(self, train: Split, head: Head) -> None: ...
+
+    def score(self, split: Split) -> np.ndarray: ...
+
+
+class Analysis(Protocol):
+    def run(self, dump: FeatureDump) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A scorer or analysis as registered by a plugin."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+    kind: str  # "scorer" or "analysis"
+    title: str = ""  # how tables and legends name it; defaults to ``name``
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name
+
+    def defaults(self) -> dict[str, Any]:
+        """Parameters and their defaults, read from the factory's signature."""
+        params = inspect.signature(self.factory).parameters.values()
+        return {
+            p.name: p.default
+            for p in params
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+    def build(self, overrides: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Instantiate with string overrides coerced to each default's type."""
+        params = self.defaults()
+        for key, raw in (overrides or {}).items():
+            if key not in params:
+                known = ", ".join(sorted(params)) or "none"
+                raise NcoodError(
+                    f"{self.kind} {self.name!r} has no parameter {key!r} (known: {known})"
+                )
+            params[key] = coerce(raw, params[key], f"{self.name}.{key}")
+        return self.factory(**params), params
+
+
+def coerce(raw: str, default: Any, where: str) -> Any:
+    """Turn a command-line string into the type of the parameter's default."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if default is None:
+            for kind in (int, float):
+                try:
+                    return kind(raw)
+                except ValueError:
+                    pass
+            return None if raw.lower() in ("none", "auto") else raw
+    except ValueError:
+        raise NcoodError(f"--set {where}={raw}: expected a {type(default).__name__}") from None
+    return raw
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
+    """``["vim.dim=256", "energy.T=2"]`` → ``{"vim": {"dim": "256"}, "energy": {"T": "2"}}``."""
+    parsed: dict[str, dict[str, str]] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param:
+            raise NcoodError(f"--set expects NAME.PARAM=VALUE, got {item!r}")
+        parsed.setdefault(name, {})[param] = value.strip()
+    return parsed

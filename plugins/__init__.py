@@ -1,0 +1,1 @@
+"""ncood's built-in plugins, loaded through the ``ncood`` entry-point group like any other."""

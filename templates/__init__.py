@@ -1,0 +1,1 @@
+"""ncood's Jinja2 LaTeX templates (shipped as package data)."""

@@ -1,0 +1,54 @@
+"""Shared fixtures. Only ncood's built-in plugins load in tests, whatever else is installed."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["NCOOD_LOAD_PLUGINS"] = ""  # before anything builds the plugin host
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ncood.features import FeatureDump, Head, Split  # noqa: E402
+
+
+def make_dump(
+    num_classes: int = 4, dim: int = 8, per_class: int = 30, ood_count: int = 40, seed: int = 0
+) -> FeatureDump:
+    """Separated ID clusters on the axes, OOD near the origin, a head aligned with the means."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros((num_classes, dim))
+    means[np.arange(num_classes), np.arange(num_classes) % dim] = 6.0
+    weight, bias = means.astype(np.float32), np.zeros(num_classes, np.float32)
+
+    def split(n_per_class: int) -> Split:
+        labels = np.repeat(np.arange(num_classes), n_per_class)
+        features = (means[labels] + rng.normal(0, 0.5, (labels.size, dim))).astype(np.float32)
+        return Split(features, features @ weight.T + bias, labels)
+
+    ood_features = rng.normal(0, 0.5, (ood_count, dim)).astype(np.float32)
+    ood = Split(ood_features, ood_features @ weight.T + bias, np.full(ood_count, -1))
+    return FeatureDump(split(per_class), split(per_class // 2), {"blobs": ood}, Head(weight, bias))
+
+
+@pytest.fixture
+def tiny_dump() -> FeatureDump:
+    return make_dump()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """A 2-epoch demo run at width 4, analysed at every checkpoint (shared, read-only)."""
+    from ncood.analysis import analyse_file, select
+    from ncood.engine.presets import resolve_preset
+    from ncood.engine.train import train
+    from ncood.plugins import host
+
+    root = tmp_path_factory.mktemp("runs") / "demo"
+    config = resolve_preset("demo-standard", epochs=2, width=4, checkpoint_every=1)
+    run = train(config, root, show_progress=False)
+    scorers, analyses = select(host(), None)
+    for epoch in run.feature_epochs():
+        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+    return run

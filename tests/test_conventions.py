@@ -1,0 +1,33 @@
+"""Score orientation and the metrics' sides, on hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from ncood.conventions import fpr_at_recall, ood_metrics
+
+
+def test_perfect_separation_with_id_higher():
+    m = ood_metrics(np.array([3.0, 4.0, 5.0]), np.array([0.0, 1.0]))
+    assert m == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0}
+
+
+def test_reversed_orientation_gives_auroc_zero():
+    m = ood_metrics(np.array([0.0, 1.0]), np.array([3.0, 4.0, 5.0]))
+    assert m["auroc"] == 0.0
+    assert m["fpr95"] == 1.0
+
+
+def test_hand_computed_auroc():
+    # ID {1, 3}, OOD {2, 0}: pairs (ID > OOD) = (1>0), (3>2), (3>0) = 3 of 4.
+    assert ood_metrics(np.array([1.0, 3.0]), np.array([2.0, 0.0]))["auroc"] == pytest.approx(0.75)
+
+
+def test_fpr95_counts_ood_accepted_at_95_percent_id_recall():
+    id_scores = np.arange(100, dtype=float)  # threshold keeping 95 % of ID: score >= 5
+    ood_scores = np.array([4.5, 5.5, 50.0, 200.0])  # three of four are >= 5
+    assert fpr_at_recall(id_scores, ood_scores) == pytest.approx(0.75)
+
+
+def test_empty_sets_are_refused():
+    with pytest.raises(ValueError):
+        ood_metrics(np.array([]), np.array([1.0]))
