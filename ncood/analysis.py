@@ -83,21 +83,17 @@ def analyse_dump(
         scorer, _ = built[contribution.name]
         started = time.perf_counter()
         try:
-            scorer.fit(dump.train, dump.head)
-            per_split = {"test": np.asarray(scorer.score(dump.test), dtype=np.float64)}
-            for ood_name, split in dump.ood.items():
-                per_split[f"ood/{ood_name}"] = np.asarray(scorer.score(split), dtype=np.float64)
-            for split_name, values in per_split.items():
-                expected = len(dump.test) if split_name == "test" else len(dump.ood[split_name[4:]])
-                if values.shape != (expected,) or not np.all(np.isfinite(values)):
-                    raise ValueError(f"returned invalid scores for {split_name}")
+            per_split = fit_and_score(scorer, dump)
+            resolved = getattr(scorer, "resolved_params", None)
+            if isinstance(resolved, dict):
+                outcome.results["params"][contribution.name].update(resolved)
             for ood_name in dump.ood:
                 outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
                     per_split["test"], per_split[f"ood/{ood_name}"]
                 )
             outcome.scores[contribution.name] = per_split
         except Exception as exc:  # one scorer's failure must not cost the others' results
-            outcome.results["errors"][contribution.name] = f"{type(exc).__name__}: {exc}"
+            outcome.results["errors"][contribution.name] = describe(exc)
             outcome.failures.append(contribution.name)
         outcome.results["timings"][contribution.name] = time.perf_counter() - started
         if on_step:
@@ -107,16 +103,38 @@ def analyse_dump(
         started = time.perf_counter()
         try:
             outcome.results[contribution.name] = analysis.run(dump)
-        except NcoodError as exc:
-            outcome.results["errors"][contribution.name] = str(exc)
-            outcome.failures.append(contribution.name)
-        except Exception as exc:
-            outcome.results["errors"][contribution.name] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # likewise for analyses
+            outcome.results["errors"][contribution.name] = describe(exc)
             outcome.failures.append(contribution.name)
         outcome.results["timings"][contribution.name] = time.perf_counter() - started
         if on_step:
             on_step(contribution.name)
     return outcome
+
+
+def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
+    """Fit on ID train, score ID test and every OOD set; check each result is N finite floats."""
+    scorer.fit(dump.train, dump.head)
+    per_split = {}
+    for split_name, split in [("test", dump.test)] + [
+        (f"ood/{name}", split) for name, split in dump.ood.items()
+    ]:
+        values = np.asarray(scorer.score(split), dtype=np.float64)
+        if values.shape != (len(split),):
+            raise NcoodError(
+                f"score() returned shape {values.shape} for split {split_name!r}, "
+                f"expected ({len(split)},)"
+            )
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise NcoodError(f"score() returned {bad} non-finite values for split {split_name!r}")
+        per_split[split_name] = values
+    return per_split
+
+
+def describe(exc: Exception) -> str:
+    """A user error reads as its message; anything else also names the exception type."""
+    return str(exc) if isinstance(exc, NcoodError) else f"{type(exc).__name__}: {exc}"
 
 
 def analyse_file(

@@ -1,4 +1,4 @@
-"""Scorers that read only the logits: MSP, Max Logit and Energy."""
+"""Scorers that read only the logits: MSP, Max Logit, Energy and GEN."""
 
 from __future__ import annotations
 
@@ -42,8 +42,30 @@ class Energy(LogitScorer):
         return self.T * logsumexp(split.logits.astype(np.float64) / self.T, axis=1)
 
 
+class GeneralizedEntropy(LogitScorer):
+    """GEN (Liu et al., CVPR 2023): −Σ_{j ∈ top M} p_j^γ (1 − p_j)^γ over the M largest
+    softmax probabilities (all C of them when C ≤ M)."""
+
+    def __init__(self, gamma: float = 0.1, M: int = 100) -> None:
+        if not 0 < gamma < 1:
+            raise ValueError(f"gen.gamma must be in (0, 1), got {gamma}")
+        if M < 1:
+            raise ValueError(f"gen.M must be ≥ 1, got {M}")
+        self.gamma, self.M = gamma, M
+
+    def score(self, split: Split) -> np.ndarray:
+        probs = softmax(split.logits.astype(np.float64), axis=1)
+        num_classes = probs.shape[1]
+        if num_classes > self.M:
+            probs = np.partition(probs, num_classes - self.M, axis=1)[:, num_classes - self.M :]
+        return -np.sum(probs**self.gamma * (1.0 - probs) ** self.gamma, axis=1)
+
+
 @ncood.hookimpl
 def register_scorers(register):
     register("msp", MaxSoftmax, "maximum softmax probability", title="MSP")
     register("maxlogit", MaxLogit, "maximum logit", title="Max Logit")
     register("energy", Energy, "T · logsumexp(logits / T)", title="Energy Score")
+    register(
+        "gen", GeneralizedEntropy, "minus the generalized entropy of the top-M softmax", title="GEN"
+    )

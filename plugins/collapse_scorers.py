@@ -1,0 +1,107 @@
+"""Scorers built on the geometry neural collapse gives the last layer: NCI, fDBD and SHE.
+
+Under collapse the features of class c gather at their class mean, the means form a simplex
+around the global mean μ_G, and each classifier row w_c points at its class mean. These scorers
+measure how well a feature fits that picture for the class the network predicts (ŷ = argmax z).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ncood_plugins.class_stats import class_sums, head_arrays, predicted_classes
+
+import ncood
+from ncood.features import Head, Split
+
+
+def _norms(values: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(values, axis=1)
+
+
+class NCI:
+    """NCI (Liu & Qin, CVPR 2025): ⟨w_ŷ, f − μ_G⟩ / ‖f − μ_G‖ + α‖f‖₁.
+
+    The first term is the proximity of the centred feature to the predicted class's classifier
+    row; the second, an L1 norm weighted by α, filters features near the origin.
+    """
+
+    def __init__(self, alpha: float = 1e-4) -> None:
+        self.alpha = alpha
+
+    def fit(self, train: Split, head: Head) -> None:
+        self.weight, _ = head_arrays(head)
+        self.global_mean = train.features.mean(axis=0, dtype=np.float64)
+
+    def score(self, split: Split) -> np.ndarray:
+        features = split.features.astype(np.float64)
+        centred = features - self.global_mean
+        rows = self.weight[predicted_classes(split)]
+        length = _norms(centred)
+        proximity = np.divide(
+            np.einsum("ij,ij->i", rows, centred),
+            length,
+            out=np.zeros(len(split)),
+            where=length > 0,
+        )
+        return proximity + self.alpha * np.abs(features).sum(axis=1)
+
+
+class FDBD:
+    """fDBD (Liu & Qin, ICML 2024): mean feature-space distance to the decision boundaries.
+
+    The distance from f to the boundary between ŷ and c is (z_ŷ − z_c) / ‖w_ŷ − w_c‖ (exact for
+    a linear head, bias included); its mean over the C − 1 other classes is divided by
+    ‖f − μ_G‖ (``center``, the paper's choice) or by ‖f‖.
+    """
+
+    def __init__(self, center: bool = True) -> None:
+        self.center = center
+
+    def fit(self, train: Split, head: Head) -> None:
+        weight, _ = head_arrays(head)
+        squared = np.einsum("ij,ij->i", weight, weight)
+        gaps = np.sqrt(
+            np.clip(squared[:, None] + squared[None, :] - 2 * weight @ weight.T, 0, None)
+        )
+        np.fill_diagonal(gaps, 0.0)
+        self.inverse_gap = np.divide(1.0, gaps, out=np.zeros_like(gaps), where=gaps > 0)
+        self.global_mean = train.features.mean(axis=0, dtype=np.float64)
+
+    def score(self, split: Split) -> np.ndarray:
+        logits = split.logits.astype(np.float64)
+        predicted = predicted_classes(split)
+        margins = logits[np.arange(len(split)), predicted][:, None] - logits  # 0 at ŷ itself
+        num_classes = logits.shape[1]
+        mean_distance = (margins * self.inverse_gap[predicted]).sum(axis=1) / (num_classes - 1)
+        features = split.features.astype(np.float64)
+        scale = _norms(features - self.global_mean if self.center else features)
+        return np.divide(mean_distance, scale, out=np.zeros(len(split)), where=scale > 0)
+
+
+class SHE:
+    """SHE, Simplified Hopfield Energy (Zhang et al., ICLR 2023): ⟨f, S_ŷ⟩.
+
+    S_c, the stored pattern of class c, is the mean of the ID train features of class c that the
+    network classifies correctly (all features of class c if it gets none right).
+    """
+
+    def fit(self, train: Split, head: Head) -> None:
+        num_classes = train.logits.shape[1]
+        labels = train.labels
+        kept = predicted_classes(train) == labels
+        missing = np.bincount(labels[kept], minlength=num_classes) == 0
+        kept |= missing[labels]  # a class never classified right falls back to all its samples
+        counts = np.bincount(labels[kept], minlength=num_classes)
+        sums = class_sums(train.features[kept], labels[kept], num_classes)
+        self.patterns = sums / np.maximum(counts, 1)[:, None]
+
+    def score(self, split: Split) -> np.ndarray:
+        patterns = self.patterns[predicted_classes(split)]
+        return np.einsum("ij,ij->i", split.features.astype(np.float64), patterns)
+
+
+@ncood.hookimpl
+def register_scorers(register):
+    register("nci", NCI, "proximity to the predicted class's weight + α·L1 norm", title="NCI")
+    register("fdbd", FDBD, "mean distance to the decision boundaries / ‖f − μ_G‖", title="fDBD")
+    register("she", SHE, "inner product with the predicted class's stored pattern", title="SHE")

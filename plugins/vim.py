@@ -1,0 +1,71 @@
+"""ViM, Virtual-logit Matching (Wang et al., CVPR 2022).
+
+The feature's residual — its part outside the principal space of the ID train features, seen
+from the origin u = −W⁺b where every logit is zero — becomes a virtual logit α‖r‖ matched in
+scale to the real ones. Score = logsumexp(logits) − α‖r‖: higher = more in-distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ncood_plugins.class_stats import blocks, head_arrays, train_moments
+from scipy.special import logsumexp
+
+import ncood
+from ncood.errors import NcoodError
+from ncood.features import Head, Split
+
+
+def paper_dim(feature_dim: int) -> int:
+    """The principal-space dimension of the ViM paper and its code: 1000 for D ≥ 2048, 512 for
+    D ≥ 768, D/2 below (256 for the ResNet-18's D = 512)."""
+    if feature_dim >= 2048:
+        return 1000
+    if feature_dim >= 768:
+        return 512
+    return max(1, feature_dim // 2)
+
+
+class ViM:
+    def __init__(self, dim: int | None = None) -> None:
+        self.dim = dim
+
+    def fit(self, train: Split, head: Head) -> None:
+        weight, bias = head_arrays(head)
+        feature_dim = weight.shape[1]
+        dim = paper_dim(feature_dim) if self.dim is None else int(self.dim)
+        if not 1 <= dim < feature_dim:
+            raise NcoodError(
+                f"vim.dim must be between 1 and D − 1 = {feature_dim - 1} (the features have "
+                f"D = {feature_dim}); got {dim}"
+            )
+        self.resolved_params = {"dim": dim}
+        self.origin = -np.linalg.pinv(weight) @ bias
+        moments = train_moments(train, weight.shape[0])
+        _, eigvecs = np.linalg.eigh(moments.second_moment_about(self.origin))
+        # eigh sorts eigenvalues ascending: the first D − dim vectors span the residual space.
+        self.residual_basis = np.ascontiguousarray(eigvecs[:, : feature_dim - dim], np.float32)
+        self.origin32 = self.origin.astype(np.float32)
+        train_residual = self.residual_norm(train.features).mean()
+        if not train_residual > 0:
+            raise NcoodError(
+                f"the ID train features have no residual outside a {dim}-dimensional principal "
+                "space; lower vim.dim"
+            )
+        self.alpha = float(train.logits.max(axis=1).astype(np.float64).mean() / train_residual)
+
+    def residual_norm(self, features: np.ndarray) -> np.ndarray:
+        out = np.empty(features.shape[0])
+        for rows in blocks(features.shape[0]):
+            projected = (features[rows] - self.origin32) @ self.residual_basis
+            out[rows] = np.linalg.norm(projected.astype(np.float64), axis=1)
+        return out
+
+    def score(self, split: Split) -> np.ndarray:
+        energy = logsumexp(split.logits.astype(np.float64), axis=1)
+        return energy - self.alpha * self.residual_norm(split.features)
+
+
+@ncood.hookimpl
+def register_scorers(register):
+    register("vim", ViM, "logsumexp(logits) − α‖residual outside the principal space‖", title="ViM")
