@@ -1,63 +1,104 @@
-"""The ``nc`` analysis: Neural Collapse metrics of a features dump (Papyan et al., 2020)."""
+"""The ``nc`` and ``nc_layers`` analyses: Neural Collapse NC1–NC5 of a features dump.
+
+``nc`` measures the penultimate features (Papyan et al., 2020; Galanti et al., 2022; NECO's NC5,
+Ben Ammar et al., 2024); ``nc_layers`` measures NC1 and NCC accuracy on the pooled output of each
+ResNet stage when the dump holds them. Definitions and numerics: docs/neural-collapse.md; the
+math lives in :mod:`ncood_plugins.nc_metrics`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from ncood_plugins import nc_metrics as m
 
 import ncood
-from ncood.errors import NcoodError
-from ncood.features import FeatureDump
+from ncood.features import FeatureDump, Split
 
 
-def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """C×D float64 class means; every class must have at least one sample."""
-    counts = np.bincount(labels, minlength=num_classes)
-    if np.any(counts == 0):
-        missing = np.flatnonzero(counts == 0).tolist()
-        raise NcoodError(f"classes {missing} have no train sample; class means are undefined")
-    sums = np.zeros((num_classes, features.shape[1]))
-    np.add.at(sums, labels, features.astype(np.float64))
-    return sums / counts[:, None]
-
-
-def within_between(features, labels, num_classes):
-    """Σ_W (mean of within-class covariances over samples) and Σ_B (of the centred means)."""
-    x = features.astype(np.float64)
-    means = class_means(x, labels, num_classes)
-    centred = x - means[labels]
-    sigma_w = centred.T @ centred / x.shape[0]
-    global_mean = means.mean(axis=0)
-    m = means - global_mean
-    sigma_b = m.T @ m / num_classes
-    return sigma_w, sigma_b, means
-
-
-def nc1(sigma_w: np.ndarray, sigma_b: np.ndarray, num_classes: int) -> tuple[float, int]:
-    """Tr(Σ_W Σ_B†)/C with Σ_B† from the top C−1 eigenpairs of Σ_B (its true rank)."""
-    eigvals, eigvecs = np.linalg.eigh(sigma_b)
-    rank = min(num_classes - 1, sigma_b.shape[0])
-    top_vals, top_vecs = eigvals[-rank:], eigvecs[:, -rank:]
-    keep = top_vals > top_vals.max() * 1e-12
-    pinv = (top_vecs[:, keep] / top_vals[keep]) @ top_vecs[:, keep].T
-    return float(np.trace(sigma_w @ pinv) / num_classes), int(keep.sum())
+def collapse_of(
+    train: Split, test: Split, num_classes: int, train_features=None, test_features=None
+):
+    """Class means, Σ_B, one train pass and NCC on test, for one set of features."""
+    train_features = train.features if train_features is None else train_features
+    test_features = test.features if test_features is None else test_features
+    stats = m.class_means(train_features, train.labels, num_classes)
+    between = m.between_class(stats)
+    passed = m.train_pass(train_features, train.labels, stats, between)
+    return stats, between, passed, m.ncc_predict(test_features, stats)
 
 
 class NeuralCollapse:
-    """NC1 on the train features (more metrics come through this same analysis)."""
+    """NC1–NC5 of the penultimate features; the keys are listed in docs/neural-collapse.md."""
 
     def run(self, dump: FeatureDump) -> dict[str, Any]:
         c = dump.num_classes
-        sigma_w, sigma_b, _ = within_between(dump.train.features, dump.train.labels, c)
-        value, rank = nc1(sigma_w, sigma_b, c)
-        return {
-            "nc1": value,
-            "nc1_rank": rank,
-            "nc1_trace_ratio": float(np.trace(sigma_w) / np.trace(sigma_b)),
+        stats, between, passed, ncc_test = collapse_of(dump.train, dump.test, c)
+        weight = np.asarray(dump.head.weight, dtype=np.float64)
+        centred = stats.centred
+        net_train = m.network_predictions(dump.train.logits)
+        net_test = m.network_predictions(dump.test.logits)
+        agree_train = m.share(net_train == passed.ncc_predictions)
+        agree_test = m.share(net_test == ncc_test)
+        results: dict[str, Any] = {
+            "nc1": passed.nc1,
+            "nc1_rank": between.rank,
+            "nc1_cdnv": m.cdnv(stats, passed.class_variance),
+            "nc1_trace_ratio": passed.trace_within / between.trace if between.trace > 0 else None,
+            "nc2_equinorm_means": m.equinorm(centred),
+            "nc2_equinorm_weights": m.equinorm(weight),
+            "nc2_equiangular_means": m.equiangularity(centred),
+            "nc2_equiangular_weights": m.equiangularity(weight),
+            "nc2_maxangle_means": m.max_angle(centred),
+            "nc2_maxangle_weights": m.max_angle(weight),
+            "nc3": m.self_duality(weight, centred),
+            "nc4_train": 1.0 - agree_train,
+            "nc4_test": 1.0 - agree_test,
+            "ncc_agreement_train": agree_train,
+            "ncc_agreement_test": agree_test,
+            "model_acc_train": m.share(net_train == dump.train.labels),
+            "model_acc_test": m.share(net_test == dump.test.labels),
+            "ncc_acc_train": m.share(passed.ncc_predictions == dump.train.labels),
+            "ncc_acc_test": m.share(ncc_test == dump.test.labels),
         }
+        for name, split in dump.ood.items():
+            ood_mean = m.feature_mean(split.features)
+            results[f"nc5_orthodev/{name}"] = m.ood_orthodev(stats.means, ood_mean)
+            results[f"nc5_orthodev_centred/{name}"] = m.ood_orthodev(
+                centred, ood_mean - stats.global_mean
+            )
+        results["notes"] = passed.notes
+        return results
+
+
+class NeuralCollapseLayers:
+    """NC1 and NCC accuracy at each stage's pooled output: {stage: {...}}; {} without stages."""
+
+    def run(self, dump: FeatureDump) -> dict[str, Any]:
+        stages = sorted(set(dump.train.layers) & set(dump.test.layers))
+        out: dict[str, Any] = {}
+        for stage in stages:
+            train_x, test_x = dump.train.layers[stage], dump.test.layers[stage]
+            stats, between, passed, ncc_test = collapse_of(
+                dump.train, dump.test, dump.num_classes, train_x, test_x
+            )
+            out[stage] = {
+                "feature_dim": int(train_x.shape[1]),
+                "nc1": passed.nc1,
+                "nc1_rank": between.rank,
+                "nc1_cdnv": m.cdnv(stats, passed.class_variance),
+                "nc1_trace_ratio": (
+                    passed.trace_within / between.trace if between.trace > 0 else None
+                ),
+                "ncc_acc_train": m.share(passed.ncc_predictions == dump.train.labels),
+                "ncc_acc_test": m.share(ncc_test == dump.test.labels),
+                "notes": passed.notes,
+            }
+        return out
 
 
 @ncood.hookimpl
 def register_analyses(register):
-    register("nc", NeuralCollapse, "Neural Collapse metrics NC1–NC5")
+    register("nc", NeuralCollapse, "Neural Collapse NC1-NC5 of the penultimate features")
+    register("nc_layers", NeuralCollapseLayers, "NC1 and NCC accuracy at each ResNet stage")

@@ -1,0 +1,141 @@
+"""The ``nc`` and ``nc_layers`` analyses: every key, against the straightforward reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from nc_reference import reference_from_dump, reference_nc
+from ncood_plugins.neural_collapse import NeuralCollapse, NeuralCollapseLayers
+from typer.testing import CliRunner
+
+from ncood.atomic import write_json
+from ncood.cli import app
+from ncood.features import FeatureDump, Head, Split, save_features
+
+ISSUE_KEYS = {
+    "nc1",
+    "nc1_cdnv",
+    "nc2_equinorm_means",
+    "nc2_equinorm_weights",
+    "nc2_equiangular_means",
+    "nc2_equiangular_weights",
+    "nc2_maxangle_means",
+    "nc2_maxangle_weights",
+    "nc3",
+    "nc4_train",
+    "nc4_test",
+    "ncc_agreement_train",
+    "ncc_agreement_test",
+    "model_acc_train",
+    "model_acc_test",
+    "ncc_acc_train",
+    "ncc_acc_test",
+}
+
+
+def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False) -> FeatureDump:
+    """Overlapping float32 clusters (so NCC and the network disagree sometimes), unequal class
+    sizes, a head that is the means plus noise, two OOD sets."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.5, (num_classes, dim)) + 3.0
+    weight = (centres - centres.mean(0) + rng.normal(0, 0.8, centres.shape)).astype(np.float32)
+    bias = rng.normal(0, 0.5, num_classes).astype(np.float32)
+    layer_maps = [rng.normal(size=(dim, width)) for width in (6, 24)]
+
+    def split(n):
+        labels = np.concatenate([np.arange(num_classes), rng.integers(0, num_classes, n)])
+        features = (centres[labels] + rng.normal(0, 1.2, (labels.size, dim))).astype(np.float32)
+        layers = {}
+        if with_layers:
+            layers = {
+                f"layer{i + 1}": np.abs(features @ lm).astype(np.float32)
+                for i, lm in enumerate(layer_maps)
+            }
+        return Split(features, features @ weight.T + bias, labels, layers)
+
+    def ood(n, shift):
+        features = (rng.normal(0, 1.0, (n, dim)) + shift).astype(np.float32)
+        return Split(features, features @ weight.T + bias, np.full(n, -1))
+
+    return FeatureDump(
+        split(600), split(300), {"far": ood(80, 6.0), "near": ood(90, 3.0)}, Head(weight, bias)
+    )
+
+
+def test_every_key_matches_the_reference():
+    dump = noisy_dump()
+    got = NeuralCollapse().run(dump)
+    expected = reference_from_dump(dump)
+    assert ISSUE_KEYS | {"nc5_orthodev/far", "nc5_orthodev/near"} <= set(got)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-4), key
+    assert 0 < got["nc4_test"] < 0.5  # the case is not trivially separable
+    assert got["nc4_train"] == pytest.approx(1 - got["ncc_agreement_train"])
+    assert got["nc1_rank"] == 11
+    assert got["notes"] == []
+
+
+def test_centred_orthodev_uses_the_id_global_mean():
+    dump = noisy_dump()
+    got = NeuralCollapse().run(dump)
+    x = dump.train.features.astype(np.float64)
+    means = np.stack([x[dump.train.labels == k].mean(0) for k in range(dump.num_classes)])
+    g_id = means.mean(0)
+    g_ood = dump.ood["near"].features.astype(np.float64).mean(0) - g_id
+    cosines = [
+        abs((mu - g_id) @ g_ood) / np.linalg.norm(mu - g_id) / np.linalg.norm(g_ood) for mu in means
+    ]
+    assert got["nc5_orthodev_centred/near"] == pytest.approx(np.mean(cosines), rel=1e-10)
+
+
+def test_results_are_strict_json_even_when_metrics_are_undefined(tmp_path):
+    features = np.zeros((6, 4), np.float32)  # every class mean coincides: angles are undefined
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    split = Split(features, np.zeros((6, 3), np.float32), labels)
+    dump = FeatureDump(
+        split,
+        split,
+        {"o": Split(features, split.logits, -np.ones(6, int))},
+        Head(np.zeros((3, 4), np.float32), np.zeros(3, np.float32)),
+    )
+    got = NeuralCollapse().run(dump)
+    assert got["nc1_cdnv"] is None and got["nc2_equiangular_means"] is None
+    assert got["nc1_rank"] == 0 and got["nc1"] == 0.0
+    write_json(tmp_path / "r.json", got)  # allow_nan=False: no NaN or infinity slipped through
+
+
+def test_layers_measure_each_stage_like_the_penultimate_features():
+    dump = noisy_dump(with_layers=True)
+    got = NeuralCollapseLayers().run(dump)
+    assert list(got) == ["layer1", "layer2"]
+    for stage, values in got.items():
+        train, test = dump.train.layers[stage], dump.test.layers[stage]
+        expected = reference_nc(
+            train,
+            dump.train.labels,
+            dump.train.logits,
+            test,
+            dump.test.labels,
+            dump.test.logits,
+            np.ones((dump.num_classes, train.shape[1])),
+        )
+        assert values["feature_dim"] == train.shape[1]
+        for key in ("nc1", "nc1_cdnv", "ncc_acc_train", "ncc_acc_test"):
+            assert values[key] == pytest.approx(expected[key], rel=1e-4), (stage, key)
+    assert got["layer1"]["nc1_rank"] == 6 and "D=6 < C-1=11" in got["layer1"]["notes"][0]
+    assert NeuralCollapseLayers().run(noisy_dump()) == {}
+
+
+def test_analyze_a_features_file_gives_the_issue_keys(tmp_path):
+    dump = noisy_dump(with_layers=True)
+    path = tmp_path / "features.safetensors"
+    save_features(path, dump)
+    result = CliRunner().invoke(app, ["analyze", str(path), "--plugins", "nc", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    nc = json.loads(result.output)["nc"]
+    expected = reference_from_dump(dump)
+    assert set(nc) >= ISSUE_KEYS
+    for key, value in expected.items():
+        assert nc[key] == pytest.approx(value, rel=1e-4), key
