@@ -9,6 +9,7 @@ JSON-able dict. Both are built by a factory whose keyword arguments are their pa
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,14 +64,37 @@ class Contribution:
                 raise NcoodError(
                     f"{self.kind} {self.name!r} has no parameter {key!r} (known: {known})"
                 )
-            params[key] = coerce(raw, params[key], f"{self.name}.{key}")
-        return self.factory(**params), params
+            hint = self.hints().get(key) if params[key] is None else None
+            params[key] = coerce(raw, params[key], f"{self.name}.{key}", hint)
+        try:
+            built = self.factory(**params)
+        except (TypeError, ValueError) as exc:  # a value the factory refuses is a user error
+            raise NcoodError(f"{self.kind} {self.name!r}: {exc}") from None
+        return built, params
+
+    def hints(self) -> dict[str, Any]:
+        """The factory's resolved type annotations (they type a parameter whose default is None)."""
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        try:
+            return typing.get_type_hints(target)
+        except Exception:  # unresolvable annotations only cost the typing of None defaults
+            return {}
 
 
-def coerce(raw: str, default: Any, where: str) -> Any:
-    """Turn a command-line string into the type of the parameter's default."""
+def coerce(raw: str, default: Any, where: str, hint: Any = None) -> Any:
+    """Turn a command-line string into the type of the parameter's default.
+
+    A parameter whose default is None ("automatic") takes its type from its annotation
+    (``dim: int | None = None`` accepts ``--set x.dim=256`` and ``--set x.dim=auto``).
+    """
     if not isinstance(raw, str):
         return raw
+    if default is None and hint is not None:
+        if raw.lower() in ("none", "auto"):
+            return None
+        for kind in (bool, int, float, str):
+            if kind in typing.get_args(hint) or hint is kind:
+                return coerce(raw, kind(), where)
     try:
         if isinstance(default, bool):
             if raw.lower() in ("1", "true", "yes", "on"):
@@ -90,7 +114,9 @@ def coerce(raw: str, default: Any, where: str) -> Any:
                     pass
             return None if raw.lower() in ("none", "auto") else raw
     except ValueError:
-        raise NcoodError(f"--set {where}={raw}: expected a {type(default).__name__}") from None
+        raise NcoodError(
+            f"--set {where}={raw}: expected a value of type {type(default).__name__}"
+        ) from None
     return raw
 
 

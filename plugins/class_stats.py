@@ -25,14 +25,26 @@ BLOCK_ROWS = 8192  # rows per block when a split is processed piecewise (bounds 
 class TrainMoments:
     """Sufficient statistics of the ID train features (all float64).
 
-    ``scatter`` is Σᵢ (xᵢ − m)(xᵢ − m)ᵀ about the global mean ``mean``; ``class_means`` are μ_c.
+    ``scatter`` is Σᵢ (xᵢ − m)(xᵢ − m)ᵀ about the global mean ``mean``; ``class_sums`` holds
+    Σ_{i∈c} (xᵢ − m) per class, from which :attr:`class_means` derives μ_c.
     """
 
     count: int
     mean: np.ndarray
     scatter: np.ndarray
     class_counts: np.ndarray
-    class_means: np.ndarray
+    class_sums: np.ndarray
+
+    @property
+    def class_means(self) -> np.ndarray:
+        """C×D class means μ_c; every class must have a train sample."""
+        if np.any(self.class_counts == 0):
+            missing = np.flatnonzero(self.class_counts == 0).tolist()
+            shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
+            raise NcoodError(
+                f"the ID train split has no sample of class {shown}; class means are undefined"
+            )
+        return self.mean + self.class_sums / self.class_counts[:, None]
 
     @property
     def dim(self) -> int:
@@ -78,20 +90,13 @@ def train_moments(train: Split, num_classes: int) -> TrainMoments:
 
 
 def compute_moments(features: np.ndarray, labels: np.ndarray, num_classes: int) -> TrainMoments:
-    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
-    if np.any(counts == 0):
-        missing = np.flatnonzero(counts == 0).tolist()
-        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
-        raise NcoodError(
-            f"the ID train split has no sample of class {shown}; class means are undefined"
-        )
-    n = features.shape[0]
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes].astype(np.float64)
     mean = features.mean(axis=0, dtype=np.float64)
     centred = features.astype(np.float64)
     centred -= mean
     scatter = centred.T @ centred  # NumPy hands Aᵀ·A to BLAS syrk
-    class_means = mean + class_sums(centred, labels, num_classes) / counts[:, None]
-    return TrainMoments(n, mean, scatter, counts.astype(np.float64), class_means)
+    sums = class_sums(centred, labels, num_classes)
+    return TrainMoments(features.shape[0], mean, scatter, counts, sums)
 
 
 def class_sums(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
