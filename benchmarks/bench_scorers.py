@@ -1,0 +1,240 @@
+"""Speed of the TP's six scorers on a CIFAR-100-sized dump, against a straightforward baseline.
+
+    .venv/bin/python benchmarks/bench_scorers.py [--repeats 3] [--skip-baseline] [--keep DIR]
+
+1. Generates a synthetic dump the size of the TP's: 50,000 × 512 ID train features, 10,000 ID
+   test, 26,032 OOD (SVHN's test size), 100 classes, post-ReLU features and a linear head.
+2. In one process, times ncood's msp, maxlogit, energy, mahalanobis, vim (dim 256) and neco
+   (dim 100) — fit on train, score test and OOD, metrics — and the same six written the
+   straightforward way (per-class loops, scikit-learn's EmpiricalCovariance / StandardScaler /
+   PCA, as in the methods' reference code), checks that both give the same scores, and prints
+   both times and the ratio.
+3. Writes the dump to a features file and times the whole command
+   ``ncood analyze FILE --plugins msp,maxlogit,energy,mahalanobis,vim,neco
+   --set vim.dim=256 --set neco.dim=100 --json`` as a fresh process (imports included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")  # built-ins only, whatever else is installed
+
+from ncood.analysis import analyse_dump, select  # noqa: E402
+from ncood.conventions import ood_metrics  # noqa: E402
+from ncood.features import FeatureDump, Head, Split, save_features  # noqa: E402
+from ncood.plugins import host  # noqa: E402
+
+TRAIN, TEST, OOD, CLASSES, DIM = 50_000, 10_000, 26_032, 100, 512
+SIX = ["msp", "maxlogit", "energy", "mahalanobis", "vim", "neco"]
+SETTINGS = {"vim": {"dim": "256"}, "neco": {"dim": "100"}}
+VIM_DIM, NECO_DIM = 256, 100
+
+
+def synthetic_dump(seed: int = 0) -> FeatureDump:
+    """Post-ReLU features: class patterns plus strong noise; OOD: fresh patterns from the same
+    distribution (unseen "classes"). The noise is tuned so the AUROCs look like the TP's."""
+    rng = np.random.default_rng(seed)
+    means = np.maximum(rng.normal(0.4, 1.0, (CLASSES, DIM)), 0).astype(np.float32)
+    weight = ((means - means.mean(axis=0)) * 0.25).astype(np.float32)
+    bias = rng.normal(0, 0.1, CLASSES).astype(np.float32)
+
+    def make(centres: np.ndarray, labels: np.ndarray) -> Split:
+        noise = rng.standard_normal(centres.shape, dtype=np.float32) * np.float32(3.0)
+        features = np.maximum(centres + noise, 0, dtype=np.float32)
+        return Split(features, features @ weight.T + bias, labels)
+
+    def in_distribution(n: int) -> Split:
+        labels = rng.integers(0, CLASSES, n)
+        return make(means[labels], labels)
+
+    ood_centres = np.maximum(rng.normal(0.4, 1.0, (OOD, DIM)), 0).astype(np.float32)
+    return FeatureDump(
+        in_distribution(TRAIN),
+        in_distribution(TEST),
+        {"svhn-like": make(ood_centres, np.full(OOD, -1))},
+        Head(weight, bias),
+        {"epoch": "1", "dataset": "synthetic-cifar100-size"},
+    )
+
+
+# --- the straightforward way ---------------------------------------------------------------
+
+
+def baseline_six(dump: FeatureDump) -> dict[str, dict[str, np.ndarray]]:
+    """The six scores computed as the methods' reference code and most tutorials do."""
+    from numpy.linalg import norm, pinv
+    from scipy.special import logsumexp, softmax
+    from sklearn.covariance import EmpiricalCovariance
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    splits = {"test": dump.test, **{f"ood/{k}": v for k, v in dump.ood.items()}}
+    train, w, b = dump.train, dump.head.weight, dump.head.bias
+    out: dict[str, dict[str, np.ndarray]] = {name: {} for name in SIX}
+    for name, split in splits.items():
+        out["msp"][name] = softmax(split.logits, axis=1).max(axis=1)
+        out["maxlogit"][name] = split.logits.max(axis=1)
+        out["energy"][name] = logsumexp(split.logits, axis=1)
+
+    # Mahalanobis: class means and centred features class by class, sklearn's precision,
+    # then the quadratic form to each class mean in turn.
+    x = train.features.astype(np.float64)
+    means, centred = [], []
+    for c in range(CLASSES):
+        members = x[train.labels == c]
+        means.append(members.mean(axis=0))
+        centred.append(members - means[-1])
+    precision = EmpiricalCovariance(assume_centered=True).fit(np.vstack(centred)).precision_
+    for name, split in splits.items():
+        q = split.features.astype(np.float64)
+        distances = np.empty((len(split), CLASSES))
+        for c, mean in enumerate(means):
+            d = q - mean
+            distances[:, c] = ((d @ precision) * d).sum(axis=1)
+        out["mahalanobis"][name] = -distances.min(axis=1)
+
+    # ViM (the paper's benchmark.py): covariance about u, general eig, null space, alpha.
+    u = -pinv(w) @ b
+    covariance = EmpiricalCovariance(assume_centered=True).fit(train.features - u).covariance_
+    eigvals, eigvecs = np.linalg.eig(covariance)
+    null_space = np.ascontiguousarray(eigvecs.T[np.argsort(eigvals * -1)[VIM_DIM:]].T)
+    train_residual = norm((train.features - u) @ null_space, axis=-1)
+    alpha = train.logits.max(axis=-1).mean() / train_residual.mean()
+    for name, split in splits.items():
+        residual = norm((split.features - u) @ null_space, axis=-1) * alpha
+        out["vim"][name] = logsumexp(split.logits, axis=-1) - residual
+
+    # NECO (the paper's code): StandardScaler, full PCA, then a per-sample norm ratio.
+    scaler = StandardScaler()
+    pca = PCA(train.features.shape[1]).fit(scaler.fit_transform(train.features))
+    for name, split in splits.items():
+        complete = scaler.transform(split.features)
+        reduced = pca.transform(complete)[:, :NECO_DIM]
+        out["neco"][name] = np.array(
+            [norm(reduced[i]) / norm(complete[i]) for i in range(len(split))]
+        )
+    return out
+
+
+def baseline_run(dump: FeatureDump) -> dict[str, dict[str, np.ndarray]]:
+    scores = baseline_six(dump)
+    for per_split in scores.values():
+        for ood in dump.ood:
+            ood_metrics(per_split["test"], per_split[f"ood/{ood}"])
+    return scores
+
+
+# --- ncood ---------------------------------------------------------------------------------
+
+
+def ncood_run(dump: FeatureDump):
+    from ncood_plugins import class_stats
+
+    class_stats._cache.clear()  # every repeat recomputes the shared train statistics
+    scorers, _ = select(host(), SIX)
+    outcome = analyse_dump(dump, scorers, [], SETTINGS)
+    if outcome.failures:
+        raise SystemExit(f"ncood failed: {outcome.results['errors']}")
+    return outcome
+
+
+def agreement(ours: dict, theirs: dict) -> dict[str, float]:
+    """Largest difference relative to the scores' spread, per scorer, over every split."""
+    worst = {}
+    for name in SIX:
+        diffs = []
+        for split, values in ours[name].items():
+            reference = np.asarray(theirs[name][split], np.float64)
+            spread = float(np.ptp(reference)) or 1.0
+            diffs.append(float(np.max(np.abs(values - reference))) / spread)
+        worst[name] = max(diffs)
+    return worst
+
+
+def timed(function, *args):
+    started = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - started, result
+
+
+def whole_command(path: Path) -> float:
+    ncood = Path(sys.executable).with_name("ncood")
+    command = [str(ncood), "analyze", str(path), "--plugins", ",".join(SIX),
+               "--set", "vim.dim=256", "--set", "neco.dim=100", "--json", "--quiet"]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"ncood analyze failed: {done.stderr}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--keep", type=Path, help="write the features file here and keep it")
+    args = parser.parse_args()
+
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    started = time.perf_counter()
+    dump = synthetic_dump()
+    print(
+        f"dump: train {TRAIN}×{DIM}, test {TEST}, OOD {OOD}, {CLASSES} classes "
+        f"(generated in {time.perf_counter() - started:.1f} s)"
+    )
+
+    ours = [timed(ncood_run, dump) for _ in range(args.repeats)]
+    ncood_times = [t for t, _ in ours]
+    outcome = ours[-1][1]
+    print(
+        f"ncood, six scorers fit+score+metrics: best {min(ncood_times):.2f} s, "
+        f"median {statistics.median(ncood_times):.2f} s over {args.repeats} "
+        f"({', '.join(f'{t:.2f}' for t in ncood_times)})"
+    )
+    print("  per scorer (last run): " + ", ".join(
+        f"{k} {v:.2f} s" for k, v in outcome.results["timings"].items()
+    ))  # fmt: skip
+    for name in SIX:
+        print(f"  {name:12} AUROC {outcome.results['ood']['svhn-like'][name]['auroc']:.4f}")
+
+    if not args.skip_baseline:
+        baseline_time, baseline_scores = timed(baseline_run, dump)
+        print(f"straightforward baseline, same six: {baseline_time:.2f} s")
+        print(f"ratio baseline / ncood (best): {baseline_time / min(ncood_times):.1f}×")
+        worst = agreement(outcome.scores, baseline_scores)
+        print("  largest score difference / score range: " + ", ".join(
+            f"{k} {v:.1e}" for k, v in worst.items()
+        ))  # fmt: skip
+
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="ncood-bench-"))
+    path = folder / "features.safetensors"
+    started = time.perf_counter()
+    save_features(path, dump)
+    print(f"features file: {path} ({path.stat().st_size / 1e6:.0f} MB, "
+          f"written in {time.perf_counter() - started:.1f} s)")  # fmt: skip
+    del dump, ours, outcome
+    command_times = [whole_command(path) for _ in range(args.repeats)]
+    print(
+        f"whole command `ncood analyze FILE --plugins {','.join(SIX)} --set vim.dim=256 "
+        f"--set neco.dim=100 --json`: best {min(command_times):.2f} s, median "
+        f"{statistics.median(command_times):.2f} s ({', '.join(f'{t:.2f}' for t in command_times)})"
+    )
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    if args.keep is None:
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()
