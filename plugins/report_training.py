@@ -1,96 +1,281 @@
-"""The report's training section: curves of every run and their final accuracies."""
+"""The report's training section (the TP's section 2): curves of every run, the learning-rate
+schedules, final accuracies, and what they say about the terminal phase of training."""
 
 from __future__ import annotations
 
-from ncood_plugins.report_core import dataset_name
+from dataclasses import dataclass
+
+from markupsafe import Markup
+from matplotlib.ticker import MaxNLocator
+from ncood_plugins.report_core import STANDARD_WIDTH, dataset_title, enumeration
 
 import ncood
-from ncood.report.context import ReportContext, ReportSection
-from ncood.report.figures import new_figure, save
-from ncood.report.latex import percent, sci
+from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, new_figure
+from ncood.report.latex import num, percent, sci
+
+# The terminal phase of training (Papyan et al., 2020) starts when the training error vanishes;
+# the train accuracy here is measured on augmented batches, so "vanishes" is read as ≥ 99 %.
+TERMINAL_ACCURACY = 0.99
 
 
-def draw_curves(ctx: ReportContext):
-    fig, (loss_ax, acc_ax) = new_figure(2)
-    for index, run in enumerate(ctx.runs):
-        color = f"C{index}"
-        epochs = [h["epoch"] for h in run.history]
-        label = f"{run.preset}"
-        loss_ax.plot(
-            epochs, [h["train_loss"] for h in run.history], color=color, label=f"{label} train"
+@dataclass
+class Curves:
+    """One run's history as columns."""
+
+    epochs: list[int]
+    lr: list[float]
+    train_loss: list[float]
+    test_loss: list[float]
+    train_acc: list[float]
+    test_acc: list[float]
+    seconds: float
+
+    @classmethod
+    def of(cls, run: AnalysedRun) -> Curves:
+        h = run.history
+        return cls(
+            [r["epoch"] for r in h],
+            [r["lr"] for r in h],
+            [r["train_loss"] for r in h],
+            [r["test_loss"] for r in h],
+            [r["train_acc"] for r in h],
+            [r["test_acc"] for r in h],
+            float(sum(r.get("seconds", 0.0) for r in h)),
         )
-        loss_ax.plot(
-            epochs,
-            [h["test_loss"] for h in run.history],
-            color=color,
-            ls="--",
-            label=f"{label} test",
-        )
-        acc_ax.plot(
-            epochs, [h["train_acc"] for h in run.history], color=color, label=f"{label} train"
-        )
-        acc_ax.plot(
-            epochs,
-            [h["test_acc"] for h in run.history],
-            color=color,
-            ls="--",
-            label=f"{label} test",
-        )
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="accuracy")
+
+    def terminal_start(self) -> int | None:
+        """First epoch from which the train accuracy stays ≥ TERMINAL_ACCURACY, if any."""
+        start = None
+        for epoch, accuracy in zip(self.epochs, self.train_acc, strict=True):
+            start = (start or epoch) if accuracy >= TERMINAL_ACCURACY else None
+        return start
+
+    def best_test(self) -> tuple[float, int]:
+        index = max(range(len(self.test_acc)), key=self.test_acc.__getitem__)
+        return self.test_acc[index], self.epochs[index]
+
+
+def milestones(run: AnalysedRun) -> list[int]:
+    config = run.manifest["config"]
+    return list(config.get("milestones") or []) if config["schedule"] == "multistep" else []
+
+
+def draw_curves(ctx: ReportContext, run: AnalysedRun, curves: Curves):
+    """The TP's Figure 1 for one run: loss (log scale) and accuracy, train and test."""
+    fig, (loss_ax, acc_ax) = new_figure(2, FULL_WIDTH)
+    train, test = ctx.text("fig_train"), ctx.text("fig_test")
+    loss_ax.plot(curves.epochs, curves.train_loss, color="C0", label=train)
+    loss_ax.plot(curves.epochs, curves.test_loss, color="C1", ls="--", label=test)
+    acc_ax.plot(curves.epochs, [100 * a for a in curves.train_acc], color="C0", label=train)
+    acc_ax.plot(curves.epochs, [100 * a for a in curves.test_acc], color="C1", ls="--", label=test)
+    loss_ax.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_loss"), yscale="log")
+    acc_ax.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_accuracy"), ylim=(0, 101))
+    start = curves.terminal_start()
     for axis in (loss_ax, acc_ax):
+        for epoch in milestones(run):
+            axis.axvline(epoch, color="grey", lw=0.8, ls=":")
+        if start is not None:
+            axis.axvspan(start, curves.epochs[-1], color="grey", alpha=0.12, lw=0)
         axis.grid(alpha=0.3)
-    acc_ax.legend(fontsize=7, loc="lower right")
-    return save(fig, ctx.figure("training-curves"))
+        axis.set_xlim(curves.epochs[0], curves.epochs[-1])
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.set_title(ctx.text("fig_loss_title"))
+    acc_ax.set_title(ctx.text("fig_accuracy_title"))
+    acc_ax.legend(loc="lower right")
+    return ctx.save_figure(fig, f"training-{ctx.run_slug(run)}")
+
+
+def draw_learning_rates(ctx: ReportContext, runs: list[AnalysedRun]):
+    fig, (axis,) = new_figure(1, HALF_WIDTH)
+    for index, run in enumerate(runs):
+        curves = Curves.of(run)
+        axis.step(
+            curves.epochs,
+            curves.lr,
+            where="mid",
+            color=f"C{index % 10}",
+            ls=("-", "--", "-.", ":")[index % 4],
+            label=ctx.plain_label(run),
+        )
+    axis.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_lr"), yscale="log")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return ctx.save_figure(fig, "learning-rate")
+
+
+def regime(ctx: ReportContext, run: AnalysedRun) -> object:
+    config = run.manifest["config"]
+    if config["schedule"] == "multistep":
+        return ctx.t(
+            "training_regime_multistep",
+            label=ctx.label(run),
+            epochs=config["epochs"],
+            factor=f"{1 / config['gamma']:g}",
+            milestones=", ".join(map(str, milestones(run))),
+        )
+    return ctx.t("training_regime_cosine", label=ctx.label(run), epochs=config["epochs"])
+
+
+def terminal_sentence(ctx: ReportContext, run: AnalysedRun, curves: Curves):
+    """Did the run reach the terminal phase the TP relies on, and did the loss keep falling?"""
+    start = curves.terminal_start()
+    if start is None:
+        return ctx.t(
+            "training_no_terminal",
+            label=ctx.label(run),
+            best=percent(max(curves.train_acc)),
+            threshold=percent(TERMINAL_ACCURACY, 0),
+        )
+    first = curves.train_loss[curves.epochs.index(start)]
+    last = curves.train_loss[-1]
+    key = "training_terminal_falls" if last < first else "training_terminal_flat"
+    return ctx.t(
+        key,
+        label=ctx.label(run),
+        start=start,
+        length=curves.epochs[-1] - start,
+        threshold=percent(TERMINAL_ACCURACY, 0),
+        first=sci(first),
+        last=sci(last),
+    )
+
+
+def comparison_sentence(ctx: ReportContext, runs: list[AnalysedRun]):
+    """The longer regime should reach a lower train loss (deeper into the terminal phase)."""
+    by_length = sorted(runs, key=lambda r: len(r.history))
+    short, long = by_length[0], by_length[-1]
+    if len(long.history) == len(short.history):
+        return None
+    short_loss, long_loss = short.history[-1]["train_loss"], long.history[-1]["train_loss"]
+    key = "training_longer_lower" if long_loss < short_loss else "training_longer_not_lower"
+    return ctx.t(
+        key,
+        long=ctx.label(long),
+        short=ctx.label(short),
+        long_loss=sci(long_loss),
+        short_loss=sci(short_loss),
+        long_test=percent(long.history[-1]["test_acc"]),
+        short_test=percent(short.history[-1]["test_acc"]),
+    )
+
+
+def caption(ctx: ReportContext, run: AnalysedRun, curves: Curves):
+    parts = [ctx.t("training_curves_caption", label=ctx.label(run))]
+    if milestones(run):
+        parts.append(
+            ctx.t("training_curves_milestones", milestones=", ".join(map(str, milestones(run))))
+        )
+    if curves.terminal_start() is not None:
+        parts.append(
+            ctx.t(
+                "training_curves_terminal",
+                start=curves.terminal_start(),
+                threshold=percent(TERMINAL_ACCURACY, 0),
+            )
+        )
+    return Markup(" ").join(parts)
+
+
+def model_text(ctx: ReportContext, run: AnalysedRun) -> list:
+    """The architecture as the manifest records it, and how it departs from the TP's."""
+    model = run.manifest.get("model", {})
+    name = model.get("name", "?")
+    key = f"training_model_{name}"
+    texts = [ctx.t(key) if ctx.has(key) else ctx.t("training_model_other", model=name)]
+    width = model.get("width")
+    if width is not None and width != STANDARD_WIDTH:
+        texts.append(
+            ctx.t(
+                "training_width",
+                width=width,
+                standard=STANDARD_WIDTH,
+                dim=model.get("feature_dim", "?"),
+            )
+        )
+    return texts
+
+
+def augmentation_text(ctx: ReportContext, config: dict):
+    padding, flip = config.get("crop_padding", 0), config.get("flip", False)
+    if padding and flip:
+        return ctx.t("training_augment_both", padding=padding)
+    if padding:
+        return ctx.t("training_augment_crop", padding=padding)
+    if flip:
+        return ctx.t("training_augment_flip")
+    return ctx.t("training_augment_none")
+
+
+def figure_ref(name: str) -> Markup:
+    return Markup(rf"\ref{{fig:{name}}}")
 
 
 def build(ctx: ReportContext) -> dict | None:
     runs = [r for r in ctx.runs if r.history]
     if not runs:
         return None
+    ctx.define(
+        ctx.t("def_terminal_term"),
+        ctx.t("def_terminal_formula", threshold=num(TERMINAL_ACCURACY, 2)),
+        ctx.t("def_terminal_meaning"),
+    )
     config = runs[0].manifest["config"]
-    regimes, rows, summaries = [], [], []
+    per_run = []
     for run in runs:
-        cfg, last = run.manifest["config"], run.history[-1]
-        label = ctx.label(run)
-        if cfg["schedule"] == "multistep":
-            regimes.append(
-                ctx.t(
-                    "training_regime_multistep",
-                    label=label,
-                    epochs=cfg["epochs"],
-                    factor=f"{1 / cfg['gamma']:g}",
-                    milestones=", ".join(map(str, cfg["milestones"])),
-                )
-            )
-        else:
-            regimes.append(ctx.t("training_regime_cosine", label=label, epochs=cfg["epochs"]))
-        rows.append(
+        curves = Curves.of(run)
+        best, best_epoch = curves.best_test()
+        cfg = run.manifest["config"]
+        schedule_key = f"schedule_{cfg['schedule']}"
+        per_run.append(
             {
-                "label": label,
+                "label": ctx.label(run),
+                "slug": ctx.run_slug(run),
+                "figure": draw_curves(ctx, run, curves),
+                "caption": caption(ctx, run, curves),
                 "epochs": cfg["epochs"],
-                "schedule": cfg["schedule"],
-                "train": last["train_acc"],
-                "test": last["test_acc"],
+                "schedule": ctx.t(schedule_key) if ctx.has(schedule_key) else cfg["schedule"],
+                "train": curves.train_acc[-1],
+                "test": curves.test_acc[-1],
+                "best": best,
+                "best_epoch": best_epoch,
+                "train_loss": curves.train_loss[-1],
+                "seconds": curves.seconds,
+                "summary": ctx.t(
+                    "training_summary",
+                    label=ctx.label(run),
+                    train=percent(curves.train_acc[-1]),
+                    test=percent(curves.test_acc[-1]),
+                    best=percent(best),
+                    best_epoch=best_epoch,
+                    gap=num(100 * (curves.train_acc[-1] - curves.test_acc[-1]), 1),
+                ),
+                "terminal_sentence": terminal_sentence(ctx, run, curves),
             }
         )
-        summaries.append(
-            ctx.t(
-                "training_summary",
-                label=label,
-                train=percent(last["train_acc"]),
-                test=percent(last["test_acc"]),
-            )
-        )
+    refs = [figure_ref(f"training-{r['slug']}") for r in per_run]
+    figures_text = ctx.t(
+        "training_figures_text_one" if len(refs) == 1 else "training_figures_text_many",
+        refs=enumeration(ctx, refs),
+        lr=figure_ref("learning-rate"),
+        table=Markup(r"\ref{tab:accuracy}"),
+    )
+    texts = model_text(ctx, runs[0])
     return {
-        "dataset": dataset_name(ctx),
+        "dataset": dataset_title(ctx),
+        "model": texts[0],
+        "width_note": texts[1] if len(texts) > 1 else None,
+        "augmentation": augmentation_text(ctx, config),
         "lr": sci(config["lr"]),
         "momentum": sci(config["momentum"]),
         "wd": sci(config["weight_decay"]),
-        "regimes": regimes,
-        "rows": rows,
-        "summaries": summaries,
-        "curves": ctx.relative(draw_curves(ctx)),
+        "batch": config["batch_size"],
+        "regimes": [regime(ctx, run) for run in runs],
+        "figures_text": figures_text,
+        "runs": per_run,
+        "comparison": comparison_sentence(ctx, runs) if len(runs) > 1 else None,
+        "learning_rate": draw_learning_rates(ctx, runs),
     }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import numbers
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,12 +17,31 @@ from markupsafe import Markup
 
 from ncood.analysis import load_scores
 from ncood.errors import NcoodError
-from ncood.report.latex import escape
+from ncood.report.latex import escape, num
 from ncood.run import RunDir
 
 LANGUAGES = ("fr", "en")
 _PLACEHOLDER = re.compile(r"<(\w+)>")
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(text: object, max_length: int = 48) -> str:
+    """A file-name-safe form of any name: ascii letters, digits and single hyphens.
+
+    Names that lose characters get a short hash suffix, so ``a$b`` and ``a&b`` stay distinct.
+    """
+    raw = str(text)
+    ascii_text = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode("ascii")
+    slug = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")[:max_length].strip("-")
+    if slug != raw:
+        slug = f"{slug}-{hashlib.sha1(raw.encode()).hexdigest()[:6]}".lstrip("-")
+    return slug
+
+
+def section_label(name: str) -> str:
+    """The ``\\label`` every section gets, so any template can write ``\\ref{sec:ood}``."""
+    return f"sec:{slugify(name)}"
 
 
 @dataclass
@@ -33,6 +55,15 @@ class ReportSection:
     build: Callable[[ReportContext], dict[str, Any] | None]
     template_dir: Path | None = None
     plugin: str = ""
+
+
+@dataclass
+class Definition:
+    """A term the appendix defines: a name, a formula (trusted LaTeX) and what it means."""
+
+    term: Markup
+    formula: Markup
+    meaning: Markup
 
 
 @dataclass
@@ -64,7 +95,14 @@ class AnalysedRun:
 
     @cached_property
     def final_scores(self):
-        return load_scores(self.run.analysis_dir(self.last_epoch) / "scores.safetensors")
+        return self.scores_at(self.last_epoch)
+
+    def scores_at(self, epoch: int) -> dict[str, dict[str, Any]]:
+        """Per-sample scores of each scorer at ``epoch`` (scorer → split → array)."""
+        cache = self.__dict__.setdefault("_scores", {})
+        if epoch not in cache:
+            cache[epoch] = load_scores(self.run.analysis_dir(epoch) / "scores.safetensors")
+        return cache[epoch]
 
 
 def load_analysed_run(path: Path) -> AnalysedRun:
@@ -83,24 +121,65 @@ class ReportContext:
     tex_dir: Path
     strings: dict[str, str]
     figures: list[Path] = field(default_factory=list)
+    included: list[str] = field(default_factory=list)  # names of the sections in the document
+    definitions: list[Definition] = field(default_factory=list)
 
     def t(self, key: str, **values: Any) -> Markup:
-        """A translated phrase (trusted LaTeX from templates/i18n) with escaped values."""
-        try:
-            phrase = self.strings[key]
-        except KeyError:
-            raise NcoodError(f"no {self.lang!r} translation for {key!r}") from None
+        """A translated phrase (trusted LaTeX from templates/i18n) with escaped values.
+
+        Floats go through ``num`` so that the locale's decimal mark applies.
+        """
+        phrase = self._phrase(key)
         return Markup(
             _PLACEHOLDER.sub(
-                lambda m: escape(values[m.group(1)]) if m.group(1) in values else m.group(0), phrase
+                lambda m: _latex_value(values[m.group(1)]) if m.group(1) in values else m.group(0),
+                phrase,
             )
         )
 
+    def has(self, key: str) -> bool:
+        return key in self.strings
+
+    def text(self, key: str, **values: Any) -> str:
+        """A translated phrase as plain text for matplotlib (only for keys free of LaTeX).
+
+        A ``$`` would start matplotlib's mathtext, so it is escaped in every value.
+        """
+        phrase = self._phrase(key)
+        return _PLACEHOLDER.sub(
+            lambda m: self.plain(values[m.group(1)]) if m.group(1) in values else m.group(0),
+            phrase,
+        )
+
+    def plain(self, value: Any, digits: int = 3) -> str:
+        """A value for matplotlib text: numbers with the locale's decimal mark, ``$`` escaped."""
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral | bool):
+            text = f"{float(value):.{digits}f}"
+            return text.replace(".", ",") if self.lang == "fr" else text
+        return plain(value)
+
+    def _phrase(self, key: str) -> str:
+        try:
+            return self.strings[key]
+        except KeyError:
+            raise NcoodError(f"no {self.lang!r} translation for {key!r}") from None
+
     def figure(self, name: str) -> Path:
-        """Path for a new figure file; the template includes it by its relative path."""
-        path = self.figures_dir / f"{name}.pdf"
+        """Path for a new figure file named after ``name`` (slugified, made unique)."""
+        stem = slugify(name) or "figure"
+        path, index = self.figures_dir / f"{stem}.pdf", 1
+        while path in self.figures:
+            index += 1
+            path = self.figures_dir / f"{stem}-{index}.pdf"
         self.figures.append(path)
         return path
+
+    def save_figure(self, fig, name: str, tight: bool = True) -> Markup:
+        """Localise the tick labels, save ``fig`` as ``name`` and return its path for LaTeX."""
+        from ncood.report.figures import localise, save
+
+        localise(fig, self.lang)
+        return self.relative(save(fig, self.figure(name), tight=tight))
 
     def relative(self, path: Path) -> Markup:
         """A figure's path as \\includegraphics reads it (names are checked to be plain)."""
@@ -109,17 +188,73 @@ class ReportContext:
             raise NcoodError(f"figure path {relative!r} has characters LaTeX cannot take")
         return Markup(relative)
 
+    def section_ref(self, name: str) -> Markup:
+        """``\\ref`` to another section of the document (check ``name in ctx.included``)."""
+        return Markup(rf"\ref{{{section_label(name)}}}")
+
+    def run_slug(self, run: AnalysedRun) -> str:
+        """A short file-name-safe name of a run, unique within this report."""
+        return f"run{self.runs.index(run) + 1}-{slugify(run.name, 24)}"
+
+    def _label_values(self, run: AnalysedRun) -> tuple[str, dict[str, Any]]:
+        same = [r for r in self.runs if (r.preset, r.epochs) == (run.preset, run.epochs)]
+        if len(same) == 1:
+            return "run_label", {"preset": run.preset, "epochs": run.epochs}
+        return "run_label_named", {"preset": run.preset, "epochs": run.epochs, "name": run.name}
+
     def label(self, run: AnalysedRun) -> Markup:
-        """How a run is named in column headers: its preset and length."""
-        return self.t("run_label", preset=run.preset, epochs=run.epochs)
+        """How a run is named in text and column headers: its preset and length (and its
+        folder's name when two runs share both)."""
+        key, values = self._label_values(run)
+        return self.t(key, **values)
+
+    def plain_label(self, run: AnalysedRun) -> str:
+        """The run's label for figure legends."""
+        key, values = self._label_values(run)
+        return self.text(key, **values)
+
+    def dataset_title(self, name: str) -> Markup:
+        """How a dataset is named in the text (``dataset_<name>`` in i18n, else its name)."""
+        key = f"dataset_{name}"
+        return self.t(key) if key in self.strings else escape(name)
+
+    def dataset_short(self, name: str) -> Markup:
+        """A dataset's short name for tables and repeated mentions (``dataset_<name>_short``)."""
+        key = f"dataset_{name}_short"
+        return self.t(key) if key in self.strings else escape(name)
+
+    def dataset_plain(self, name: str) -> str:
+        key = f"dataset_{name}_short"
+        return self.text(key) if key in self.strings else plain(name)
+
+    def define(self, term: Any, formula: Any, meaning: Any) -> None:
+        """Add a definition to the appendix; ``formula`` and ``meaning`` should be Markup
+        (trusted LaTeX) or are escaped."""
+        self.definitions.append(Definition(escape(term), escape(formula), escape(meaning)))
+
+
+def _latex_value(value: Any) -> Markup:
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral | bool):
+        return num(value)
+    return escape(value)
+
+
+def plain(value: Any) -> str:
+    """A string for matplotlib text: literal, with ``$`` escaped so mathtext never starts."""
+    return str(value).replace("$", r"\$")
 
 
 def load_strings(lang: str, template_dirs: list[Path]) -> dict[str, str]:
+    """Translations of every template folder; the core's come first and cannot be overridden."""
     if lang not in LANGUAGES:
         raise NcoodError(f"unknown language {lang!r} (known: {', '.join(LANGUAGES)})")
     strings: dict[str, str] = {}
     for folder in template_dirs:
         path = folder / "i18n" / f"{lang}.json"
         if path.is_file():
-            strings = {**json.loads(path.read_text(encoding="utf-8")), **strings}
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise NcoodError(f"{path} is not valid JSON ({exc})") from None
+            strings = {**loaded, **strings}
     return strings

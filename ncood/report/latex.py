@@ -8,6 +8,7 @@ therefore never run a TeX command.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,73 @@ _SPECIALS = {
     "[": "{[}",
     "]": "{]}",
 }
+# Greek small letters from U+03B1 in order; omicron ("_") is an italic o, left to the fallback.
+_GREEK = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "_",
+    "pi",
+    "rho",
+    "varsigma",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "chi",
+    "psi",
+    "omega",
+]
+# Symbols that scorer descriptions and names use but pdflatex's utf8 input cannot typeset
+# (any other unknown character prints as a boxed "?" instead of stopping LaTeX, see the preamble).
+_MATH = {
+    "‖": r"\|",
+    "·": r"\cdot",
+    "−": "-",
+    "×": r"\times",
+    "÷": r"\div",
+    "≤": r"\leq",
+    "≥": r"\geq",
+    "≠": r"\neq",
+    "≈": r"\approx",
+    "→": r"\to",
+    "←": r"\leftarrow",
+    "∈": r"\in",
+    "∑": r"\sum",
+    "√": r"\surd",
+    "∞": r"\infty",
+    "±": r"\pm",
+    "†": r"\dagger",
+    "ᵀ": r"^{\top}",
+    "⁻": r"^{-}",
+    "∘": r"\circ",
+    "∝": r"\propto",
+    "⊤": r"\top",
+    "ℓ": r"\ell",
+    **{
+        chr(code): "\\" + name
+        for code, name in zip(range(0x3B1, 0x3CA), _GREEK, strict=True)
+        if name != "_"
+    },
+    "Σ": r"\Sigma",
+    "Δ": r"\Delta",
+    "Λ": r"\Lambda",
+    "Φ": r"\Phi",
+    "Ω": r"\Omega",
+    "Π": r"\Pi",
+}
+_SPECIALS.update({char: rf"\ensuremath{{{latex}}}" for char, latex in _MATH.items()})
 _SPECIAL_RE = re.compile("|".join(re.escape(c) for c in _SPECIALS))
 
 
@@ -39,17 +107,28 @@ def escape(value: object) -> Markup:
     return Markup(_SPECIAL_RE.sub(lambda m: _SPECIALS[m.group(0)], str(value)))
 
 
+def command(name: str, value: object) -> Markup:
+    """``\\name{value}`` with the value escaped (never ``Markup("…%s") % value``: markupsafe's
+    own operators escape for HTML, not LaTeX)."""
+    return Markup(f"\\{name}{{{escape(value)}}}")
+
+
+def join(separator: object, items: Iterable[object]) -> Markup:
+    """Items escaped for LaTeX and joined (``Markup(sep).join`` would HTML-escape strings)."""
+    return Markup(escape(separator).join(escape(item) for item in items))
+
+
 def num(value: object, digits: int = 3) -> Markup:
     """A number through siunitx, so the locale (decimal comma in French) applies."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or (isinstance(value, numbers.Real) and not math.isfinite(float(value))):
         return Markup("--")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Markup(rf"\num{{{value}}}")
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return Markup(rf"\num{{{int(value)}}}")
     return Markup(rf"\num{{{float(value):.{digits}f}}}")
 
 
 def percent(value: object, digits: int = 2) -> Markup:
-    if value is None:
+    if value is None or not math.isfinite(float(value)):
         return Markup("--")
     return Markup(rf"\SI{{{100 * float(value):.{digits}f}}}{{\percent}}")
 
