@@ -1,15 +1,28 @@
-"""The report's OOD section: AUROC per method and run (the TP's Table 1), ROC curves, details."""
+"""The report's OOD section: AUROC per method and run (the TP's Table 1), the ROC curves of all
+methods in one figure, and each method's ID-vs-OOD score distributions (the TP's Energy figure).
+
+Figures come from the per-sample scores ``ncood analyze`` saved (scores.safetensors) at the last
+run's last epoch; matplotlib is imported only when a figure is drawn.
+"""
 
 from __future__ import annotations
 
-from ncood_plugins.report_core import dataset_name
+import math
+
+import numpy as np
+from ncood_plugins.report_core import dataset_title
 
 import ncood
 from ncood.conventions import roc_points
 from ncood.plugins import host
-from ncood.report.context import ReportContext, ReportSection
-from ncood.report.figures import HALF_WIDTH, new_figure, save
+from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.latex import num
+
+HISTOGRAM_COLUMNS = 4
+HISTOGRAM_BINS = 40
+SHOWN_QUANTILES = (0.005, 0.995)  # histogram range; the rare scores beyond pile in the end bins
+LINE_STYLES = ("-", "--", "-.", ":")
+TP_ORDER = ("msp", "maxlogit", "energy", "mahalanobis", "l2", "vim", "neco")
 
 
 def scorer_titles() -> dict[str, str]:
@@ -28,26 +41,152 @@ def ood_sets(ctx: ReportContext) -> list[str]:
     return seen
 
 
-def draw_roc(ctx: ReportContext, run, ood: str, titles: dict[str, str]):
+def scored(run: AnalysedRun, sets: list[str]) -> tuple[list[str], list[str]]:
+    """The scorers with per-sample scores for ID test, and the OOD sets they were scored on."""
     scores = run.final_scores
-    fig, (axis,) = new_figure(1, HALF_WIDTH)
-    for index, (scorer, per_split) in enumerate(sorted(scores.items())):
-        if f"ood/{ood}" not in per_split:
-            continue
-        fpr, tpr = roc_points(per_split["test"], per_split[f"ood/{ood}"])
-        auroc = run.final["ood"][ood][scorer]["auroc"]
-        axis.plot(
-            fpr, tpr, color=f"C{index % 10}", label=f"{titles.get(scorer, scorer)} ({auroc:.3f})"
+    scorers = [s for s in run.final["ood"].get(sets[0], {}) if "test" in scores.get(s, {})]
+    present = [o for o in sets if all(f"ood/{o}" in scores[s] for s in scorers)]
+    return scorers, present
+
+
+def scorer_style(index: int) -> dict:
+    """Ten colours, then the next line style: up to 40 methods stay distinguishable."""
+    return {"color": f"C{index % 10}", "ls": LINE_STYLES[(index // 10) % len(LINE_STYLES)]}
+
+
+def draw_roc(ctx: ReportContext, run: AnalysedRun, scorers, sets, titles):
+    """ROC curves of every method, one panel per OOD set, one shared legend beside them."""
+    from ncood.report.figures import FULL_WIDTH, new_figure
+
+    panels = sets[:3]
+    fig, axes = new_figure(len(panels) + 1, (FULL_WIDTH[0], 2.9))
+    axes[0].get_gridspec().set_width_ratios([1.0] * len(panels) + [0.8])
+    for axis, ood in zip(axes, panels, strict=False):
+        for index, scorer in enumerate(scorers):
+            per_split = run.final_scores[scorer]
+            fpr, tpr = roc_points(per_split["test"], per_split[f"ood/{ood}"])
+            axis.plot(fpr, tpr, lw=1.0, label=titles.get(scorer, scorer), **scorer_style(index))
+        axis.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
+        axis.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=ctx.text("fig_roc_fpr"))
+        axis.set_title(ctx.text("fig_roc_panel", ood=ctx.dataset_plain(ood)))
+        axis.set_aspect("equal")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(ctx.text("fig_roc_tpr"))
+    legend_axis = axes[-1]
+    legend_axis.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend_axis.legend(
+        handles,
+        labels,
+        loc="center left",
+        frameon=False,
+        ncol=2 if len(labels) > 10 else 1,
+        fontsize=6.5,
+        handlelength=2.2,
+    )
+    return ctx.save_figure(fig, f"roc-{ctx.run_slug(run)}")
+
+
+def histogram_range(values: list[np.ndarray]) -> tuple[float, float]:
+    pooled = np.concatenate(values)
+    low, high = np.quantile(pooled, SHOWN_QUANTILES)
+    if not high > low:
+        low, high = float(pooled.min()) - 0.5, float(pooled.max()) + 0.5
+    return float(low), float(high)
+
+
+def draw_histograms(ctx: ReportContext, run: AnalysedRun, scorers, sets, titles):
+    """Per method, the densities of its scores on ID test and on each OOD set."""
+    from ncood.report.figures import FULL_WIDTH, new_figure
+
+    rows = math.ceil(len(scorers) / HISTOGRAM_COLUMNS)
+    fig, axes = new_figure(HISTOGRAM_COLUMNS, (FULL_WIDTH[0], 0.35 + 1.45 * rows), nrows=rows)
+    id_label = ctx.text("fig_hist_id", dataset=ctx.dataset_plain(run.manifest["dataset"]["name"]))
+    primary = sets[0]
+    for axis, scorer in zip(axes, scorers, strict=False):
+        per_split = run.final_scores[scorer]
+        groups = [("test", id_label)] + [(f"ood/{o}", ctx.dataset_plain(o)) for o in sets]
+        low, high = histogram_range([per_split[key] for key, _ in groups])
+        bins = np.linspace(low, high, HISTOGRAM_BINS + 1)
+        for index, (key, label) in enumerate(groups):
+            values = np.clip(per_split[key], low, high)
+            if index == 0:
+                axis.hist(values, bins=bins, density=True, color="C0", alpha=0.45, label=label)
+            else:
+                axis.hist(
+                    values,
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    lw=1.1,
+                    color=f"C{index % 9 + 1}",
+                    label=label,
+                )
+        auroc = run.final["ood"][primary][scorer]["auroc"]
+        axis.set_title(
+            ctx.text("fig_hist_panel", method=titles.get(scorer, scorer), auroc=auroc),
+            fontsize=7.5,
         )
-    axis.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    axis.set(xlabel="FPR (OOD accepted)", ylabel="TPR (ID accepted)", xlim=(0, 1), ylim=(0, 1.01))
-    axis.legend(fontsize=6, loc="lower right")
-    axis.grid(alpha=0.3)
-    return save(fig, ctx.figure(f"roc-{_slug(run.name)}-{_slug(ood)}"))
+        axis.tick_params(labelsize=6)
+        axis.set_yticks([])
+        axis.xaxis.get_major_locator().set_params(nbins=4)
+    handles, labels = axes[0].get_legend_handles_labels()
+    spare = axes[len(scorers) :]
+    for axis in spare:
+        axis.axis("off")
+    if spare:  # the legend takes the first empty panel of the grid
+        spare[0].legend(handles, labels, loc="center", frameon=False, fontsize=7)
+    else:  # a full grid: one legend row above it
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+        fig.suptitle(" ", fontsize=10)  # reserves the row the legend sits in
+    fig.supxlabel(ctx.text("fig_hist_xlabel"), fontsize=7)
+    return ctx.save_figure(fig, f"ood-scores-{ctx.run_slug(run)}")
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text)
+def ordered(scorers: list[str]) -> list[str]:
+    """The TP's methods first, in the TP's order, then the others as the results list them."""
+    first = [s for s in TP_ORDER if s in scorers]
+    return first + [s for s in scorers if s not in first]
+
+
+def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> str | None:
+    present = {k: v for k, v in values.items() if v is not None}
+    if not present:
+        return None
+    return (min if lower_is_better else max)(present, key=present.get)
+
+
+def metrics_table(ctx: ReportContext, ood: str, titles: dict[str, str]) -> dict:
+    """AUROC of every run and, for the last run, AUPR-In, AUPR-Out and FPR@95, best in bold."""
+    last = ctx.runs[-1]
+    scorers: list[str] = []
+    for run in ctx.runs:
+        scorers += [s for s in run.final["ood"].get(ood, {}) if s not in scorers]
+    scorers = ordered(scorers)
+    columns = []
+    for run in ctx.runs:
+        per = run.final["ood"].get(ood, {})
+        columns.append(({s: per.get(s, {}).get("auroc") for s in scorers}, False))
+    per_last = last.final["ood"].get(ood, {})
+    for key in ("aupr_in", "aupr_out", "fpr95"):
+        columns.append(({s: per_last.get(s, {}).get(key) for s in scorers}, key == "fpr95"))
+    bests = [best_of(values, lower) for values, lower in columns]
+    rows = [
+        {
+            "method": titles.get(s, s),
+            "cells": [
+                {"value": values[s], "best": s == best}
+                for (values, _), best in zip(columns, bests, strict=True)
+            ],
+        }
+        for s in scorers
+    ]
+    return {
+        "ood": ctx.dataset_title(ood),
+        "rows": rows,
+        "best_auroc": bests[: len(ctx.runs)],
+        "scorers": scorers,
+    }
 
 
 def build(ctx: ReportContext) -> dict | None:
@@ -55,54 +194,40 @@ def build(ctx: ReportContext) -> dict | None:
     if not sets:
         return None
     titles = scorer_titles()
-    labels = [ctx.label(run) for run in ctx.runs]
     tables, best_sentences = [], []
     for ood in sets:
-        scorers: list[str] = []
-        for run in ctx.runs:
-            for scorer in run.final["ood"].get(ood, {}):
-                if scorer not in scorers:
-                    scorers.append(scorer)
-        columns = []
-        for run in ctx.runs:
-            column = {s: run.final["ood"].get(ood, {}).get(s, {}).get("auroc") for s in scorers}
-            present = {s: v for s, v in column.items() if v is not None}
-            best = max(present, key=present.get) if present else None
+        table = metrics_table(ctx, ood, titles)
+        tables.append(table)
+        for run, best in zip(ctx.runs, table["best_auroc"], strict=True):
             if best is not None:
                 best_sentences.append(
                     ctx.t(
                         "ood_best",
                         label=ctx.label(run),
-                        ood=ood,
+                        ood=ctx.dataset_title(ood),
                         method=titles.get(best, best),
-                        auroc=num(present[best]),
+                        auroc=num(run.final["ood"][ood][best]["auroc"]),
                     )
                 )
-            columns.append((column, best))
-        rows = [
-            {
-                "method": titles.get(s, s),
-                "cells": [{"value": col[s], "best": s == best} for col, best in columns],
-            }
-            for s in scorers
-        ]
-        tables.append({"ood": ood, "rows": rows})
 
     last_run, primary = ctx.runs[-1], sets[0]
-    roc = draw_roc(ctx, last_run, primary, titles) if last_run.final_scores else None
-    full_rows = [
-        {"method": titles.get(s, s), **{k: m[k] for k in ("aupr_in", "aupr_out", "fpr95")}}
-        for s, m in last_run.final["ood"].get(primary, {}).items()
-    ]
+    roc = histograms = None
+    if last_run.final_scores and primary in last_run.final.get("ood", {}):
+        scorers, present = scored(last_run, sets)
+        if scorers and primary in present:
+            scorers = ordered(scorers)
+            roc = draw_roc(ctx, last_run, scorers, present, titles)
+            histograms = draw_histograms(ctx, last_run, scorers, present, titles)
     return {
-        "dataset": dataset_name(ctx),
-        "labels": labels,
+        "dataset": dataset_title(ctx),
+        "labels": [ctx.label(run) for run in ctx.runs],
+        "last_label": ctx.label(last_run),
         "tables": tables,
         "best": best_sentences,
-        "roc": ctx.relative(roc) if roc else None,
-        "roc_ood": primary,
-        "roc_label": ctx.label(last_run),
-        "full": {"rows": full_rows, "ood": primary, "label": ctx.label(last_run)},
+        "roc": roc,
+        "histograms": histograms,
+        "roc_ood": ctx.dataset_title(primary),
+        "epoch": last_run.last_epoch,
     }
 
 
