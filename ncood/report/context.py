@@ -34,7 +34,7 @@ def slugify(text: object, max_length: int = 48) -> str:
     raw = str(text)
     ascii_text = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode("ascii")
     slug = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")[:max_length].strip("-")
-    if slug != raw:
+    if slug != raw or not slug:
         slug = f"{slug}-{hashlib.sha1(raw.encode()).hexdigest()[:6]}".lstrip("-")
     return slug
 
@@ -197,10 +197,13 @@ class ReportContext:
         return f"run{self.runs.index(run) + 1}-{slugify(run.name, 24)}"
 
     def _label_values(self, run: AnalysedRun) -> tuple[str, dict[str, Any]]:
+        values: dict[str, Any] = {"preset": run.preset, "epochs": run.epochs}
         same = [r for r in self.runs if (r.preset, r.epochs) == (run.preset, run.epochs)]
         if len(same) == 1:
-            return "run_label", {"preset": run.preset, "epochs": run.epochs}
-        return "run_label_named", {"preset": run.preset, "epochs": run.epochs, "name": run.name}
+            return "run_label", values
+        if sum(r.name == run.name for r in same) == 1:
+            return "run_label_named", {**values, "name": run.name}
+        return "run_label_indexed", {**values, "index": self.runs.index(run) + 1}
 
     def label(self, run: AnalysedRun) -> Markup:
         """How a run is named in text and column headers: its preset and length (and its
