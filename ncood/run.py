@@ -5,6 +5,8 @@
     RUN_DIR/checkpoints/epoch-NNNN.safetensors model weights
     RUN_DIR/features/epoch-NNNN.safetensors    see ncood.features
     RUN_DIR/analysis/epoch-NNNN/results.json   written by ``ncood analyze``
+    RUN_DIR/state/state.json + epoch-NNNN.safetensors   what ``ncood train --resume`` needs
+    RUN_DIR/.ncood.lock                        held (flock) by the process writing the run
 
 The format is public: docs/run-format.md describes it for third parties.
 """
@@ -23,6 +25,9 @@ from ncood.errors import NcoodError
 
 MANIFEST = "manifest.json"
 HISTORY = "history.json"
+LOCK = ".ncood.lock"
+STATE_DIR = "state"
+STATE_JSON = "state.json"
 RUN_FORMAT = "ncood-run"
 RUN_FORMAT_VERSION = 1
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.safetensors$")
@@ -70,6 +75,21 @@ class RunDir:
     @property
     def history_path(self) -> Path:
         return self.root / HISTORY
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / STATE_JSON
+
+    def state_tensors(self, epoch: int) -> Path:
+        return self.state_dir / f"{epoch_name(epoch)}.safetensors"
 
     def checkpoint(self, epoch: int) -> Path:
         return self.root / "checkpoints" / f"{epoch_name(epoch)}.safetensors"

@@ -1,71 +1,156 @@
-"""Feature extraction: run the trained network once over every split and dump the results."""
+"""Feature extraction: run the trained network once over every split and stream the results
+to a features file (the format of ncood.features, written by ncood.engine.stream_writer).
+
+Memory stays bounded whatever the number of images: one batch of activations at a time, written
+at its offset in the file. Under torchrun, each rank extracts its share of every block of
+``world × batch_size`` images; rank 0 gathers the blocks and is the only one that writes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from ncood.engine.data import ImageSet, InDistribution, normalise
+from ncood.engine.accel import Accel
+from ncood.engine.data import ImageSet, normalise
+from ncood.engine.distributed import Cluster
 from ncood.engine.model import STAGES, ResNet18
-from ncood.features import FeatureDump, Head, Split
+from ncood.engine.stream_writer import StreamedSafetensors
+from ncood.features import FORMAT_NAME, FORMAT_VERSION
+
+EXTRACT_BATCH = 512
+
+
+def _parts(model: ResNet18, with_stages: bool) -> list[tuple[str, int]]:
+    """The per-image float outputs, in the order they are packed into one row."""
+    parts = [("features", model.feature_dim), ("logits", model.fc.out_features)]
+    if with_stages:
+        parts += [(f"layers/{name}", model.stage_dims[name]) for name in STAGES]
+    return parts
+
+
+def feature_layout(
+    model: ResNet18, splits: dict[str, ImageSet], with_stages: bool
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    layout: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+        "head/weight": (np.dtype(np.float32), tuple(model.fc.weight.shape)),
+        "head/bias": (np.dtype(np.float32), tuple(model.fc.bias.shape)),
+    }
+    for split, images in splits.items():
+        n = len(images)
+        layout[f"{split}/labels"] = (np.dtype(np.int64), (n,))
+        for part, dim in _parts(model, with_stages):
+            layout[f"{split}/{part}"] = (np.dtype(np.float32), (n, dim))
+    return layout
 
 
 @torch.no_grad()
-def extract_split(
+def _rows(
     model: ResNet18,
-    images: ImageSet,
+    batch: torch.Tensor,
     mean: torch.Tensor,
     std: torch.Tensor,
-    *,
-    batch_size: int = 512,
-    with_stages: bool = False,
-    on_batch=None,
-) -> Split:
-    """Penultimate features and logits, written batch by batch into preallocated arrays."""
-    was_training = model.training
-    model.eval()
-    device = mean.device
-    n = len(images)
-    features = np.empty((n, model.feature_dim), dtype=np.float32)
-    logits = np.empty((n, model.fc.out_features), dtype=np.float32)
-    stages: dict[str, np.ndarray] = {}
-    for start in range(0, n, batch_size):
-        batch = images.images[start : start + batch_size].to(device, non_blocking=True)
-        feats, pooled = model.forward_features(normalise(batch, mean, std), with_stages)
-        stop = start + batch.shape[0]
-        features[start:stop] = feats.float().cpu().numpy()
-        logits[start:stop] = model.fc(feats).float().cpu().numpy()
-        for name in STAGES if with_stages else ():
-            values = pooled[name].float().cpu().numpy()
-            stages.setdefault(name, np.empty((n, values.shape[1]), dtype=np.float32))
-            stages[name][start:stop] = values
-        if on_batch is not None:
-            on_batch(stop - start)
-    model.train(was_training)
-    return Split(features, logits, images.labels.cpu().numpy().astype(np.int64), stages)
+    accel: Accel,
+    with_stages: bool,
+) -> torch.Tensor:
+    """One packed float32 row per image: features | logits | pooled stages."""
+    with accel.autocast():
+        features, pooled = model.forward_features(
+            accel.layout(normalise(batch, mean, std)), with_stages
+        )
+        logits = model.fc(features)
+    columns = [features.float(), logits.float()]
+    columns += [pooled[name].float() for name in STAGES] if with_stages else []
+    return torch.cat(columns, 1)
 
 
-def extract_dump(
+@torch.no_grad()
+def dump_features(
+    path,
     model: ResNet18,
-    ind: InDistribution,
-    ood: dict[str, ImageSet],
+    splits: dict[str, ImageSet],
     mean: torch.Tensor,
     std: torch.Tensor,
+    accel: Accel,
+    cluster: Cluster = Cluster(),
     *,
     with_stages: bool = False,
     metadata: dict[str, str] | None = None,
-    on_batch=None,
-) -> FeatureDump:
-    def run(images: ImageSet) -> Split:
-        return extract_split(model, images, mean, std, with_stages=with_stages, on_batch=on_batch)
+    batch_size: int = EXTRACT_BATCH,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Write the features file for ``splits`` ("train", "test", "ood/<name>") at ``path``.
 
-    head = Head(
-        model.fc.weight.detach().float().cpu().numpy(), model.fc.bias.detach().float().cpu().numpy()
-    )
-    return FeatureDump(
-        train=run(ind.train),
-        test=run(ind.test),
-        ood={name: run(images) for name, images in ood.items()},
-        head=head,
-        metadata=metadata or {},
-    )
+    Every rank must call this; only rank 0 touches ``path``.
+    """
+    was_training = model.training
+    model.eval()
+    device = accel.device
+    parts = _parts(model, with_stages)
+    width = sum(dim for _, dim in parts)
+    stride = batch_size * cluster.world
+    writer = None
+    if cluster.main:
+        writer = StreamedSafetensors(
+            path,
+            feature_layout(model, splits, with_stages),
+            {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **(metadata or {})},
+        )
+        writer.__enter__()
+    try:
+        if writer is not None:
+            writer.write_rows("head/weight", 0, model.fc.weight.detach().float().cpu().numpy())
+            writer.write_rows("head/bias", 0, model.fc.bias.detach().float().cpu().numpy())
+        for split, images in splits.items():
+            n = len(images)
+            if writer is not None:
+                writer.write_rows(f"{split}/labels", 0, images.labels.cpu().numpy())
+            for block in range(0, n, stride):
+                start = block + cluster.rank * batch_size
+                local = images.images[start : min(start + batch_size, n)].to(device)
+                if local.shape[0]:
+                    rows = _rows(model, local, mean, std, accel, with_stages)
+                else:
+                    rows = torch.zeros((0, width), device=device)
+                shards = _gather(rows, batch_size, width, cluster)
+                if writer is not None:
+                    for rank, shard in enumerate(shards):
+                        first = block + rank * batch_size
+                        count = max(0, min(batch_size, n - first))
+                        if count:
+                            _write_packed(writer, split, first, shard[:count], parts)
+                if on_batch is not None:
+                    on_batch(min(stride, n - block))
+    except BaseException as exc:
+        if writer is not None:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    finally:
+        model.train(was_training)
+    if writer is not None:
+        writer.__exit__(None, None, None)
+
+
+def _gather(rows: torch.Tensor, batch_size: int, width: int, cluster: Cluster) -> list[np.ndarray]:
+    if not cluster.distributed:
+        return [rows.cpu().numpy()]
+    padded = torch.zeros((batch_size, width), device=rows.device)
+    padded[: rows.shape[0]] = rows
+    bucket = [torch.empty_like(padded) for _ in range(cluster.world)] if cluster.main else None
+    dist.gather(padded, bucket, dst=0)
+    return [t.cpu().numpy() for t in bucket] if cluster.main else []
+
+
+def _write_packed(writer, split: str, first: int, packed: np.ndarray, parts) -> None:
+    column = 0
+    for part, dim in parts:
+        writer.write_rows(f"{split}/{part}", first, packed[:, column : column + dim])
+        column += dim
+
+
+def splits_of(train: ImageSet, test: ImageSet, ood: dict[str, ImageSet]) -> dict[str, ImageSet]:
+    """The split names of the features file, in its order."""
+    return {"train": train, "test": test, **{f"ood/{name}": s for name, s in ood.items()}}

@@ -53,6 +53,7 @@ class ResNet18(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
         self.feature_dim = widths[-1]
+        self.stage_dims = dict(zip(STAGES, widths, strict=True))
 
     def forward_features(
         self, x: torch.Tensor, with_stages: bool = False

@@ -1,38 +1,44 @@
-"""The training loop: the TP's recipe, per-epoch history, checkpoints and feature dumps."""
+"""Training runs: start one, or resume one that was killed, on one process or under torchrun.
+
+Each epoch ends with, in this order: ``history.json``; at checkpoint epochs the features file
+and the weights; then the resume state (ncood.engine.state). Every file is written atomically
+by rank 0 alone, under the run-directory lock. A kill anywhere loses at most the epoch in
+progress, and ``--resume`` replays it bit for bit.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import ncood
 from ncood.atomic import atomic_path
-from ncood.engine.data import ImageSet, load_data, normalise, random_crop_flip
-from ncood.engine.extract import extract_dump
+from ncood.engine.accel import Accel, pick_device, setup_accel
+from ncood.engine.batches import plan_epoch
+from ncood.engine.data import ImageSet, InDistribution, check_names, load_data
+from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
+from ncood.engine.extract import dump_features, splits_of
+from ncood.engine.faults import explain_write_error, run_writes
+from ncood.engine.lock import RunLock
+from ncood.engine.loop import evaluate, train_epoch
 from ncood.engine.model import ResNet18
 from ncood.engine.presets import TrainConfig
+from ncood.engine.state import SavedState, StateWriter, read_state, restore, snapshot
+from ncood.engine.syncbn import convert_batchnorm
 from ncood.errors import NcoodError
-from ncood.features import save_features
 from ncood.progress import progress_bar
-from ncood.run import MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NcoodError(f"--device {name} asked for, but no CUDA device is available")
-    return torch.device(name)
+from ncood.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
 
 
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -55,24 +61,33 @@ def versions() -> dict[str, str]:
     }
 
 
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def save_weights(model: torch.nn.Module, path: Path, epoch: int) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": "ncood-weights", "epoch": str(epoch)})
 
 
-@torch.no_grad()
-def evaluate(model, images: ImageSet, mean, std, batch_size: int = 512) -> tuple[float, float]:
-    model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(images), batch_size):
-        x = normalise(images.images[start : start + batch_size], mean, std)
-        y = images.labels[start : start + batch_size]
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    model.train()
-    return total_loss / len(images), correct / len(images)
+def train_subset_index(size: int, wanted: int, seed: int) -> torch.Tensor:
+    """A fixed random subset (same for every rank and every resume), in dataset order."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    return torch.randperm(size, generator=generator)[: min(wanted, size)].sort().values
+
+
+@dataclass
+class _Run:
+    """What a training process holds: the run, its lock (rank 0), and what was saved."""
+
+    config: TrainConfig
+    run: RunDir
+    cluster: Cluster
+    lock: RunLock | None
+    manifest: dict[str, Any] | None = None
+    saved: SavedState | None = None
+    resume_note: dict[str, Any] = field(default_factory=dict)
 
 
 def train(
@@ -80,43 +95,124 @@ def train(
 ) -> RunDir:
     """Train one run from scratch into ``out`` and dump features at each checkpoint epoch."""
     config = config.resolved()
-    root = Path(out)
-    if (root / MANIFEST).exists():
-        if not force:
-            raise NcoodError(
-                f"{root} already holds a run (use another --out, or --force to replace it)"
-            )
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    run = RunDir(root)
-    device = pick_device(config.device)
+    check_names(config.dataset, config.ood)
+    cluster = start_cluster(config.device)
+    run = RunDir(Path(out))
+    lock = RunLock(run.lock_path) if cluster.main else None
 
-    ind, ood = load_data(config.dataset, config.ood, config.data_dir)
-    to_device = lambda s: ImageSet(s.images.to(device), s.labels.to(device))  # noqa: E731
-    train_set, test_set = to_device(ind.train), to_device(ind.test)
-    mean = torch.tensor(ind.mean, device=device)
-    std = torch.tensor(ind.std, device=device)
+    def claim() -> None:
+        with run_writes(run.root):
+            lock.acquire()
+            try:
+                if (run.root / MANIFEST).exists():
+                    if not force:
+                        raise NcoodError(
+                            f"{run.root} already holds a run (use another --out, --force to "
+                            f"replace it, or --resume to continue it)"
+                        )
+                    _clear(run.root, keep=LOCK)
+            except BaseException:
+                lock.release()
+                raise
 
-    torch.manual_seed(config.seed)
-    model = ResNet18(ind.num_classes, width=config.width).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = make_scheduler(config, optimizer)
+    try:
+        cluster.agree(claim)
+        return _execute(_Run(config, run, cluster, lock), show_progress)
+    finally:
+        stop_cluster(cluster)
 
-    manifest: dict[str, Any] = {
+
+def resume(
+    run_dir: str | Path,
+    *,
+    device: str | None = None,
+    data_dir: str | None = None,
+    show_progress: bool = True,
+) -> tuple[RunDir, bool]:
+    """Continue a run from its last complete epoch; returns (run, whether anything was left)."""
+    root = Path(run_dir)
+    cluster = start_cluster(device or _peek_device(root))
+    lock = RunLock(root / LOCK) if cluster.main else None
+
+    def open_run() -> dict[str, Any]:
+        run = RunDir.open(root)
+        manifest = run.manifest()
+        with run_writes(root):
+            lock.acquire()
+        if manifest.get("status") == "complete":
+            lock.release()
+            return {"complete": True}
+        try:
+            saved = read_state(run)
+        except BaseException:
+            lock.release()
+            raise
+        return {"complete": False, "manifest": manifest, "saved": saved}
+
+    try:
+        opened = cluster.agree(open_run)
+        if opened["complete"]:
+            return RunDir(root), False
+        manifest = opened["manifest"]
+        config = TrainConfig.from_dict(manifest["config"])
+        note: dict[str, Any] = {}
+        if device:
+            config.device = note["device"] = device
+        if data_dir:
+            config.data_dir = note["data_dir"] = str(data_dir)
+        state = _Run(
+            config.resolved(), RunDir(root), cluster, lock, manifest, opened["saved"], note
+        )
+        return _execute(state, show_progress), True
+    finally:
+        stop_cluster(cluster)
+
+
+def _peek_device(root: Path) -> str:
+    try:
+        return str(read_json(root / MANIFEST, "run manifest")["config"].get("device", "auto"))
+    except (NcoodError, KeyError, TypeError, AttributeError):
+        return "auto"
+
+
+def _clear(root: Path, keep: str) -> None:
+    for entry in root.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _new_manifest(
+    config: TrainConfig,
+    ind: InDistribution,
+    train_size: int,
+    ood: dict[str, ImageSet],
+    model: ResNet18,
+    accel: Accel,
+    cluster: Cluster,
+) -> dict[str, Any]:
+    return {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
         "status": "running",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now(),
         "seed": config.seed,
         "config": config.to_dict(),
         "versions": versions(),
-        "device": str(device),
+        "device": str(accel.device),
+        "acceleration": accel.describe(),
+        "distributed": {
+            "world_size": cluster.world,
+            "backend": cluster.backend,
+            "sync_batchnorm": config.sync_batchnorm and cluster.distributed,
+        },
         "dataset": {
             "name": ind.name,
             "num_classes": ind.num_classes,
-            "train_size": len(ind.train),
+            "train_size": train_size,
             "test_size": len(ind.test),
             "ood": {name: len(images) for name, images in ood.items()},
             "mean": list(ind.mean),
@@ -129,77 +225,232 @@ def train(
         },
         "files": {},
     }
-    run.write_manifest(manifest)
 
+
+def _execute(state: _Run, show_progress: bool) -> RunDir:
+    writer = StateWriter(state.run) if state.cluster.main else None
+    try:
+        return _train_epochs(state, writer, show_progress and state.cluster.main)
+    finally:
+        if writer is not None:
+            with contextlib.suppress(OSError):  # the epoch's error is already on its way up
+                writer.wait()
+        if state.lock is not None:
+            state.lock.release()
+
+
+def _train_epochs(state: _Run, writer: StateWriter | None, show_progress: bool) -> RunDir:
+    config, run, cluster = state.config, state.run, state.cluster
+    device = pick_device(config.device, cluster)
+    accel = setup_accel(config, device)
+    ind, ood = cluster.first(
+        lambda: load_data(
+            config.dataset,
+            config.ood,
+            config.data_dir,
+            download=config.download,
+            show_progress=show_progress,
+        )
+    )
+    train_cpu = ind.train
+    if config.train_subset:
+        train_cpu = train_cpu.subset(
+            train_subset_index(len(train_cpu), config.train_subset, config.seed)
+        )
+    if state.manifest is not None:
+        _check_same_data(state.manifest, train_cpu, ind, ood)
+    train_set, test_set = train_cpu.to(device), ind.test.to(device)
+    ood = {name: images.to(device) for name, images in ood.items()}
+    mean = torch.tensor(ind.mean, device=device)
+    std = torch.tensor(ind.std, device=device)
+
+    torch.manual_seed(config.seed)
+    model = ResNet18(ind.num_classes, width=config.width).to(device)
+    synced = cluster.distributed and config.sync_batchnorm
+    if synced:
+        model = convert_batchnorm(model, device)
+    if accel.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = make_scheduler(config, optimizer)
     history: list[dict[str, Any]] = []
-    steps = math.ceil(len(train_set) / config.batch_size)
-    last_good = None
-    with progress_bar(show_progress) as progress:
-        epochs_task = progress.add_task(f"train {config.preset}", total=config.epochs, status="")
-        batch_task = progress.add_task("  epoch", total=steps, status="")
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(train_set), generator=generator).to(device)
-            lr = optimizer.param_groups[0]["lr"]
-            loss_sum, correct = 0.0, 0
-            progress.reset(batch_task, total=steps)
-            model.train()
-            for start in range(0, len(train_set), config.batch_size):
-                index = order[start : start + config.batch_size]
-                x = random_crop_flip(
-                    train_set.images[index], config.crop_padding, config.flip, generator
+    start = 0
+    if state.saved is not None:
+        restore(state.saved, model, optimizer, scheduler)
+        history, start = state.saved.history, state.saved.epoch
+    step_model: torch.nn.Module = model
+    if cluster.distributed:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=not synced,
+        )
+    if accel.compile:
+        step_model = torch.compile(step_model)
+
+    def open_manifest() -> dict[str, Any]:
+        with run_writes(run.root):
+            if state.manifest is None:
+                manifest = _new_manifest(config, ind, len(train_set), ood, model, accel, cluster)
+            else:
+                manifest = dict(state.manifest)
+                manifest["status"] = "running"
+                manifest.pop("error", None)
+                manifest.setdefault("resumes", []).append(
+                    {"at": now(), "from_epoch": start, "world_size": cluster.world}
+                    | state.resume_note
                 )
-                y = train_set.labels[index]
-                logits = model(normalise(x, mean, std))
-                loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    where = f"epoch {last_good}" if last_good else "none was written"
-                    raise NcoodError(
-                        f"training loss became non-finite at epoch {epoch}; "
-                        f"last good checkpoint: {where}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(index)
-                correct += (logits.argmax(1) == y).sum().item()
-                progress.advance(batch_task)
+            run.write_manifest(manifest)
+            run.write_history(history)
+            return manifest
+
+    manifest = cluster.agree(open_manifest, share=False)
+
+    usable = len(train_set)
+    if cluster.distributed and not synced:
+        tail = usable % config.batch_size
+        if 0 < tail < 2 * cluster.world:  # per-rank BatchNorm needs 2 samples a rank
+            usable -= tail
+    steps = math.ceil(usable / config.batch_size)
+    splits = splits_of(train_set, test_set, ood)
+    extract_total = sum(len(images) for images in splits.values())
+    with progress_bar(show_progress) as progress:
+        epochs_task = progress.add_task(
+            f"train {config.preset}", total=config.epochs, completed=start, status=""
+        )
+        batch_task = progress.add_task("  epoch", total=steps, status="")
+        for epoch in range(start + 1, config.epochs + 1):
+            started = time.perf_counter()
+            progress.reset(batch_task, total=steps, description=f"  epoch {epoch}")
+            plan = plan_epoch(
+                len(train_set), config.seed, epoch, config.crop_padding, config.flip, device
+            )
+            if usable < len(plan):
+                plan = type(plan)(*(t[:usable] for t in (plan.order, plan.dy, plan.dx, plan.flips)))
+            lr = optimizer.param_groups[0]["lr"]
+            loss_sum, correct = train_epoch(
+                step_model,
+                optimizer,
+                train_set,
+                plan,
+                config.batch_size,
+                config.crop_padding,
+                mean,
+                std,
+                accel,
+                cluster,
+                on_step=lambda: progress.advance(batch_task),
+            )
+            train_seconds = time.perf_counter() - started
             scheduler.step()
-            test_loss, test_acc = evaluate(model, test_set, mean, std)
+            test_loss, test_acc = evaluate(model, test_set, mean, std, accel, cluster)
+            train_loss = loss_sum / usable
+            if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+                _stop_diverged(run, cluster, epoch, train_loss, test_loss, config)
             record = {
                 "epoch": epoch,
                 "lr": lr,
-                "train_loss": loss_sum / len(train_set),
-                "train_acc": correct / len(train_set),
+                "train_loss": train_loss,
+                "train_acc": correct / usable,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "seconds": time.perf_counter() - started,
+                "images_per_s": usable / train_seconds,
             }
             history.append(record)
-            run.write_history(history)
+
+            extract_error: OSError | None = None
             if epoch in config.checkpoint_epochs:
-                save_weights(model, run.checkpoint(epoch), epoch)
-                dump = extract_dump(
-                    model,
-                    ind,
-                    ood,
-                    mean,
-                    std,
-                    with_stages=config.stage_features,
-                    metadata={"epoch": str(epoch), "dataset": ind.name, "run": str(root.name)},
-                )
-                save_features(run.features(epoch), dump)
-                last_good = epoch
+                extract_task = progress.add_task("  features", total=extract_total, status="")
+                try:
+                    dump_features(
+                        run.features(epoch),
+                        model,
+                        splits,
+                        mean,
+                        std,
+                        accel,
+                        cluster,
+                        with_stages=config.stage_features,
+                        metadata={"epoch": str(epoch), "dataset": ind.name, "run": run.root.name},
+                        on_batch=lambda n, task=extract_task: progress.advance(task, n),
+                    )
+                except OSError as exc:
+                    extract_error = exc
+                progress.remove_task(extract_task)
+
+            def end_epoch(epoch=epoch, extract_error=extract_error) -> None:
+                with run_writes(run.root):
+                    if extract_error is not None:
+                        raise extract_error
+                    run.write_history(history)
+                    if epoch in config.checkpoint_epochs:
+                        save_weights(model, run.checkpoint(epoch), epoch)
+                    writer.submit(snapshot(epoch, model, optimizer, scheduler, history))
+
+            cluster.agree(end_epoch, share=False)
             progress.update(
                 epochs_task,
                 advance=1,
-                status=f"loss {record['train_loss']:.3f} acc {record['train_acc']:.3f} "
-                f"test {test_acc:.3f}",
+                status=f"loss {train_loss:.3f} acc {record['train_acc']:.3f} test {test_acc:.3f}",
             )
 
-    manifest["status"] = "complete"
-    manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest["files"] = run.checksums()
-    run.write_manifest(manifest)
+    def finish() -> None:
+        with run_writes(run.root):
+            writer.wait()
+            manifest["status"] = "complete"
+            manifest["finished"] = now()
+            manifest["files"] = run.checksums()
+            run.write_manifest(manifest)
+
+    cluster.agree(finish, share=False)
     return run
+
+
+def _check_same_data(
+    manifest: dict[str, Any], train: ImageSet, ind: InDistribution, ood: dict[str, ImageSet]
+) -> None:
+    recorded = manifest.get("dataset", {})
+    found = {
+        "train_size": len(train),
+        "test_size": len(ind.test),
+        "ood": {name: len(images) for name, images in ood.items()},
+    }
+    for key, value in found.items():
+        if recorded.get(key) != value:
+            raise NcoodError(
+                f"the data changed since the run started ({key}: {recorded.get(key)} then, "
+                f"{value} now); resume with the same data (--data-dir)"
+            )
+
+
+def _stop_diverged(
+    run: RunDir, cluster: Cluster, epoch: int, train_loss: float, test_loss: float, config
+) -> None:
+    kept = [e for e in config.checkpoint_epochs if e < epoch]
+    message = (
+        f"training diverged at epoch {epoch} (train loss {train_loss}, test loss {test_loss}); "
+        + (
+            f"stopped, keeping the state of epoch {epoch - 1}"
+            + (f" and the checkpoints up to epoch {kept[-1]}" if kept else "")
+            if epoch > 1
+            else "stopped before any epoch completed"
+        )
+        + f". Lower --lr (now {config.lr}) and train again"
+    )
+
+    def mark() -> None:
+        try:
+            manifest = run.manifest()
+            manifest["status"] = "stopped"
+            manifest["error"] = message
+            run.write_manifest(manifest)
+        except (OSError, NcoodError) as exc:
+            explained = isinstance(exc, OSError) and explain_write_error(exc, run.root)
+            if explained:
+                raise explained from None
+        raise NcoodError(message)
+
+    cluster.agree(mark, share=False)

@@ -1,0 +1,219 @@
+"""The resume state: everything needed to continue a run exactly where an epoch ended.
+
+Written at the end of every epoch in two atomic steps: the tensors (model, optimizer buffers,
+RNG states) go to ``state/epoch-NNNN.safetensors``, then ``state/state.json`` (scheduler,
+optimizer hyper-parameters, RNG scalars, history) is replaced so that it names that file; only
+then are older tensor files deleted. A kill at any moment leaves a ``state.json`` naming a
+complete tensors file. No pickle: safetensors and JSON only.
+
+The data order and the augmentation of an epoch are drawn from (seed, epoch) alone
+(ncood.engine.batches), so the RNG states are saved for completeness, not because the
+training loop draws from them.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ncood.atomic import write_json
+from ncood.engine.stream_writer import StreamedSafetensors
+from ncood.errors import NcoodError
+from ncood.run import RunDir, read_json
+
+STATE_FORMAT = "ncood-state"
+STATE_FORMAT_VERSION = 1
+
+
+@dataclass
+class Snapshot:
+    """A copy of the training state on the CPU, ready to be written (possibly in a thread)."""
+
+    epoch: int
+    tensors: dict[str, torch.Tensor]
+    payload: dict[str, Any]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, collections.Counter):  # MultiStepLR's milestones
+        return {"__counter__": [[k, v] for k, v in sorted(value.items())]}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__counter__"}:
+            return collections.Counter({k: v for k, v in value["__counter__"]})
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def snapshot(
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    history: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> Snapshot:
+    tensors: dict[str, torch.Tensor] = {
+        f"model/{k}": v.detach().to("cpu", copy=True).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    optimizer_state = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{index}/{key}"] = value.detach().to("cpu", copy=True)
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{index}"] = rng
+    numpy_state = np.random.get_state()
+    tensors["rng/numpy"] = torch.from_numpy(numpy_state[1].astype(np.int64))
+    python_state = random.getstate()
+    payload = {
+        "format": STATE_FORMAT,
+        "format_version": STATE_FORMAT_VERSION,
+        "epoch": epoch,
+        "optimizer": {
+            "param_groups": _jsonable(optimizer_state["param_groups"]),
+            "scalars": _jsonable(scalars),
+        },
+        "scheduler": _jsonable(scheduler.state_dict()),
+        "rng": {
+            "numpy": [numpy_state[0], *(_jsonable(list(numpy_state[2:])))],
+            "python": [python_state[0], list(python_state[1]), python_state[2]],
+        },
+        "history": history,
+        **(extra or {}),
+    }
+    return Snapshot(epoch, tensors, payload)
+
+
+def write_snapshot(run: RunDir, state: Snapshot) -> None:
+    """Tensors first, then the JSON that points at them, then the old tensors go."""
+    path = run.state_tensors(state.epoch)
+    arrays = {name: tensor.numpy() for name, tensor in state.tensors.items()}
+    layout = {name: (array.dtype, array.shape) for name, array in arrays.items()}
+    with StreamedSafetensors(
+        path, layout, {"format": STATE_FORMAT, "epoch": str(state.epoch)}
+    ) as out:
+        for name, array in arrays.items():
+            out.write_rows(name, 0, array.reshape(1) if array.ndim == 0 else array)
+    write_json(run.state_path, {**state.payload, "tensors": path.name})
+    for old in run.state_dir.glob("epoch-*.safetensors"):
+        if old.name != path.name:
+            old.unlink(missing_ok=True)
+
+
+@dataclass
+class SavedState:
+    epoch: int
+    payload: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.payload.get("history", []))
+
+
+def read_state(run: RunDir) -> SavedState | None:
+    """The last complete state, or None when the run died before its first epoch ended."""
+    if not run.state_path.is_file():
+        return None
+    payload = read_json(run.state_path, "resume state")
+    if payload.get("format") != STATE_FORMAT:
+        raise NcoodError(f"{run.state_path} is not an ncood resume state")
+    path: Path = run.state_dir / str(payload.get("tensors", ""))
+    try:
+        tensors = load_file(str(path))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise NcoodError(f"the resume state {path} is unreadable ({exc})") from None
+    return SavedState(int(payload["epoch"]), payload, tensors)
+
+
+def restore(
+    saved: SavedState, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
+) -> None:
+    """Load the saved state into freshly built objects (same config, same parameter order)."""
+    prefix = "model/"
+    model.load_state_dict(
+        {k[len(prefix) :]: v for k, v in saved.tensors.items() if k.startswith(prefix)}
+    )
+    per_param: dict[int, dict[str, Any]] = {}
+    for name, tensor in saved.tensors.items():
+        if name.startswith("optimizer/"):
+            _, index, key = name.split("/", 2)
+            per_param.setdefault(int(index), {})[key] = tensor
+    for index, values in saved.payload["optimizer"]["scalars"].items():
+        per_param.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict(
+        {"state": per_param, "param_groups": _from_json(saved.payload["optimizer"]["param_groups"])}
+    )
+    for group in optimizer.param_groups:  # buffers in the parameters' layout (channels_last)
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    optimizer.state[param][key] = torch.empty_like(param).copy_(value)
+    scheduler.load_state_dict(_from_json(saved.payload["scheduler"]))
+    torch.set_rng_state(saved.tensors["rng/torch"])
+    cuda_states = sorted(k for k in saved.tensors if k.startswith("rng/cuda/"))
+    if cuda_states and torch.cuda.is_available():
+        count = min(len(cuda_states), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all([saved.tensors[k] for k in cuda_states[:count]])
+    numpy_rng = saved.payload["rng"]["numpy"]
+    keys = saved.tensors["rng/numpy"].numpy().astype(np.uint32)
+    np.random.set_state((numpy_rng[0], keys, *numpy_rng[1:]))
+    version, internal, gauss = saved.payload["rng"]["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class StateWriter:
+    """Writes snapshots in a background thread so the next epoch does not wait for the disk.
+
+    One write in flight at a time; a failure (disk full) is raised on the next call."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _write(self, state: Snapshot) -> None:
+        try:
+            write_snapshot(self.run, state)
+        except BaseException as exc:  # re-raised in the training thread
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, state: Snapshot) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(state,), daemon=False)
+        self._thread.start()
