@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from ncood_plugins import nc_metrics as m
 
 import ncood
 from ncood.features import FeatureDump, Split
+from ncood_plugins import nc_metrics as m
 
 
 def collapse_of(

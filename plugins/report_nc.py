@@ -1,49 +1,306 @@
-"""The report's Neural Collapse section: NC metrics measured at every analysed checkpoint."""
+"""The report's Neural Collapse section (the TP's section 4, measured rather than simulated):
+NC1–NC4 at every analysed checkpoint, OOD AUROC on the same epochs, NC across the ResNet
+stages, the class geometry the assignment asks for, and t-SNE maps of two epochs.
+
+Every sentence is chosen from the numbers (did NC1 fall? which metrics fell?), never written in
+advance. The t-SNE embeddings are cached next to each epoch's analysis (plugins/tsne.py).
+"""
 
 from __future__ import annotations
 
+import numpy as np
+from markupsafe import Markup
+
 import ncood
-from ncood.report.context import ReportContext, ReportSection
-from ncood.report.figures import HALF_WIDTH, new_figure, save
-from ncood.report.latex import sci
+from ncood.errors import NcoodError
+from ncood.features import load_features
+from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.latex import percent, sci
+from ncood_plugins import nc_figures as figures
+from ncood_plugins import nc_metrics as m
+from ncood_plugins.report_core import enumeration, scorer_title
+from ncood_plugins.tsne import TsneSettings, cached_embedding
+
+# Shown in the table, in this order; all are expected to fall as the features collapse.
+TABLE_METRICS = (
+    "nc1",
+    "nc1_cdnv",
+    "nc1_trace_ratio",
+    "nc2_equinorm_means",
+    "nc2_equinorm_weights",
+    "nc2_equiangular_means",
+    "nc2_equiangular_weights",
+    "nc2_maxangle_means",
+    "nc2_maxangle_weights",
+    "nc3",
+    "nc4_train",
+    "nc4_test",
+)
+TSNE = TsneSettings()
 
 
-def progression(run, key: str) -> list[tuple[int, float]]:
+def nc_runs(ctx: ReportContext) -> list[AnalysedRun]:
+    return [run for run in ctx.runs if figures.series(run, "nc1")]
+
+
+def ood_sets(run: AnalysedRun) -> list[str]:
+    scored = list(run.final.get("ood", {}))
     return [
-        (epoch, results["nc"][key])
-        for epoch, results in sorted(run.results.items())
-        if key in results.get("nc", {})
+        o for o in dict.fromkeys([*run.manifest["config"].get("ood", []), *scored]) if o in scored
     ]
 
 
-def draw_progress(ctx: ReportContext, key: str):
-    fig, (axis,) = new_figure(1, HALF_WIDTH)
-    for index, run in enumerate(ctx.runs):
-        points = progression(run, key)
-        if points:
-            axis.plot(
-                *zip(*points, strict=True), marker="o", ms=3, color=f"C{index}", label=run.preset
+def scorers_of(run: AnalysedRun) -> list[str]:
+    seen: list[str] = []
+    for results in run.results.values():
+        for per_scorer in results.get("ood", {}).values():
+            seen += [s for s in per_scorer if s not in seen]
+    return seen
+
+
+def table(ctx: ReportContext, runs: list[AnalysedRun]) -> dict:
+    columns = []
+    for run in runs:
+        epochs = [e for e, _ in figures.series(run, "nc1")]
+        columns.append({"label": ctx.label(run), "first": epochs[0], "last": epochs[-1]})
+    rows = []
+    for key in TABLE_METRICS:
+        cells = []
+        for run, column in zip(runs, columns, strict=True):
+            values = run.results[column["first"]].get("nc", {}), run.results[column["last"]]["nc"]
+            cells += [sci(v.get(key)) for v in values]
+        rows.append({"name": ctx.t(f"nc_metric_{key}"), "cells": cells})
+    return {"columns": columns, "rows": rows}
+
+
+def trend_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
+    points = figures.series(run, "nc1")
+    if len(points) < 2:
+        return []
+    (e1, first), (e2, last) = points[0], points[-1]
+    key = "nc_decreased" if last < first else "nc_not_decreased"
+    out = [ctx.t(key, label=ctx.label(run), first=sci(first), last=sci(last), e1=e1, e2=e2)]
+    start, end = run.results[e1]["nc"], run.results[e2]["nc"]
+    compared = [
+        (ctx.t(f"nc_metric_{k}"), start[k] > end[k])
+        for k in TABLE_METRICS
+        if isinstance(start.get(k), int | float) and isinstance(end.get(k), int | float)
+    ]
+    fell = [name for name, down in compared if down]
+    rose = [name for name, down in compared if not down]
+    if not rose:
+        out.append(ctx.t("nc_all_fell", count=len(compared)))
+    else:
+        out.append(
+            ctx.t(
+                "nc_some_fell",
+                fell=len(fell),
+                count=len(compared),
+                rose=enumeration(ctx, rose),
             )
-    axis.set(xlabel="epoch", ylabel=key.upper(), yscale="log")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    return save(fig, ctx.figure(f"{key}-progress"))
+        )
+    return out
+
+
+def ood_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[str]):
+    """As NC1 moves between the first and last checkpoints, how the AUROC of each method moves."""
+    changes = []
+    for scorer in scorers:
+        points = figures.auroc_series(run, ood, scorer)
+        if len(points) >= 2:
+            changes.append((points[-1][1] - points[0][1], scorer, points[0][1], points[-1][1]))
+    nc1 = figures.series(run, "nc1")
+    if not changes or len(nc1) < 2:
+        return None
+    changes.sort()
+    rose = sum(delta > 0 for delta, *_ in changes)
+    best, worst = changes[-1], changes[0]
+    values = {
+        "label": ctx.label(run),
+        "ood": ctx.dataset_short(ood),
+        "n1": sci(nc1[0][1]),
+        "n2": sci(nc1[-1][1]),
+        "e1": nc1[0][0],
+        "e2": nc1[-1][0],
+        "rose": rose,
+        "count": len(changes),
+        "up": scorer_title(best[1]),
+        "up_a": best[2],
+        "up_b": best[3],
+        "down": scorer_title(worst[1]),
+        "down_a": worst[2],
+        "down_b": worst[3],
+    }
+    key = "nc_ood_trend" if worst[0] < 0 < best[0] else "nc_ood_trend_same"
+    return ctx.t(key, **values)
+
+
+def layer_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
+    stages = figures.stages_of(run.final)
+    if len(stages) < 2:
+        return []
+    layers = run.final["nc_layers"]
+    nc1 = [layers[s]["nc1"] for s in stages]
+    acc = [layers[s]["ncc_acc_test"] for s in stages]
+    monotone = all(b < a for a, b in zip(nc1, nc1[1:], strict=False))
+    values = {
+        "label": ctx.label(run),
+        "epoch": run.last_epoch,
+        "first": stages[0],
+        "last": stages[-1],
+        "n1": sci(nc1[0]),
+        "n2": sci(nc1[-1]),
+        "a1": percent(acc[0]),
+        "a2": percent(acc[-1]),
+    }
+    out = [ctx.t("nc_layers_monotone" if monotone else "nc_layers_not_monotone", **values)]
+    for stage in stages:
+        info = layers[stage]
+        if info["feature_dim"] < run.final["test"]["num_classes"] - 1:
+            out.append(
+                ctx.t(
+                    "nc_layers_small_dim",
+                    stage=stage,
+                    dim=info["feature_dim"],
+                    c1=run.final["test"]["num_classes"] - 1,
+                    rank=info["nc1_rank"],
+                )
+            )
+    return out
+
+
+def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
+    """The assignment's figures at the run's last analysed epoch, and what they show."""
+    epoch = run.last_epoch
+    path = run.run.features(epoch)
+    if not path.is_file():
+        return None
+    dump = load_features(path)
+    stats = m.class_means(dump.train.features, dump.train.labels, dump.num_classes)
+    between = m.between_class(stats)
+    passed = m.train_pass(dump.train.features, dump.train.labels, stats, between)
+    geo = m.class_geometry(stats, passed.class_variance, dump.head.weight)
+    c = dump.num_classes
+    off = ~np.eye(c, dtype=bool)
+    distances = geo["mean_distances"][off]
+    sentence_values = {
+        "label": ctx.label(run),
+        "epoch": epoch,
+        "dist_cv": float(distances.std() / distances.mean()),
+        "var_min": sci(geo["within_variance"].min()),
+        "var_max": sci(geo["within_variance"].max()),
+    }
+    sentences = [ctx.t("nc_geometry_distances", **sentence_values)]
+    if geo["weight_mean_cosines"] is not None:
+        cosines = geo["weight_mean_cosines"]
+        sentences.append(
+            ctx.t(
+                "nc_geometry_cosines",
+                own=float(np.mean(np.diag(cosines))),
+                other=float(np.mean(cosines[off])),
+                etf=-1.0 / (c - 1),
+            )
+        )
+    return {
+        "figure": figures.draw_geometry(ctx, run, geo, epoch),
+        "epoch": epoch,
+        "label": ctx.label(run),
+        "slug": ctx.run_slug(run),
+        "sentences": sentences,
+    }
+
+
+def tsne(ctx: ReportContext, run: AnalysedRun) -> dict | None:
+    """t-SNE of the test features at the first and last analysed epochs of ``run``."""
+    from sklearn.metrics import silhouette_score
+
+    epochs = [e for e in sorted(run.results) if run.run.features(e).is_file()]
+    if not epochs:
+        return None
+    shown = sorted({epochs[0], epochs[-1]})
+    maps, silhouettes = [], []
+    for epoch in shown:
+        try:
+            embedding, labels = cached_embedding(run.run, epoch, TSNE)
+        except NcoodError:
+            return None
+        maps.append((epoch, embedding, labels))
+        many = len(np.unique(labels)) > 1
+        silhouettes.append(float(silhouette_score(embedding, labels)) if many else None)
+    sentence = None
+    if len(shown) == 2 and None not in silhouettes:
+        key = "nc_tsne_tighter" if silhouettes[1] > silhouettes[0] else "nc_tsne_not_tighter"
+        sentence = ctx.t(
+            key,
+            e1=shown[0],
+            e2=shown[1],
+            s1=silhouettes[0],
+            s2=silhouettes[1],
+            label=ctx.label(run),
+        )
+    return {
+        "figure": figures.draw_tsne(ctx, run, maps),
+        "label": ctx.label(run),
+        "slug": ctx.run_slug(run),
+        "epochs": shown,
+        "epochs_text": enumeration(ctx, [str(e) for e in shown]),
+        "points": len(maps[0][2]),
+        "classes": len(np.unique(maps[0][2])),
+        "sentence": sentence,
+    }
+
+
+def refs(ctx: ReportContext, prefix: str, runs: list[dict]) -> Markup | None:
+    """``\\ref``s to one figure per run, joined as the language lists things."""
+    if not runs:
+        return None
+    return enumeration(ctx, [Markup(rf"\ref{{fig:{prefix}-{r['slug']}}}") for r in runs])
+
+
+def define_terms(ctx: ReportContext) -> None:
+    for name in ("nc1", "cdnv", "nc2", "nc3", "nc4"):
+        ctx.define(
+            ctx.t(f"def_{name}_term"), ctx.t(f"def_{name}_formula"), ctx.t(f"def_{name}_meaning")
+        )
 
 
 def build(ctx: ReportContext) -> dict | None:
-    if not any(progression(run, "nc1") for run in ctx.runs):
+    runs = nc_runs(ctx)
+    if not runs:
         return None
-    sentences = []
-    for run in ctx.runs:
-        points = progression(run, "nc1")
-        if len(points) < 2:
-            continue
-        (e1, first), (e2, last) = points[0], points[-1]
-        key = "nc_decreased" if last < first else "nc_not_decreased"
-        sentences.append(
-            ctx.t(key, label=ctx.label(run), first=sci(first), last=sci(last), e1=e1, e2=e2)
+    define_terms(ctx)
+    per_run = []
+    for run in runs:
+        sets, scorers = ood_sets(run), scorers_of(run)
+        ood_figure = figures.draw_ood_progress(ctx, run, sets, scorers) if scorers else None
+        ood_sentences = [ood_sentence(ctx, run, o, scorers) for o in sets] if ood_figure else []
+        per_run.append(
+            {
+                "label": ctx.label(run),
+                "slug": ctx.run_slug(run),
+                "trend": trend_sentences(ctx, run),
+                "ood_figure": ood_figure,
+                "ood_sentences": [s for s in ood_sentences if s is not None],
+                "layers": layer_sentences(ctx, run),
+                "geometry": geometry(ctx, run),
+                "tsne": tsne(ctx, run),
+            }
         )
-    return {"progress": ctx.relative(draw_progress(ctx, "nc1")), "sentences": sentences}
+    geometry_runs = [r for r in per_run if r["geometry"]]
+    tsne_runs = [r for r in per_run if r["tsne"]]
+    return {
+        "progress": figures.draw_nc1_nc3(ctx, runs),
+        "metrics": figures.draw_all_metrics(ctx, runs),
+        "layers": figures.draw_layers(ctx, runs),
+        "table": table(ctx, runs),
+        "runs": per_run,
+        "ood_refs": refs(ctx, "nc-ood", [r for r in per_run if r["ood_figure"]]),
+        "geometry_runs": geometry_runs,
+        "tsne_runs": tsne_runs,
+        "tsne_refs": refs(ctx, "nc-tsne", tsne_runs),
+        "tsne_max_classes": TSNE.max_classes,
+        "tsne_max_points": TSNE.max_points,
+    }
 
 
 @ncood.hookimpl

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from nc_builders import noisy_dump
 from nc_reference import reference_from_dump, reference_nc
-from ncood_plugins.neural_collapse import NeuralCollapse, NeuralCollapseLayers
 from typer.testing import CliRunner
 
 from ncood.atomic import write_json
 from ncood.cli import app
 from ncood.features import FeatureDump, Head, Split, save_features
+from ncood_plugins.neural_collapse import NeuralCollapse, NeuralCollapseLayers
 
 ISSUE_KEYS = {
     "nc1",
@@ -33,35 +34,6 @@ ISSUE_KEYS = {
     "ncc_acc_train",
     "ncc_acc_test",
 }
-
-
-def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False) -> FeatureDump:
-    """Overlapping float32 clusters (so NCC and the network disagree sometimes), unequal class
-    sizes, a head that is the means plus noise, two OOD sets."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 1.5, (num_classes, dim)) + 3.0
-    weight = (centres - centres.mean(0) + rng.normal(0, 0.8, centres.shape)).astype(np.float32)
-    bias = rng.normal(0, 0.5, num_classes).astype(np.float32)
-    layer_maps = [rng.normal(size=(dim, width)) for width in (6, 24)]
-
-    def split(n):
-        labels = np.concatenate([np.arange(num_classes), rng.integers(0, num_classes, n)])
-        features = (centres[labels] + rng.normal(0, 1.2, (labels.size, dim))).astype(np.float32)
-        layers = {}
-        if with_layers:
-            layers = {
-                f"layer{i + 1}": np.abs(features @ lm).astype(np.float32)
-                for i, lm in enumerate(layer_maps)
-            }
-        return Split(features, features @ weight.T + bias, labels, layers)
-
-    def ood(n, shift):
-        features = (rng.normal(0, 1.0, (n, dim)) + shift).astype(np.float32)
-        return Split(features, features @ weight.T + bias, np.full(n, -1))
-
-    return FeatureDump(
-        split(600), split(300), {"far": ood(80, 6.0), "near": ood(90, 3.0)}, Head(weight, bias)
-    )
 
 
 def test_every_key_matches_the_reference():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from nc_reference import reference_nc
-from ncood_plugins import nc_metrics as m
 
 from ncood.errors import NcoodError
+from ncood_plugins import nc_metrics as m
 
 
 def simplex_means(num_classes: int, dim: int, radius: float, offset: float, rng) -> np.ndarray:

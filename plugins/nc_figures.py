@@ -1,0 +1,318 @@
+"""Figures of the Neural Collapse sections: measured curves along training, across layers,
+the class geometry at one epoch and t-SNE maps. Each function draws one figure and returns the
+path LaTeX includes (or ``None`` when there is nothing to draw)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from ncood.report.context import AnalysedRun, ReportContext
+from ncood.report.figures import dense_scatter, new_figure
+from ncood_plugins.report_core import scorer_title
+
+PANELS_PER_ROW = 3
+STAGE_ORDER = ("layer1", "layer2", "layer3", "layer4")
+
+
+def series(run: AnalysedRun, key: str, group: str = "nc") -> list[tuple[int, float]]:
+    """(epoch, value) of ``results[group][key]`` at every analysed epoch where it is a number."""
+    points = []
+    for epoch, results in sorted(run.results.items()):
+        value = results.get(group, {}).get(key)
+        if isinstance(value, int | float) and np.isfinite(value):
+            points.append((epoch, float(value)))
+    return points
+
+
+def auroc_series(run: AnalysedRun, ood: str, scorer: str) -> list[tuple[int, float]]:
+    return [
+        (epoch, r["ood"][ood][scorer]["auroc"])
+        for epoch, r in sorted(run.results.items())
+        if scorer in r.get("ood", {}).get(ood, {})
+    ]
+
+
+def _plot(axis, points, *, log: bool = False, **kwargs) -> bool:
+    if log:
+        points = [(e, v) for e, v in points if v > 0]
+    if not points:
+        return False
+    epochs, values = zip(*points, strict=True)
+    kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
+    axis.plot(epochs, values, **kwargs)
+    return True
+
+
+def _integer_epochs(axes) -> None:
+    for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _grid(count: int, width: float = 2.45, height: float = 2.1):
+    columns = min(count, PANELS_PER_ROW)
+    rows = -(-count // columns)
+    fig, axes = new_figure(columns, (width * columns + 0.4, height * rows + 0.5), nrows=rows)
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return fig, axes[:count], rows
+
+
+def _bottom_legend(fig, handles, labels, rows: int, ncol: int, space: float = 0.1):
+    fig.tight_layout(rect=(0, space / rows, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=6.5)
+
+
+def draw_nc1_nc3(ctx: ReportContext, runs: list[AnalysedRun]):
+    """The TP's Figures 3 and 4, measured: NC1 and NC3 at every checkpoint, one panel a run."""
+    runs = [r for r in runs if len(series(r, "nc1")) >= 1]
+    if not runs:
+        return None
+    fig, axes, rows = _grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
+    for axis, run in zip(axes, runs, strict=True):
+        _plot(axis, series(run, "nc1"), log=True, color="C0", label="NC1")
+        _plot(axis, series(run, "nc3"), log=True, color="C3", ls="--", label="NC3")
+        axis.set(yscale="log", xlabel=ctx.text("fig_epoch"), title=ctx.plain_label(run))
+        axis.grid(alpha=0.3, which="both", lw=0.4)
+        axis.legend(loc="best")
+    _integer_epochs(fig.axes)
+    return ctx.save_figure(fig, "nc-nc1-nc3-progress")
+
+
+# (panel title key, [(results key, line style, legend key)], log scale)
+METRIC_PANELS = (
+    ("fig_nc_panel_nc1", [("nc1", "-", "NC1"), ("nc1_cdnv", "--", "CDNV")], True),
+    (
+        "fig_nc_panel_equinorm",
+        [("nc2_equinorm_means", "-", "fig_nc_means"), ("nc2_equinorm_weights", "--", "fig_nc_w")],
+        False,
+    ),
+    (
+        "fig_nc_panel_equiangular",
+        [
+            ("nc2_equiangular_means", "-", "fig_nc_means"),
+            ("nc2_equiangular_weights", "--", "fig_nc_w"),
+        ],
+        False,
+    ),
+    (
+        "fig_nc_panel_maxangle",
+        [("nc2_maxangle_means", "-", "fig_nc_means"), ("nc2_maxangle_weights", "--", "fig_nc_w")],
+        False,
+    ),
+    ("fig_nc_panel_nc3", [("nc3", "-", "NC3")], True),
+    (
+        "fig_nc_panel_nc4",
+        [("nc4_train", "-", "fig_nc_train"), ("nc4_test", "--", "fig_nc_test")],
+        False,
+    ),
+)
+
+
+def _legend_text(ctx: ReportContext, key: str) -> str:
+    return ctx.text(key) if ctx.has(key) else key
+
+
+def draw_all_metrics(ctx: ReportContext, runs: list[AnalysedRun]):
+    """Every NC1–NC4 metric along training: one panel a property, one colour a run."""
+    runs = [r for r in runs if len(series(r, "nc1")) >= 1]
+    if not runs:
+        return None
+    fig, axes, rows = _grid(len(METRIC_PANELS))
+    for axis, (title, lines, log) in zip(axes, METRIC_PANELS, strict=True):
+        for index, run in enumerate(runs):
+            for key, style, _ in lines:
+                _plot(axis, series(run, key), log=log, color=f"C{index % 10}", ls=style)
+        axis.set(title=ctx.text(title), xlabel=ctx.text("fig_epoch"))
+        if log:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3, lw=0.4)
+        style_handles = [Line2D([], [], color="k", ls=s, lw=1) for _, s, _ in lines]
+        if len(lines) > 1:
+            axis.legend(style_handles, [_legend_text(ctx, k) for _, _, k in lines], loc="best")
+    run_handles = [Line2D([], [], color=f"C{i % 10}", marker="o", ms=3) for i in range(len(runs))]
+    _bottom_legend(fig, run_handles, [ctx.plain_label(r) for r in runs], rows, ncol=len(runs))
+    _integer_epochs(fig.axes)
+    return ctx.save_figure(fig, "nc-all-metrics", tight=False)
+
+
+def draw_ood_progress(ctx: ReportContext, run: AnalysedRun, sets: list[str], scorers: list[str]):
+    """AUROC of every scorer at every analysed checkpoint, one panel per OOD set, with NC1."""
+    sets = [o for o in sets if any(len(auroc_series(run, o, s)) >= 2 for s in scorers)]
+    if not sets:
+        return None
+    fig, axes, rows = _grid(len(sets) + 1, width=2.6, height=2.3)
+    colours = _scorer_colours(scorers)
+    nc_axis, ood_axes = axes[0], axes[1:]
+    _plot(nc_axis, series(run, "nc1"), log=True, color="k", label="NC1")
+    nc_axis.set(yscale="log", title="NC1", xlabel=ctx.text("fig_epoch"))
+    nc_axis.grid(alpha=0.3, lw=0.4)
+    for axis, ood in zip(ood_axes, sets, strict=True):
+        for scorer in scorers:
+            colour, style = colours[scorer]
+            _plot(axis, auroc_series(run, ood, scorer), color=colour, ls=style, ms=2)
+        axis.axhline(0.5, color="grey", lw=0.7, ls=":")
+        axis.set(
+            title=ctx.text("fig_nc_auroc_panel", ood=ctx.dataset_plain(ood)),
+            xlabel=ctx.text("fig_epoch"),
+            ylabel="AUROC",
+            ylim=(-0.02, 1.02),
+        )
+        axis.grid(alpha=0.3, lw=0.4)
+    handles = [
+        Line2D([], [], color=colours[s][0], ls=colours[s][1], marker="o", ms=3) for s in scorers
+    ]
+    ncol = min(len(scorers), 7)
+    legend_rows = -(-len(scorers) // ncol)
+    _bottom_legend(
+        fig, handles, [scorer_title(s) for s in scorers], rows, ncol, 0.07 * (legend_rows + 1)
+    )
+    _integer_epochs(fig.axes)
+    return ctx.save_figure(fig, f"nc-ood-progress-{ctx.run_slug(run)}", tight=False)
+
+
+def _scorer_colours(scorers: list[str]) -> dict[str, tuple]:
+    """tab20 pairs a dark and a light shade: the light one is drawn dashed, to tell them apart."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab20"]
+    return {s: (palette(i % 20), "--" if i % 2 else "-") for i, s in enumerate(scorers)}
+
+
+def stages_of(results: dict) -> list[str]:
+    layers = results.get("nc_layers", {}) or {}
+    known = [s for s in STAGE_ORDER if s in layers]
+    return known + sorted(s for s in layers if s not in STAGE_ORDER)
+
+
+def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
+    """NC1 and NCC test accuracy at each stage, first (dotted) and last analysed epoch."""
+    runs = [r for r in runs if stages_of(r.final)]
+    if not runs:
+        return None
+    fig, (nc1_axis, acc_axis) = new_figure(2, (6.4, 2.6))
+    handles, labels = [], []
+    for index, run in enumerate(runs):
+        epochs = sorted(e for e, r in run.results.items() if stages_of(r))
+        shown = [epochs[0], epochs[-1]] if len(epochs) > 1 else epochs
+        for epoch, style in zip(shown, (":", "-")[-len(shown) :], strict=True):
+            layers = run.results[epoch]["nc_layers"]
+            stages = stages_of(run.results[epoch])
+            x = np.arange(len(stages))
+            nc1 = [layers[s]["nc1"] if layers[s]["nc1"] > 0 else np.nan for s in stages]
+            colour = f"C{index % 10}"
+            nc1_axis.plot(x, nc1, marker="o", ms=3, ls=style, color=colour)
+            acc = [100 * layers[s]["ncc_acc_test"] for s in stages]
+            acc_axis.plot(x, acc, marker="o", ms=3, ls=style, color=colour)
+            handles.append(Line2D([], [], color=colour, ls=style, marker="o", ms=3))
+            labels.append(ctx.text("fig_nc_layers_line", label=ctx.plain_label(run), epoch=epoch))
+        for axis in (nc1_axis, acc_axis):
+            axis.set_xticks(np.arange(len(stages)), stages)
+    nc1_axis.set(yscale="log", ylabel="NC1", xlabel=ctx.text("fig_nc_stage"))
+    acc_axis.set(ylabel=ctx.text("fig_nc_ncc_acc"), xlabel=ctx.text("fig_nc_stage"), ylim=(0, 101))
+    for axis in (nc1_axis, acc_axis):
+        axis.grid(alpha=0.3, lw=0.4)
+    rows = -(-len(labels) // 2)
+    _bottom_legend(fig, handles, labels, 1, ncol=2, space=0.09 * (rows + 1))
+    return ctx.save_figure(fig, "nc-layers", tight=False)
+
+
+def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: int):
+    """The assignment's three figures at one epoch: distances between class means,
+    within-class variance per class, cosines of classifier rows against centred means."""
+    fig, (dist_axis, var_axis, cos_axis) = new_figure(3, (7.0, 2.55))
+    distances = geometry["mean_distances"]
+    c = distances.shape[0]
+    image = dist_axis.imshow(distances, cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=dist_axis, fraction=0.046, pad=0.04)
+    dist_axis.set(title=ctx.text("fig_nc_distances"), xlabel="c", ylabel="c'")
+    var_axis.bar(np.arange(c), geometry["within_variance"], color="C0", width=0.8)
+    var_axis.set(
+        title=ctx.text("fig_nc_variance"), xlabel=ctx.text("fig_nc_class"), xlim=(-0.7, c - 0.3)
+    )
+    var_axis.grid(alpha=0.3, lw=0.4, axis="y")
+    var_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    cosines = geometry["weight_mean_cosines"]
+    if cosines is not None:
+        image = cos_axis.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        fig.colorbar(image, ax=cos_axis, fraction=0.046, pad=0.04)
+    cos_axis.set(title=ctx.text("fig_nc_cosines"), xlabel=ctx.text("fig_nc_mean_c"), ylabel="w")
+    for axis in (dist_axis, cos_axis):
+        if c <= 12:
+            axis.set_xticks(range(c))
+            axis.set_yticks(range(c))
+    return ctx.save_figure(fig, f"nc-geometry-{ctx.run_slug(run)}-{epoch}")
+
+
+def draw_tsne(ctx: ReportContext, run: AnalysedRun, maps: list[tuple[int, np.ndarray, np.ndarray]]):
+    """t-SNE of the test features at each given epoch, coloured by class (the TP's Figs 5–6)."""
+    import matplotlib
+
+    fig, axes = new_figure(len(maps), (3.3 * len(maps) + 0.3, 3.3))
+    classes = sorted({int(c) for _, _, labels in maps for c in labels})
+    palette = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    colour = {c: palette(i % palette.N) for i, c in enumerate(classes)}
+    for axis, (epoch, embedding, labels) in zip(axes, maps, strict=True):
+        dense_scatter(
+            axis, embedding[:, 0], embedding[:, 1], c=[colour[int(c)] for c in labels], s=3
+        )
+        axis.set(title=ctx.text("fig_nc_tsne_panel", epoch=epoch, n=len(labels)))
+        axis.set_xticks([])
+        axis.set_yticks([])
+        for spine in axis.spines.values():
+            spine.set_visible(False)
+        axis.set_aspect("equal", adjustable="datalim")
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=colour[c]) for c in classes]
+    ncol = min(len(classes), 10)
+    _bottom_legend(
+        fig, handles, [str(c) for c in classes], 1, ncol, 0.07 * (-(-len(classes) // ncol) + 1)
+    )
+    return ctx.save_figure(fig, f"nc-tsne-{ctx.run_slug(run)}", tight=False)
+
+
+def draw_agreement(ctx: ReportContext, runs: list[AnalysedRun]):
+    """NC5 as the TP reads it: network accuracy, NCC accuracy and their agreement on test."""
+    runs = [r for r in runs if series(r, "ncc_agreement_test")]
+    if not runs:
+        return None
+    fig, axes, rows = _grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
+    lines = (
+        ("model_acc_test", "C0", "-", "fig_nc5_model"),
+        ("ncc_acc_test", "C2", "--", "fig_nc5_ncc"),
+        ("ncc_agreement_test", "C3", "-", "fig_nc5_agreement"),
+    )
+    for axis, run in zip(axes, runs, strict=True):
+        for key, colour, style, _ in lines:
+            points = [(e, 100 * v) for e, v in series(run, key)]
+            _plot(axis, points, color=colour, ls=style)
+        axis.set(title=ctx.plain_label(run), xlabel=ctx.text("fig_epoch"), ylabel="%")
+        axis.set_ylim(top=101)
+        axis.grid(alpha=0.3, lw=0.4)
+    handles = [Line2D([], [], color=c, ls=s, marker="o", ms=3) for _, c, s, _ in lines]
+    _bottom_legend(fig, handles, [ctx.text(k) for *_, k in lines], rows, ncol=3, space=0.13)
+    _integer_epochs(fig.axes)
+    return ctx.save_figure(fig, "nc5-agreement", tight=False)
+
+
+def draw_orthodev(ctx: ReportContext, runs: list[AnalysedRun], sets: list[str]):
+    """NECO's NC5: mean |cos(μ_c, μ_G^OOD)| per OOD set along training (dashed: centred)."""
+    runs = [r for r in runs if any(series(r, f"nc5_orthodev/{o}") for o in sets)]
+    if not runs:
+        return None
+    fig, axes, rows = _grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
+    for axis, run in zip(axes, runs, strict=True):
+        for index, ood in enumerate(sets):
+            colour = f"C{index % 10}"
+            _plot(axis, series(run, f"nc5_orthodev/{ood}"), color=colour)
+            _plot(axis, series(run, f"nc5_orthodev_centred/{ood}"), color=colour, ls="--")
+        axis.set(title=ctx.plain_label(run), xlabel=ctx.text("fig_epoch"), ylim=(0, 1.02))
+        axis.set_ylabel(ctx.text("fig_nc5_orthodev"))
+        axis.grid(alpha=0.3, lw=0.4)
+    handles = [Line2D([], [], color=f"C{i % 10}", marker="o", ms=3) for i in range(len(sets))]
+    handles += [Line2D([], [], color="k", ls=s) for s in ("-", "--")]
+    labels = [ctx.dataset_plain(o) for o in sets]
+    labels += [ctx.text("fig_nc5_uncentred"), ctx.text("fig_nc5_centred")]
+    _bottom_legend(fig, handles, labels, rows, ncol=min(len(labels), 4), space=0.13)
+    _integer_epochs(fig.axes)
+    return ctx.save_figure(fig, "nc5-orthodev", tight=False)

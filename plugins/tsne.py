@@ -1,0 +1,139 @@
+"""t-SNE of test features (openTSNE): PCA to 50 dimensions first, a fixed seed, a subsample.
+
+The report shows the test features of two epochs coloured by class (the TP's Figures 5 and 6).
+An embedding costs seconds, so it is cached next to the analysis, in
+``analysis/epoch-NNNN/tsne.safetensors``, written atomically and keyed by the features file's
+checksum and every parameter: a changed file or setting recomputes it, nothing else does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
+
+from ncood.atomic import atomic_path
+from ncood.errors import NcoodError
+from ncood.run import RunDir, sha256
+
+CACHE_NAME = "tsne.safetensors"
+CACHE_FORMAT = "ncood-tsne"
+
+
+@dataclass(frozen=True)
+class TsneSettings:
+    """What an embedding depends on (besides the features)."""
+
+    max_points: int = 2000  # stratified subsample of the test set
+    max_classes: int = 10  # the first classes only: 100 colours cannot be told apart
+    pca_dim: int = 50
+    perplexity: float = 30.0
+    seed: int = 0
+    n_jobs: int = 1  # one thread: reproducible, and polite on a shared machine
+
+
+def pca(features: np.ndarray, dim: int) -> np.ndarray:
+    """Project centred features on their top ``dim`` principal axes (exact SVD, float64)."""
+    x = np.asarray(features, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    if x.shape[1] <= dim:
+        return x
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:dim].T
+
+
+def subsample(labels: np.ndarray, max_points: int, max_classes: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``max_points`` samples of the first ``max_classes`` classes,
+    drawn per class in proportion to its size (a fixed seed: the same points every time)."""
+    classes = np.unique(labels)[:max_classes]
+    pool = np.flatnonzero(np.isin(labels, classes))
+    if pool.size <= max_points:
+        return pool
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in classes:
+        members = pool[labels[pool] == cls]
+        take = max(1, max_points * members.size // pool.size)  # floor: never above the cap
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def embed(
+    features: np.ndarray,
+    *,
+    pca_dim: int = 50,
+    perplexity: float = 30.0,
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> np.ndarray:
+    """2-D openTSNE embedding (PCA initialisation, openTSNE's default schedule), N×2 float32."""
+    from openTSNE import TSNE
+
+    n = features.shape[0]
+    if n < 5:
+        raise NcoodError(f"t-SNE needs at least 5 points, got {n}")
+    points = pca(features, pca_dim)
+    perplexity = min(perplexity, (n - 1) / 3)  # openTSNE needs 3·perplexity neighbours
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        initialization="pca",
+        random_state=seed,
+        n_jobs=n_jobs,
+        verbose=False,
+    )
+    return np.asarray(tsne.fit(points), dtype=np.float32)
+
+
+def read_test_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Only ``test/features`` and ``test/labels`` of a features file (not the whole dump)."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return handle.get_tensor("test/features"), handle.get_tensor("test/labels")
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise NcoodError(f"{path}: cannot read the test features ({exc})") from None
+
+
+def _fingerprint(run: RunDir, epoch: int, settings: TsneSettings) -> dict[str, str]:
+    return {
+        "format": CACHE_FORMAT,
+        "features_sha256": sha256(run.features(epoch)),  # the file itself, not the manifest
+        **{key: str(value) for key, value in asdict(settings).items()},
+    }
+
+
+def cached_embedding(
+    run: RunDir, epoch: int, settings: TsneSettings | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding N×2, labels N) of epoch ``epoch``'s test features, computed once then cached."""
+    settings = settings or TsneSettings()
+    cache = run.analysis_dir(epoch) / CACHE_NAME
+    wanted = _fingerprint(run, epoch, settings)
+    if cache.is_file():
+        try:
+            with safe_open(str(cache), framework="numpy") as handle:
+                stored = dict(handle.metadata() or {})
+            if stored == wanted:
+                tensors = load_file(str(cache))
+                return tensors["embedding"], tensors["labels"]
+        except (SafetensorError, OSError, KeyError):
+            pass  # an unreadable cache is recomputed
+    features, labels = read_test_split(run.features(epoch))
+    chosen = subsample(labels, settings.max_points, settings.max_classes, settings.seed)
+    embedding = embed(
+        features[chosen],
+        pca_dim=settings.pca_dim,
+        perplexity=settings.perplexity,
+        seed=settings.seed,
+        n_jobs=settings.n_jobs,
+    )
+    tensors = {"embedding": embedding, "labels": labels[chosen], "indices": chosen}
+    try:
+        with atomic_path(cache) as tmp:
+            save_file(tensors, str(tmp), metadata=wanted)
+    except OSError:
+        pass  # a read-only run still gets its figure; only the cache is lost
+    return embedding, labels[chosen]

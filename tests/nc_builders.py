@@ -1,0 +1,72 @@
+"""Small synthetic dumps and analysed runs for the Neural Collapse tests (no training needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ncood.analysis import analyse_file, select
+from ncood.features import FeatureDump, Head, Split, save_features
+from ncood.plugins import host
+from ncood.run import RunDir
+
+
+def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False, spread=1.2) -> FeatureDump:
+    """Overlapping float32 clusters (so NCC and the network disagree sometimes), unequal class
+    sizes, a head that is the means plus noise, two OOD sets. ``spread`` sets the within-class
+    noise: a smaller spread is a more collapsed network."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.5, (num_classes, dim)) + 3.0
+    weight = (centres - centres.mean(0) + rng.normal(0, 0.8, centres.shape)).astype(np.float32)
+    bias = rng.normal(0, 0.5, num_classes).astype(np.float32)
+    layer_maps = [rng.normal(size=(dim, width)) for width in (6, 24)]
+
+    def split(n):
+        labels = np.concatenate([np.arange(num_classes), rng.integers(0, num_classes, n)])
+        noise = rng.normal(0, spread, (labels.size, dim))
+        features = (centres[labels] + noise).astype(np.float32)
+        layers = {}
+        if with_layers:
+            layers = {
+                f"layer{i + 1}": np.abs(features @ lm).astype(np.float32)
+                for i, lm in enumerate(layer_maps)
+            }
+        return Split(features, features @ weight.T + bias, labels, layers)
+
+    def ood(n, shift):
+        features = (rng.normal(0, 1.0, (n, dim)) + shift).astype(np.float32)
+        return Split(features, features @ weight.T + bias, np.full(n, -1))
+
+    return FeatureDump(
+        split(600), split(300), {"far": ood(80, 6.0), "near": ood(90, 3.0)}, Head(weight, bias)
+    )
+
+
+def analysed_run(root: Path, spreads: dict[int, float], *, with_layers=True, classes=6) -> RunDir:
+    """A run folder whose epochs are dumps of decreasing ``spread``, analysed by ``nc``,
+    ``nc_layers``, ``msp`` and ``energy`` exactly as ``ncood analyze`` does."""
+    root.mkdir(parents=True)
+    manifest = {
+        "format": "ncood-run",
+        "format_version": 1,
+        "status": "complete",
+        "config": {"preset": "synthetic", "epochs": max(spreads), "ood": ["near", "far"]},
+        "dataset": {
+            "name": "synthetic",
+            "num_classes": classes,
+            "train_size": 600 + classes,
+            "test_size": 300 + classes,
+            "ood": {"near": 90, "far": 80},
+        },
+        "files": {},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    run = RunDir(root)
+    scorers, analyses = select(host(), ["msp", "energy", "nc", "nc_layers"])
+    for epoch, spread in spreads.items():
+        dump = noisy_dump(classes, 16, seed=epoch, with_layers=with_layers, spread=spread)
+        save_features(run.features(epoch), dump)
+        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+    return run
