@@ -185,14 +185,15 @@ def load_svhn_test(context: DataContext, ind: InDistribution) -> ImageSet:
 
 
 def _mnist_like(context: DataContext, cls, label: str) -> ImageSet:
-    names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    """torchvision wants all four raw files, even to read the test split only."""
 
     def files(root: Path) -> list[tuple[Path, str | None]]:
-        return [(root / cls.__name__ / "raw" / name, None) for name in names]
+        raw = root / cls.__name__ / "raw"
+        return [(raw / Path(name).stem, None) for name, _ in cls.resources]
 
     source = Source(
         what=f"{label} (test split)",
-        hint=f"{cls.__name__}/raw/{names[0]} and {names[1]} (or their .gz)",
+        hint=f"the four {cls.__name__}/raw/*-idx?-ubyte files (or their .gz)",
         factory=lambda root, download: cls(root=root, train=False, download=download),
         files=files,
     )

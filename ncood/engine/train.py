@@ -115,9 +115,14 @@ def train(
                 lock.release()
                 raise
 
+    created = cluster.main and not run.root.exists()
     try:
         cluster.agree(claim)
         return _execute(_Run(config, run, cluster, lock), show_progress)
+    except BaseException:
+        if created and not run.manifest_path.exists():
+            _remove_unstarted(run.root)
+        raise
     finally:
         stop_cluster(cluster)
 
@@ -173,6 +178,13 @@ def _peek_device(root: Path) -> str:
         return str(read_json(root / MANIFEST, "run manifest")["config"].get("device", "auto"))
     except (NcoodError, KeyError, TypeError, AttributeError):
         return "auto"
+
+
+def _remove_unstarted(root: Path) -> None:
+    """A run that failed before writing its manifest leaves no folder behind (if it made it)."""
+    if root.is_dir() and {p.name for p in root.iterdir()} <= {LOCK}:
+        (root / LOCK).unlink(missing_ok=True)
+        root.rmdir()
 
 
 def _clear(root: Path, keep: str) -> None:
