@@ -8,10 +8,10 @@ measure how well a feature fits that picture for the class the network predicts 
 from __future__ import annotations
 
 import numpy as np
-from ncood_plugins.class_stats import class_sums, head_arrays, predicted_classes
 
 import ncood
 from ncood.features import Head, Split
+from ncood_plugins.class_stats import class_sums, head_arrays, predicted_classes
 
 
 def _norms(values: np.ndarray) -> np.ndarray:

@@ -8,11 +8,11 @@ TP's Mahalanobis column (AUROC 0.149) got wrong.
 from __future__ import annotations
 
 import numpy as np
-from ncood_plugins.class_stats import blocks, cholesky, ridged, train_moments
 from scipy.linalg import solve_triangular
 
 import ncood
 from ncood.features import Head, Split
+from ncood_plugins.class_stats import blocks, cholesky, ridged, train_moments
 
 DEFAULT_RIDGE = 1e-6
 

@@ -10,11 +10,11 @@ score is the share of the feature's norm that lies in the first d principal comp
 from __future__ import annotations
 
 import numpy as np
-from ncood_plugins.class_stats import blocks, train_moments
 
 import ncood
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
+from ncood_plugins.class_stats import blocks, train_moments
 
 
 def default_dim(num_classes: int, feature_dim: int) -> int:

@@ -7,11 +7,11 @@ percentile of all ID train activations removes them. Score = logsumexp(W·min(f,
 from __future__ import annotations
 
 import numpy as np
-from ncood_plugins.class_stats import head_arrays
 from scipy.special import logsumexp
 
 import ncood
 from ncood.features import Head, Split
+from ncood_plugins.class_stats import head_arrays
 
 
 class ReAct:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from ncood_plugins.report_core import dataset_title
 
 import ncood
 from ncood.conventions import roc_points
 from ncood.plugins import host
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.latex import num
+from ncood_plugins.report_core import dataset_title
 
 HISTOGRAM_COLUMNS = 4
 HISTOGRAM_BINS = 40

@@ -272,3 +272,21 @@ def test_nci_fdbd_she_match_loops(random_problem):
     np.testing.assert_allclose(fitted("nci", train, head, alpha=0.01).score(test), nci, rtol=1e-5)
     np.testing.assert_allclose(fitted("fdbd", train, head).score(test), fdbd, rtol=1e-5)
     np.testing.assert_allclose(fitted("she", train, head).score(test), she, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (12, 5), (4, 4)])
+def test_vim_origin_equals_the_pseudo_inverse(shape):
+    from ncood_plugins.vim import pseudo_inverse_times
+
+    rng = np.random.default_rng(3)
+    weight, bias = rng.normal(size=shape), rng.normal(size=shape[0])
+    np.testing.assert_allclose(
+        pseudo_inverse_times(weight, bias), np.linalg.pinv(weight) @ bias, atol=1e-12
+    )
+    rank_deficient = np.vstack([weight, weight[:1]])  # a repeated row: rank < rows
+    extended = np.append(bias, 0.5)
+    np.testing.assert_allclose(
+        pseudo_inverse_times(rank_deficient, extended),
+        np.linalg.pinv(rank_deficient) @ extended,
+        atol=1e-10,
+    )
