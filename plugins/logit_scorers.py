@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 import ncood
 from ncood.features import Head, Split
+
+
+def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    """log Σ_c exp(z_c) per row, in float64, shifted by the row maximum (never overflows).
+
+    The same values as ``scipy.special.logsumexp(z, axis=1)`` (to 1e-15), without its
+    per-call overhead (half a second on the first call in a fresh process).
+    """
+    values = np.asarray(logits, np.float64)
+    peak = values.max(axis=1)
+    return peak + np.log(np.exp(values - peak[:, None]).sum(axis=1))
 
 
 class LogitScorer:
@@ -39,7 +50,7 @@ class Energy(LogitScorer):
         self.T = T
 
     def score(self, split: Split) -> np.ndarray:
-        return self.T * logsumexp(split.logits.astype(np.float64) / self.T, axis=1)
+        return self.T * logsumexp_rows(split.logits.astype(np.float64) / self.T)
 
 
 class GeneralizedEntropy(LogitScorer):

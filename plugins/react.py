@@ -7,11 +7,11 @@ percentile of all ID train activations removes them. Score = logsumexp(W·min(f,
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 import ncood
 from ncood.features import Head, Split
 from ncood_plugins.class_stats import head_arrays
+from ncood_plugins.logit_scorers import logsumexp_rows
 
 
 class ReAct:
@@ -29,7 +29,7 @@ class ReAct:
 
     def score(self, split: Split) -> np.ndarray:
         clipped = np.minimum(split.features, np.float32(self.threshold)).astype(np.float64)
-        return logsumexp(clipped @ self.weight_t + self.bias, axis=1)
+        return logsumexp_rows(clipped @ self.weight_t + self.bias)
 
 
 @ncood.hookimpl

@@ -8,12 +8,12 @@ scale to the real ones. Score = logsumexp(logits) − α‖r‖: higher = more i
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 import ncood
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
 from ncood_plugins.class_stats import blocks, head_arrays, train_moments
+from ncood_plugins.logit_scorers import logsumexp_rows
 
 
 def paper_dim(feature_dim: int) -> int:
@@ -79,7 +79,7 @@ class ViM:
         return out
 
     def score(self, split: Split) -> np.ndarray:
-        energy = logsumexp(split.logits.astype(np.float64), axis=1)
+        energy = logsumexp_rows(split.logits)
         return energy - self.alpha * self.residual_norm(split.features)
 
 
