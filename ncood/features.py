@@ -110,6 +110,11 @@ def load_features(path: str | os.PathLike, *, check_finite: bool = True) -> Feat
             f"{tuple(weight.shape)} and {tuple(bias.shape)}"
         )
     num_classes, dim = weight.shape
+    if check_finite:
+        for key, values in (("head/weight", weight), ("head/bias", bias)):
+            bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                raise NcoodError(f"{path.name}: {key} has {bad} non-finite values")
 
     def split(name: str, *, ood: bool) -> Split:
         features, logits, labels = (

@@ -202,6 +202,10 @@ def _no_labels(t):
     del t["train/labels"]
 
 
+def _nan_head(t):
+    t["head/weight"][1, :3] = np.nan
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -211,6 +215,7 @@ def _no_labels(t):
         (_narrow_logits, "split 'test' has features (60, 8), logits (60, 3)"),
         (_short_bias, "head/weight must be C×D and head/bias C"),
         (_no_labels, "missing tensor 'train/labels'"),
+        (_nan_head, "head/weight has 3 non-finite values"),
     ],
 )
 def test_bad_features_files(tmp_path, tiny_dump, mutate, message):
