@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from markupsafe import Markup
-from ncood_plugins.report_core import dataset_title, enumeration, format_param, scorer_title
 from sklearn.metrics import roc_curve
 
 import ncood
@@ -20,6 +19,7 @@ from ncood.plugins import host
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import new_figure
 from ncood.report.latex import command, join, num, percent
+from ncood_plugins.report_core import dataset_title, enumeration, format_param, scorer_title
 
 SCORER = "neco"
 # "Competitive", as the TP reads NECO's 0.842 against the best method's 0.859: within this much

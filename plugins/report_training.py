@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 from matplotlib.ticker import MaxNLocator
-from ncood_plugins.report_core import STANDARD_WIDTH, dataset_title, enumeration
 
 import ncood
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, new_figure
 from ncood.report.latex import num, percent, sci
+from ncood_plugins.report_core import STANDARD_WIDTH, dataset_title, enumeration
 
 # The terminal phase of training (Papyan et al., 2020) starts when the training error vanishes;
 # the train accuracy here is measured on augmented batches, so "vanishes" is read as ≥ 99 %.
@@ -90,10 +90,11 @@ def draw_learning_rates(ctx: ReportContext, runs: list[AnalysedRun]):
     fig, (axis,) = new_figure(1, HALF_WIDTH)
     for index, run in enumerate(runs):
         curves = Curves.of(run)
+        # the rate of epoch e applies from e − 1 to e: a step that starts at 0
         axis.step(
-            curves.epochs,
-            curves.lr,
-            where="mid",
+            [0, *curves.epochs],
+            [curves.lr[0], *curves.lr],
+            where="pre",
             color=f"C{index % 10}",
             ls=("-", "--", "-.", ":")[index % 4],
             label=ctx.plain_label(run),

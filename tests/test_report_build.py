@@ -15,6 +15,7 @@ import ncood
 from ncood.cli import app
 from ncood.errors import NcoodError
 from ncood.plugins import host
+from ncood.registry import Registry
 from ncood.report import build as build_module
 from ncood.report.build import build_report, included_graphics
 from ncood.report.context import ReportSection
@@ -84,6 +85,24 @@ def plugin_host():
     yield add
     for name in added:
         host().remove(name)
+
+
+@pytest.fixture
+def light_sections(monkeypatch):
+    """Only the cheap built-in sections (and any test plugin's): for tests of the build
+    machinery, not of the Neural Collapse or OOD sections."""
+    keep = {"introduction", "training", "neco", "appendix"}
+
+    class Host:
+        def report_sections(self):
+            sections = Registry("report section")
+            for name, section in host().report_sections().items():
+                builtin = host().info[section.plugin].builtin
+                if name in keep or not builtin:
+                    sections.add(name, section)
+            return sections
+
+    monkeypatch.setattr(build_module, "host", Host)
 
 
 def section_plugin(section: ReportSection):
@@ -173,7 +192,9 @@ def test_english_pdf_builds_with_decimal_points(two_runs, tmp_path):
 # -- without TeX, and when LaTeX fails ------------------------------------------------------------
 
 
-def test_without_tex_the_source_and_figures_are_written(two_runs, tmp_path, monkeypatch):
+def test_without_tex_the_source_and_figures_are_written(
+    two_runs, tmp_path, monkeypatch, light_sections
+):
     monkeypatch.setattr(build_module, "latexmk_available", lambda: False)
     result = runner.invoke(app, ["report", *map(str, two_runs), "--out", str(tmp_path)])
     assert result.exit_code == 0
@@ -185,7 +206,9 @@ def test_without_tex_the_source_and_figures_are_written(two_runs, tmp_path, monk
 
 
 @needs_tex
-def test_a_latex_error_shows_file_line_and_the_section(demo_run, tmp_path, plugin_host):
+def test_a_latex_error_shows_file_line_and_the_section(
+    demo_run, tmp_path, plugin_host, light_sections
+):
     folder = tmp_path / "broken-plugin"
     (folder / "sections").mkdir(parents=True)
     (folder / "sections" / "broken.tex.j2").write_text(
@@ -209,7 +232,9 @@ def test_a_latex_error_shows_file_line_and_the_section(demo_run, tmp_path, plugi
 
 
 @needs_tex
-def test_no_shell_escape_even_when_a_template_asks(demo_run, tmp_path, plugin_host, monkeypatch):
+def test_no_shell_escape_even_when_a_template_asks(
+    demo_run, tmp_path, plugin_host, monkeypatch, light_sections
+):
     folder = tmp_path / "escape-plugin"
     (folder / "sections").mkdir(parents=True)
     marker = tmp_path / "shell-escape-ran"
@@ -240,7 +265,7 @@ def test_no_shell_escape_even_when_a_template_asks(demo_run, tmp_path, plugin_ho
 
 @needs_tex
 def test_a_third_party_section_brings_its_template_and_translations(
-    demo_run, tmp_path, plugin_host
+    demo_run, tmp_path, plugin_host, light_sections
 ):
     folder = tmp_path / "thirdparty"
     (folder / "sections").mkdir(parents=True)
@@ -274,7 +299,7 @@ def test_a_third_party_section_brings_its_template_and_translations(
     assert "extra_section" in host_names
 
 
-def test_a_failing_section_names_its_plugin(demo_run, tmp_path, plugin_host):
+def test_a_failing_section_names_its_plugin(demo_run, tmp_path, plugin_host, light_sections):
     def build(ctx):
         raise ZeroDivisionError("oops")
 
@@ -330,7 +355,9 @@ def test_the_same_run_twice_is_refused(demo_run, tmp_path):
         build_report([demo_run.root, demo_run.root], out_dir=tmp_path, pdf=False)
 
 
-def test_two_runs_with_the_same_name_get_distinct_labels_and_figures(demo_run, tmp_path):
+def test_two_runs_with_the_same_name_get_distinct_labels_and_figures(
+    demo_run, tmp_path, light_sections
+):
     first = copy_run(demo_run.root, tmp_path / "one" / "demo")
     second = copy_run(demo_run.root, tmp_path / "two" / "demo")
     result = build_report([first, second], out_dir=tmp_path / "out", pdf=False)
