@@ -236,3 +236,18 @@ def test_not_safetensors_through_the_cli(tmp_path):
     path.write_bytes(b"\x00" * 64)
     result = analyze(str(path), "--plugins", "msp")
     assert result.exit_code == 1 and "is not a readable safetensors file" in result.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("energy.T=-1", "scorer 'energy': energy temperature T must be positive, got -1.0"),
+        ("knn.k=0", "scorer 'knn': knn.k must be ≥ 1, got 0"),
+        ("gen.gamma=1.5", "scorer 'gen': gen.gamma must be in (0, 1), got 1.5"),
+    ],
+)
+def test_a_value_the_factory_refuses_is_one_line(features_file, setting, message):
+    scorer = setting.split(".")[0]
+    result = analyze(str(features_file), "--plugins", scorer, "--set", setting)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
