@@ -68,7 +68,8 @@ def main() -> None:
     dump = synthetic_dump(args.train, args.test, args.dim, args.classes)
     print(
         f"train {args.train}×{args.dim}, test {args.test}, {args.classes} classes, "
-        f"2 OOD sets of {args.test}; {os.cpu_count()} CPUs"
+        f"2 OOD sets of {args.test}; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} (the machine is shared)"
     )
     ours_s, ours = timed(lambda: NeuralCollapse().run(dump), args.repeat)
     base_s, base = timed(lambda: reference_from_dump(dump), 1)

@@ -237,7 +237,11 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
     if cosines is not None:
         image = cos_axis.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         fig.colorbar(image, ax=cos_axis, fraction=0.046, pad=0.04)
-    cos_axis.set(title=ctx.text("fig_nc_cosines"), xlabel=ctx.text("fig_nc_mean_c"), ylabel="w")
+    cos_axis.set(
+        title=ctx.text("fig_nc_cosines"),
+        xlabel=ctx.text("fig_nc_mean_c"),
+        ylabel=ctx.text("fig_nc_row_w"),
+    )
     for axis in (dist_axis, cos_axis):
         if c <= 12:
             axis.set_xticks(range(c))
