@@ -59,18 +59,21 @@ def scorers_of(run: AnalysedRun) -> list[str]:
 
 
 def table(ctx: ReportContext, runs: list[AnalysedRun]) -> dict:
+    """First and last analysed epoch of each run (one column when a run has one epoch)."""
     columns = []
     for run in runs:
-        epochs = [e for e, _ in figures.series(run, "nc1")]
-        columns.append({"label": ctx.label(run), "first": epochs[0], "last": epochs[-1]})
+        measured = [e for e, _ in figures.series(run, "nc1")]
+        epochs = sorted({measured[0], measured[-1]})
+        columns.append({"label": ctx.label(run), "epochs": epochs})
     rows = []
     for key in TABLE_METRICS:
-        cells = []
-        for run, column in zip(runs, columns, strict=True):
-            values = run.results[column["first"]].get("nc", {}), run.results[column["last"]]["nc"]
-            cells += [sci(v.get(key)) for v in values]
+        cells = [
+            sci(run.results[epoch]["nc"].get(key))
+            for run, column in zip(runs, columns, strict=True)
+            for epoch in column["epochs"]
+        ]
         rows.append({"name": ctx.t(f"nc_metric_{key}"), "cells": cells})
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "width": sum(len(c["epochs"]) for c in columns)}
 
 
 def trend_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:

@@ -90,3 +90,14 @@ def test_sections_leave_themselves_out_without_nc_results(tmp_path, collapsing_r
             results.pop("nc")
     assert report_nc.build(ctx) is None
     assert report_nc5.build(ctx) is None
+
+
+def test_a_single_checkpoint_gives_one_column_and_no_trend(tmp_path):
+    run = analysed_run(tmp_path / "run", {4: 1.0}, with_layers=False)
+    ctx = context(tmp_path, [run])
+    data = report_nc.build(ctx)
+    tex = render(ctx, "sections/nc.tex.j2", data)
+    assert data["table"]["width"] == 1 and r"\multicolumn{1}{c}" in tex
+    assert "as expected" not in tex and "unlike what is expected" not in tex
+    assert data["runs"][0]["tsne"]["epochs"] == [4]
+    assert render(ctx, "sections/nc5.tex.j2", report_nc5.build(ctx)).count("epoch 4") >= 1
