@@ -31,6 +31,12 @@ def dataset_title(ctx: ReportContext) -> Markup:
     return Markup(", ").join(ctx.dataset_title(n) for n in names)
 
 
+def dataset_short(ctx: ReportContext) -> Markup:
+    """The in-distribution dataset(s) by short name, for titles and repeated mentions."""
+    names = sorted({r.manifest["dataset"]["name"] for r in ctx.runs})
+    return Markup(", ").join(ctx.dataset_short(n) for n in names)
+
+
 def scorers_in_results(ctx: ReportContext) -> list[str]:
     """Every scorer with a result at the last epoch of some run, in first-seen order."""
     seen: list[str] = []

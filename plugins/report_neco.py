@@ -19,7 +19,7 @@ from ncood.plugins import host
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import new_figure
 from ncood.report.latex import command, join, num, percent
-from ncood_plugins.report_core import dataset_title, enumeration, format_param, scorer_title
+from ncood_plugins.report_core import enumeration, format_param, scorer_title
 
 SCORER = "neco"
 # "Competitive", as the TP reads NECO's 0.842 against the best method's 0.859: within this much
@@ -201,7 +201,7 @@ def trend_sentence(ctx: ReportContext, run: AnalysedRun, ood: str):
     return ctx.t(key, **values)
 
 
-def definition(ctx: ReportContext, runs: list[AnalysedRun]):
+def definition(ctx: ReportContext):
     key = f"scorer_def_{SCORER}"
     if ctx.has(key):
         return ctx.t(key)
@@ -257,8 +257,7 @@ def build(ctx: ReportContext) -> dict | None:
         key = "neco_figures_text_one" if len(refs) == 1 else "neco_figures_text_many"
         figures_text = ctx.t(key, refs=enumeration(ctx, refs), recall=percent(ID_RECALL, 0))
     return {
-        "dataset": dataset_title(ctx),
-        "definition": definition(ctx, runs),
+        "definition": definition(ctx),
         "params": parameters(runs),
         "runs": per_run,
         "progression": progression,

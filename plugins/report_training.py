@@ -12,7 +12,7 @@ import ncood
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, new_figure
 from ncood.report.latex import num, percent, sci
-from ncood_plugins.report_core import STANDARD_WIDTH, dataset_title, enumeration
+from ncood_plugins.report_core import STANDARD_WIDTH, dataset_short, enumeration
 
 # The terminal phase of training (Papyan et al., 2020) starts when the training error vanishes;
 # the train accuracy here is measured on augmented batches, so "vanishes" is read as ≥ 99 %.
@@ -264,7 +264,7 @@ def build(ctx: ReportContext) -> dict | None:
     )
     texts = model_text(ctx, runs[0])
     return {
-        "dataset": dataset_title(ctx),
+        "dataset": dataset_short(ctx),
         "model": texts[0],
         "width_note": texts[1] if len(texts) > 1 else None,
         "augmentation": augmentation_text(ctx, config),
