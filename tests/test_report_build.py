@@ -324,6 +324,26 @@ class HostileScorer:
         return split.logits.max(axis=1).astype(float)
 
 
+def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
+    """Rename the ID dataset and OOD sets everywhere the report reads them."""
+    from safetensors.numpy import load_file, save_file
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["dataset"]["name"] = manifest["config"]["dataset"] = dataset
+    manifest["dataset"]["ood"] = {ood.get(k, k): v for k, v in manifest["dataset"]["ood"].items()}
+    manifest["config"]["ood"] = [ood.get(k, k) for k in manifest["config"]["ood"]]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    for path in (run_dir / "analysis").glob("epoch-*/results.json"):
+        results = json.loads(path.read_text())
+        results["ood"] = {ood.get(k, k): v for k, v in results["ood"].items()}
+        path.write_text(json.dumps(results))
+    for path in (run_dir / "analysis").glob("epoch-*/scores.safetensors"):
+        tensors = load_file(str(path))
+        for old, new in ood.items():
+            tensors = {k.replace(f"/ood/{old}", f"/ood/{new}"): v for k, v in tensors.items()}
+        save_file(tensors, str(path), metadata={"format": "ncood-scores"})
+
+
 @needs_tex
 def test_hostile_names_render_literally(demo_run, tmp_path, plugin_host):
     from ncood.analysis import analyse_file, select
@@ -341,10 +361,13 @@ def test_hostile_names_render_literally(demo_run, tmp_path, plugin_host):
     for epoch in run.feature_epochs():
         analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
 
+    rename_datasets(run_dir, dataset=f"d{HOSTILE}", ood={"noise": f"n{HOSTILE}"})
+
     result = build_report([run_dir], out_dir=tmp_path / "out")
     text = flat(pdf_text(result.pdf))
     assert "\\input{/etc/passwd}" in text
     assert f"p{HOSTILE} (2 ép.)" in text
+    assert f"d{HOSTILE}" in text and f"n{HOSTILE}" in text
     assert "root:" not in text  # /etc/passwd was never read
     for figure in result.figures:
         assert re.fullmatch(r"[a-z0-9-]+\.pdf", figure.name), figure.name
