@@ -43,7 +43,7 @@ os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")
 from ncood.engine.accel import pick_device, setup_accel  # noqa: E402
 from ncood.engine.batches import plan_epoch  # noqa: E402
 from ncood.engine.data import ImageSet, synthetic_set  # noqa: E402
-from ncood.engine.extract import dump_features  # noqa: E402
+from ncood.engine.extract import dump_features, extract_batch_size  # noqa: E402
 from ncood.engine.loop import train_epoch  # noqa: E402
 from ncood.engine.model import ResNet18  # noqa: E402
 from ncood.engine.presets import resolve_preset  # noqa: E402
@@ -190,7 +190,8 @@ def baseline_extraction(model, images, data, workers, accel, path: Path) -> tupl
     splits = {}
     for name, split in (("train", images), ("test", data.test)):
         features, logits, labels = [], [], []
-        for x, y in baseline_loader(split, data.mean, data.std, 512, workers, False, cuda):
+        batch = extract_batch_size(accel.device)  # the same batch as ncood's
+        for x, y in baseline_loader(split, data.mean, data.std, batch, workers, False, cuda):
             feats, _ = model.forward_features(x.to(accel.device))
             features.append(feats.float().cpu().numpy())
             logits.append(model.fc(feats).float().cpu().numpy())

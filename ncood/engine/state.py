@@ -105,7 +105,7 @@ def snapshot(
             "numpy": [numpy_state[0], *(_jsonable(list(numpy_state[2:])))],
             "python": [python_state[0], list(python_state[1]), python_state[2]],
         },
-        "history": history,
+        "history": [dict(record) for record in history],  # the loop keeps appending
         **(extra or {}),
     }
     return Snapshot(epoch, tensors, payload)
