@@ -72,6 +72,8 @@ class TrainPass:
 
 def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> ClassMeans:
     """Class means in float64; a class without a sample is a user error (its mean is undefined)."""
+    if num_classes < 2:
+        raise NcoodError(f"Neural Collapse needs at least 2 classes, the head has {num_classes}")
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=num_classes)[:num_classes]
     if np.any(counts == 0):

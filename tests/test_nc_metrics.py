@@ -117,6 +117,11 @@ def test_a_class_without_sample_is_a_clear_error():
         m.class_means(features, np.array([0, 1, 1, 0]), 3)
 
 
+def test_a_single_class_is_a_clear_error():
+    with pytest.raises(NcoodError, match="at least 2 classes"):
+        m.class_means(np.zeros((3, 2)), np.zeros(3, int), 1)
+
+
 def test_a_class_with_one_sample_has_zero_variance_and_a_note():
     rng = np.random.default_rng(4)
     c, d = 4, 6
