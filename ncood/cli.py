@@ -358,10 +358,21 @@ def _print_summary(epoch: int | None, results: dict) -> None:
         if key in ("ood", "params", "timings", "errors", "test", "features", "epoch"):
             continue
         if isinstance(value, dict):
-            shown = ", ".join(
-                f"{k}={v:.4g}" for k, v in value.items() if isinstance(v, int | float)
-            )
-            typer.echo(f"  {key}: {shown}")
+            _print_numbers(key, value)
+
+
+def _print_numbers(prefix: str, values: dict) -> None:
+    """One line per analysis (or per nested group, e.g. a ResNet stage) of its numbers."""
+    shown = ", ".join(
+        f"{k}={v:.4g}"
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    if shown:
+        typer.echo(f"  {prefix}: {shown}")
+    for key, inner in values.items():
+        if isinstance(inner, dict):
+            _print_numbers(f"{prefix}.{key}", inner)
 
 
 @app.command()

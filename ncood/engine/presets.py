@@ -146,12 +146,13 @@ register_preset(
         preset="demo-standard",
         dataset="digits",
         ood=["photos", "noise"],
-        epochs=8,
+        epochs=12,
         schedule="cosine",
         batch_size=64,
         lr=0.05,
         width=8,
         checkpoint_every=2,
+        stage_features=True,
     )
 )
 register_preset(
@@ -159,12 +160,13 @@ register_preset(
         preset="demo-extended",
         dataset="digits",
         ood=["photos", "noise"],
-        epochs=24,
+        epochs=36,
         schedule="multistep",
         batch_size=64,
         lr=0.05,
         width=8,
         checkpoint_every=4,
+        stage_features=True,
     )
 )
 # The TP: ResNet-18 on CIFAR-100 (SGD 0.1 / 0.9 / 5e-4, batch 128, crop 4 + flip), SVHN as OOD;
