@@ -182,10 +182,16 @@ def load_scores(path: Path) -> dict[str, dict[str, np.ndarray]]:
         return {}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for key, values in load_file(str(path)).items():
-        scorer, _, split = key.partition("/")
+        scorer, split = split_score_key(key)
         scores.setdefault(scorer, {})[split] = values
     return scores
 
 
-def write_results(path: Path, results: dict[str, Any]) -> None:
-    write_json(path, results)
+def split_score_key(key: str) -> tuple[str, str]:
+    """``"<scorer>/test"`` or ``"<scorer>/ood/<set>"``; a scorer's name may itself hold '/'."""
+    if key.endswith("/test"):
+        return key[: -len("/test")], "test"
+    cut = key.rfind("/ood/")
+    if cut < 0:
+        raise NcoodError(f"unexpected key {key!r} in a scores file")
+    return key[:cut], key[cut + 1 :]

@@ -61,3 +61,18 @@ def test_french_pdf_end_to_end(tmp_path, demo_run):
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
     assert int(next(ln.split()[-1] for ln in info.splitlines() if ln.startswith("Pages"))) >= 3
     assert json.loads((demo_run.root / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_score_keys_survive_slashes_in_scorer_names(tmp_path):
+    import numpy as np
+
+    from ncood.analysis import load_scores, save_scores
+
+    scores = {
+        r"\input{/etc/passwd}": {"test": np.ones(3), "ood/photos": np.zeros(2)},
+        "msp": {"test": np.ones(3), "ood/photos": np.zeros(2)},
+    }
+    save_scores(tmp_path / "s.safetensors", scores)
+    back = load_scores(tmp_path / "s.safetensors")
+    assert set(back) == set(scores)
+    assert set(back[r"\input{/etc/passwd}"]) == {"test", "ood/photos"}
