@@ -12,7 +12,7 @@ from scipy.linalg import solve_triangular
 
 import ncood
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import blocks, cholesky, ridged, train_moments
+from ncood_plugins.class_stats import cholesky, map_rows, ridged, train_moments
 
 DEFAULT_RIDGE = 1e-6
 
@@ -57,10 +57,10 @@ class Mahalanobis:
         self.centres = self.whiten(moments.class_means)
 
     def min_squared_distance(self, features: np.ndarray) -> np.ndarray:
-        out = np.empty(features.shape[0])
-        for rows in blocks(features.shape[0]):
-            out[rows] = nearest_squared_distance(self.whiten(features[rows]), self.centres)
-        return out
+        return map_rows(
+            lambda rows: nearest_squared_distance(self.whiten(features[rows]), self.centres),
+            features.shape[0],
+        )
 
     def score(self, split: Split) -> np.ndarray:
         return -self.min_squared_distance(split.features)
@@ -80,14 +80,13 @@ class RelativeMahalanobis(Mahalanobis):
         )
 
     def score(self, split: Split) -> np.ndarray:
-        out = np.empty(len(split))
-        for rows in blocks(len(split)):
-            block = split.features[rows]
-            background = self.background(block)
+        def block(rows: slice) -> np.ndarray:
+            features = split.features[rows]
+            background = self.background(features)
             md0 = np.einsum("ij,ij->i", background, background)
-            md = nearest_squared_distance(self.whiten(block), self.centres)
-            out[rows] = md0 - md
-        return out
+            return md0 - nearest_squared_distance(self.whiten(features), self.centres)
+
+        return map_rows(block, len(split))
 
 
 class NearestMeanL2:
@@ -99,11 +98,11 @@ class NearestMeanL2:
         self.centres = moments.class_means - moments.mean
 
     def score(self, split: Split) -> np.ndarray:
-        out = np.empty(len(split))
-        for rows in blocks(len(split)):
+        def block(rows: slice) -> np.ndarray:
             shifted = np.asarray(split.features[rows], np.float64) - self.origin
-            out[rows] = -np.sqrt(nearest_squared_distance(shifted, self.centres))
-        return out
+            return -np.sqrt(nearest_squared_distance(shifted, self.centres))
+
+        return map_rows(block, len(split))
 
 
 def _num_classes(train: Split, head: Head | None) -> int:

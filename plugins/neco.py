@@ -14,7 +14,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import blocks, train_moments
+from ncood_plugins.class_stats import map_rows, symmetric_eigh, train_moments
 
 
 def default_dim(num_classes: int, feature_dim: int) -> int:
@@ -41,18 +41,19 @@ class NECO:
         scale[scale == 0] = 1.0  # StandardScaler leaves constant features unscaled
         # Covariance of the standardised features z = (f − m)/s, whose train mean is 0: the PCA.
         covariance = moments.global_covariance() / np.outer(scale, scale)
-        _, eigvecs = np.linalg.eigh(covariance)
+        _, eigvecs = symmetric_eigh(covariance)
         self.mean = moments.mean.astype(np.float32)
         self.inv_scale = (1.0 / scale).astype(np.float32)
         self.components = np.ascontiguousarray(eigvecs[:, ::-1][:, :dim], np.float32)
 
     def score(self, split: Split) -> np.ndarray:
-        out = np.empty(len(split))
-        for rows in blocks(len(split)):
+        def block(rows: slice) -> np.ndarray:
             standardised = (split.features[rows] - self.mean) * self.inv_scale
             total = np.linalg.norm(standardised.astype(np.float64), axis=1)
             kept = np.linalg.norm((standardised @ self.components).astype(np.float64), axis=1)
-            out[rows] = np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+            return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+
+        out = map_rows(block, len(split))
         if self.maxlogit:
             out *= split.logits.max(axis=1).astype(np.float64)
         return out

@@ -12,7 +12,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import blocks, head_arrays, train_moments
+from ncood_plugins.class_stats import head_arrays, map_rows, symmetric_eigh, train_moments
 from ncood_plugins.logit_scorers import logsumexp_rows
 
 
@@ -35,7 +35,7 @@ def pseudo_inverse_times(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """
     wide = matrix.shape[0] <= matrix.shape[1]
     gram = matrix @ matrix.T if wide else matrix.T @ matrix
-    eigvals, eigvecs = np.linalg.eigh(gram)
+    eigvals, eigvecs = symmetric_eigh(gram)
     keep = eigvals > eigvals.max() * max(matrix.shape) * np.finfo(np.float64).eps
     basis, values = eigvecs[:, keep], eigvals[keep]
     if wide:  # W⁺v = Wᵀ (WWᵀ)⁺ v
@@ -59,7 +59,7 @@ class ViM:
         self.resolved_params = {"dim": dim}
         self.origin = -pseudo_inverse_times(weight, bias)
         moments = train_moments(train, weight.shape[0])
-        _, eigvecs = np.linalg.eigh(moments.second_moment_about(self.origin))
+        _, eigvecs = symmetric_eigh(moments.second_moment_about(self.origin))
         # eigh sorts eigenvalues ascending: the first D − dim vectors span the residual space.
         self.residual_basis = np.ascontiguousarray(eigvecs[:, : feature_dim - dim], np.float32)
         self.origin32 = self.origin.astype(np.float32)
@@ -72,11 +72,11 @@ class ViM:
         self.alpha = float(train.logits.max(axis=1).astype(np.float64).mean() / train_residual)
 
     def residual_norm(self, features: np.ndarray) -> np.ndarray:
-        out = np.empty(features.shape[0])
-        for rows in blocks(features.shape[0]):
+        def block(rows: slice) -> np.ndarray:
             projected = (features[rows] - self.origin32) @ self.residual_basis
-            out[rows] = np.linalg.norm(projected.astype(np.float64), axis=1)
-        return out
+            return np.linalg.norm(projected.astype(np.float64), axis=1)
+
+        return map_rows(block, features.shape[0])
 
     def score(self, split: Split) -> np.ndarray:
         energy = logsumexp_rows(split.logits)
