@@ -276,6 +276,7 @@ def analyze(
 ) -> None:
     """Score OOD detection and measure Neural Collapse on dumped features."""
     from ncood.analysis import analyse_file, select
+    from ncood.features import check_readable
     from ncood.plugins import host
     from ncood.progress import progress_bar
     from ncood.run import RunDir
@@ -308,6 +309,8 @@ def analyze(
             epochs = [wanted]
         jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
 
+    for _, features_path, _ in jobs:
+        check_readable(features_path)  # a bad file is one line, before any progress bar
     collected, failures = {}, []
     steps = len(scorers) + len(analyses)
     with progress_bar(not quiet) as progress:

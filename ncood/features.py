@@ -86,6 +86,18 @@ def save_features(path: str | os.PathLike, dump: FeatureDump) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
+def check_readable(path: str | os.PathLike) -> None:
+    """Fail fast, reading the header only, on a path that is not a safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise NcoodError(f"features file not found: {path}")
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise NcoodError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
 def load_features(path: str | os.PathLike, *, check_finite: bool = True) -> FeatureDump:
     """Read and validate a features file; every problem is one clear :class:`NcoodError`."""
     path = Path(path)
