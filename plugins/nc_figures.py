@@ -5,11 +5,9 @@ path LaTeX includes (or ``None`` when there is nothing to draw)."""
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
 
 from ncood.report.context import AnalysedRun, ReportContext
-from ncood.report.figures import dense_scatter, new_figure
+from ncood.report.figures import dense_scatter, integer_ticks, legend_handle, new_figure
 from ncood_plugins.report_core import scorer_title
 
 PANELS_PER_ROW = 3
@@ -47,7 +45,7 @@ def _plot(axis, points, *, log: bool = False, **kwargs) -> bool:
 
 def _integer_epochs(axes) -> None:
     for axis in axes:
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(axis.xaxis)
 
 
 def _grid(count: int, width: float = 2.45, height: float = 2.1):
@@ -128,10 +126,10 @@ def draw_all_metrics(ctx: ReportContext, runs: list[AnalysedRun]):
         if log:
             axis.set_yscale("log")
         axis.grid(alpha=0.3, lw=0.4)
-        style_handles = [Line2D([], [], color="k", ls=s, lw=1) for _, s, _ in lines]
+        style_handles = [legend_handle(color="k", ls=s, lw=1) for _, s, _ in lines]
         if len(lines) > 1:
             axis.legend(style_handles, [_legend_text(ctx, k) for _, _, k in lines], loc="best")
-    run_handles = [Line2D([], [], color=f"C{i % 10}", marker="o", ms=3) for i in range(len(runs))]
+    run_handles = [legend_handle(color=f"C{i % 10}", marker="o", ms=3) for i in range(len(runs))]
     _bottom_legend(fig, run_handles, [ctx.plain_label(r) for r in runs], rows, ncol=len(runs))
     _integer_epochs(fig.axes)
     return ctx.save_figure(fig, "nc-all-metrics", tight=False)
@@ -161,7 +159,7 @@ def draw_ood_progress(ctx: ReportContext, run: AnalysedRun, sets: list[str], sco
         )
         axis.grid(alpha=0.3, lw=0.4)
     handles = [
-        Line2D([], [], color=colours[s][0], ls=colours[s][1], marker="o", ms=3) for s in scorers
+        legend_handle(color=colours[s][0], ls=colours[s][1], marker="o", ms=3) for s in scorers
     ]
     ncol = min(len(scorers), 7)
     legend_rows = -(-len(scorers) // ncol)
@@ -205,7 +203,7 @@ def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
             nc1_axis.plot(x, nc1, marker="o", ms=3, ls=style, color=colour)
             acc = [100 * layers[s]["ncc_acc_test"] for s in stages]
             acc_axis.plot(x, acc, marker="o", ms=3, ls=style, color=colour)
-            handles.append(Line2D([], [], color=colour, ls=style, marker="o", ms=3))
+            handles.append(legend_handle(color=colour, ls=style, marker="o", ms=3))
             labels.append(ctx.text("fig_nc_layers_line", label=ctx.plain_label(run), epoch=epoch))
         for axis in (nc1_axis, acc_axis):
             axis.set_xticks(np.arange(len(stages)), stages)
@@ -232,7 +230,7 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
         title=ctx.text("fig_nc_variance"), xlabel=ctx.text("fig_nc_class"), xlim=(-0.7, c - 0.3)
     )
     var_axis.grid(alpha=0.3, lw=0.4, axis="y")
-    var_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(var_axis.xaxis)
     cosines = geometry["weight_mean_cosines"]
     if cosines is not None:
         image = cos_axis.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
@@ -267,7 +265,7 @@ def draw_tsne(ctx: ReportContext, run: AnalysedRun, maps: list[tuple[int, np.nda
         for spine in axis.spines.values():
             spine.set_visible(False)
         axis.set_aspect("equal", adjustable="datalim")
-    handles = [Line2D([], [], ls="", marker="o", ms=4, color=colour[c]) for c in classes]
+    handles = [legend_handle(ls="", marker="o", ms=4, color=colour[c]) for c in classes]
     ncol = min(len(classes), 10)
     _bottom_legend(
         fig, handles, [str(c) for c in classes], 1, ncol, 0.07 * (-(-len(classes) // ncol) + 1)
@@ -293,7 +291,7 @@ def draw_agreement(ctx: ReportContext, runs: list[AnalysedRun]):
         axis.set(title=ctx.plain_label(run), xlabel=ctx.text("fig_epoch"), ylabel="%")
         axis.set_ylim(top=101)
         axis.grid(alpha=0.3, lw=0.4)
-    handles = [Line2D([], [], color=c, ls=s, marker="o", ms=3) for _, c, s, _ in lines]
+    handles = [legend_handle(color=c, ls=s, marker="o", ms=3) for _, c, s, _ in lines]
     _bottom_legend(fig, handles, [ctx.text(k) for *_, k in lines], rows, ncol=3, space=0.13)
     _integer_epochs(fig.axes)
     return ctx.save_figure(fig, "nc5-agreement", tight=False)
@@ -313,8 +311,8 @@ def draw_orthodev(ctx: ReportContext, runs: list[AnalysedRun], sets: list[str]):
         axis.set(title=ctx.plain_label(run), xlabel=ctx.text("fig_epoch"), ylim=(0, 1.02))
         axis.set_ylabel(ctx.text("fig_nc5_orthodev"))
         axis.grid(alpha=0.3, lw=0.4)
-    handles = [Line2D([], [], color=f"C{i % 10}", marker="o", ms=3) for i in range(len(sets))]
-    handles += [Line2D([], [], color="k", ls=s) for s in ("-", "--")]
+    handles = [legend_handle(color=f"C{i % 10}", marker="o", ms=3) for i in range(len(sets))]
+    handles += [legend_handle(color="k", ls=s) for s in ("-", "--")]
     labels = [ctx.dataset_plain(o) for o in sets]
     labels += [ctx.text("fig_nc5_uncentred"), ctx.text("fig_nc5_centred")]
     _bottom_legend(fig, handles, labels, rows, ncol=min(len(labels), 4), space=0.13)

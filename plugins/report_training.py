@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from markupsafe import Markup
-from matplotlib.ticker import MaxNLocator
 
 import ncood
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
-from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, new_figure
+from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, integer_ticks, new_figure
 from ncood.report.latex import num, percent, sci
 from ncood_plugins.report_core import STANDARD_WIDTH, dataset_short, enumeration
 
@@ -79,7 +78,7 @@ def draw_curves(ctx: ReportContext, run: AnalysedRun, curves: Curves):
             axis.axvspan(start, curves.epochs[-1], color="grey", alpha=0.12, lw=0)
         axis.grid(alpha=0.3)
         axis.set_xlim(curves.epochs[0], curves.epochs[-1])
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(axis.xaxis)
     loss_ax.set_title(ctx.text("fig_loss_title"))
     acc_ax.set_title(ctx.text("fig_accuracy_title"))
     acc_ax.legend(loc="lower right")
@@ -100,7 +99,7 @@ def draw_learning_rates(ctx: ReportContext, runs: list[AnalysedRun]):
             label=ctx.plain_label(run),
         )
     axis.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_lr"), yscale="log")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(axis.xaxis)
     axis.grid(alpha=0.3)
     axis.legend()
     return ctx.save_figure(fig, "learning-rate")

@@ -1,14 +1,13 @@
-"""Shared figure conventions: one size, one style, vector PDF, dense scatters rasterised."""
+"""Shared figure conventions: one size, one style, vector PDF, dense scatters rasterised.
+
+matplotlib is imported on first use, not at import: every ``ncood`` command loads the report
+plugins with the others, and ``analyze`` should not pay for pyplot (about 0.4 s) it never uses.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import Formatter, ScalarFormatter  # noqa: E402
 
 FULL_WIDTH = (7.0, 2.9)
 HALF_WIDTH = (3.4, 2.7)
@@ -27,9 +26,21 @@ STYLE = {
 }
 
 
+@functools.cache
+def pyplot():
+    """pyplot on the file-only Agg backend, imported once, when the first figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
 def new_figure(ncols: int = 1, size: tuple[float, float] = FULL_WIDTH, nrows: int = 1):
     """A figure in the report's style; returns it and a flat list of its axes."""
-    matplotlib.rcParams.update(STYLE)  # the report process draws only report figures
+    plt = pyplot()
+    plt.rcParams.update(STYLE)  # the report process draws only report figures
     fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
     return fig, [axis for row in axes for axis in row]
 
@@ -42,36 +53,46 @@ def dense_scatter(axis, x, y, **kwargs):
     return axis.scatter(x, y, **kwargs)
 
 
-class DecimalComma(Formatter):
-    """Wraps a tick formatter and writes its decimal points as commas (French figures)."""
+@functools.cache
+def decimal_comma_formatter() -> type:
+    """The formatter class, built on first use so that importing this module stays cheap."""
+    from matplotlib.ticker import Formatter
 
-    def __init__(self, inner: ScalarFormatter) -> None:
-        self.inner = inner
+    class DecimalComma(Formatter):
+        """Wraps a tick formatter and writes its decimal points as commas (French figures)."""
 
-    def set_axis(self, axis) -> None:
-        super().set_axis(axis)
-        self.inner.set_axis(axis)
+        def __init__(self, inner: Formatter) -> None:
+            self.inner = inner
 
-    def set_locs(self, locs) -> None:
-        self.inner.set_locs(locs)
+        def set_axis(self, axis) -> None:
+            super().set_axis(axis)
+            self.inner.set_axis(axis)
 
-    def get_offset(self) -> str:
-        return self.inner.get_offset().replace(".", ",")
+        def set_locs(self, locs) -> None:
+            self.inner.set_locs(locs)
 
-    def __call__(self, x, pos=None) -> str:
-        text = self.inner(x, pos)
-        return text.replace(".", "{,}" if "$" in text else ",")
+        def get_offset(self) -> str:
+            return self.inner.get_offset().replace(".", ",")
+
+        def __call__(self, x, pos=None) -> str:
+            text = self.inner(x, pos)
+            return text.replace(".", "{,}" if "$" in text else ",")
+
+    return DecimalComma
 
 
 def localise(fig, lang: str) -> None:
     """Decimal commas on the linear axes of every subplot when the report is in French."""
     if lang != "fr":
         return
+    from matplotlib.ticker import ScalarFormatter
+
+    decimal_comma = decimal_comma_formatter()
     for axis in fig.axes:
         for ticks in (axis.xaxis, axis.yaxis):
             formatter = ticks.get_major_formatter()
             if type(formatter) is ScalarFormatter:
-                ticks.set_major_formatter(DecimalComma(formatter))
+                ticks.set_major_formatter(decimal_comma(formatter))
 
 
 def save(fig, path: Path, tight: bool = True) -> Path:
@@ -80,5 +101,19 @@ def save(fig, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
+
+
+def integer_ticks(ticks) -> None:
+    """Whole numbers only on an axis (epochs, ranks)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ticks.set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_handle(**style):
+    """A line-and-marker swatch for a legend that no plotted artist provides."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **style)
