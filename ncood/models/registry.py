@@ -102,7 +102,8 @@ class ModelRegistry:
             raise NcoodError(f"building model {name!r} failed: {_one_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise NcoodError(
-                f"model {name!r}: the builder returned {type(model).__name__}, not a torch.nn.Module"
+                f"model {name!r}: the builder returned {type(model).__name__}, "
+                f"not a torch.nn.Module"
             )
         return model
 
