@@ -119,3 +119,22 @@ def test_user_code_is_imported_by_path(tmp_path, monkeypatch):
     finally:
         sys.modules.pop("my_nets", None)
     assert torch.is_tensor(model(torch.zeros(1, 3)))
+
+
+def test_the_documented_example_plugin_works():
+    import re
+    import types
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = docs.split("### `register_models(register)`", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    plugin = types.ModuleType("documented_models")
+    exec(compile(code, "docs/plugins.md", "exec"), plugin.__dict__)
+    host().add(plugin, "documented_models", distribution="docs", version="0", builtin=False)
+    try:
+        model = create_model("tinynet", 5, width=4)
+        assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
+        assert create_model("tinyfam:6", 3).fc.weight.shape == (3, 6)
+    finally:
+        host().remove("documented_models")
