@@ -32,8 +32,8 @@ import torch
 
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")
 
+from ncood.datasets import synthetic_set  # noqa: E402
 from ncood.engine.accel import pick_device  # noqa: E402
-from ncood.engine.data import synthetic_set  # noqa: E402
 from ncood.extraction.inputs import from_image_set  # noqa: E402
 from ncood.extraction.preprocess import Preprocessing  # noqa: E402
 from ncood.extraction.stream import extract_features  # noqa: E402

@@ -18,7 +18,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.engine.data import load_data
+from ncood.datasets import load_data
 from ncood.features import load_features
 from ncood.run import RunDir
 
@@ -77,15 +77,22 @@ def torchvision_run(tmp_path_factory):
     torch.save(model.state_dict(), root / "resnet18.pth")
     result = invoke(
         "extract",
-        "--model", "torchvision:resnet18",
-        "--weights", root / "resnet18.pth",
-        "--dataset", "digits",
-        "--ood", "photos,noise",
-        "--image-size", "16",
-        "--limit", LIMIT,
-        "--out", root / "run",
+        "--model",
+        "torchvision:resnet18",
+        "--weights",
+        root / "resnet18.pth",
+        "--dataset",
+        "digits",
+        "--ood",
+        "photos,noise",
+        "--image-size",
+        "16",
+        "--limit",
+        LIMIT,
+        "--out",
+        root / "run",
         "--quiet",
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     return root, model, RunDir.open(root / "run")
 
@@ -112,9 +119,9 @@ def test_torchvision_logits_equal_the_models_own_forward(torchvision_run):
     assert manifest["preprocessing"]["mean"] == list(ind.mean)
     assert manifest["dataset"]["ood"] == {"photos": LIMIT, "noise": LIMIT}
     assert set(manifest["versions"]) >= {"ncood", "torch", "torchvision", "python", "numpy"}
-    assert manifest["files"] == {"features/epoch-0001.safetensors": run.checksums()[
-        "features/epoch-0001.safetensors"
-    ]}
+    assert manifest["files"] == {
+        "features/epoch-0001.safetensors": run.checksums()["features/epoch-0001.safetensors"]
+    }
 
 
 def test_analyze_works_on_the_imported_run(torchvision_run):
@@ -229,10 +236,26 @@ def test_openood_checkpoint_reproduces_its_logits(tmp_path, cifar10_dir, arch, n
     torch.save(wrap(state), tmp_path / name)
     out = tmp_path / "run"
     result = invoke(
-        "extract", "--model", arch, "--weights", tmp_path / name, "--dataset", "cifar10",
-        "--ood", "noise", "--data-dir", cifar10_dir, "--no-download", "--image-size", "16",
-        "--normalize", "0.4914,0.4822,0.4465/0.2470,0.2435,0.2616", "--out", out, "--quiet",
-    )  # fmt: skip
+        "extract",
+        "--model",
+        arch,
+        "--weights",
+        tmp_path / name,
+        "--dataset",
+        "cifar10",
+        "--ood",
+        "noise",
+        "--data-dir",
+        cifar10_dir,
+        "--no-download",
+        "--image-size",
+        "16",
+        "--normalize",
+        "0.4914,0.4822,0.4465/0.2470,0.2435,0.2616",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     ind, ood = load_data("cifar10", ["noise"], cifar10_dir, download=False)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -247,10 +270,22 @@ def test_openood_safetensors_checkpoint(tmp_path, cifar10_dir):
     reference, state = openood_checkpoint()
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
     result = invoke(
-        "extract", "--model", "openood:resnet18_32x32", "--weights", tmp_path / "w.safetensors",
-        "--dataset", "cifar10", "--data-dir", cifar10_dir, "--no-download", "--image-size", "16",
-        "--out", tmp_path / "run", "--quiet",
-    )  # fmt: skip
+        "extract",
+        "--model",
+        "openood:resnet18_32x32",
+        "--weights",
+        tmp_path / "w.safetensors",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        cifar10_dir,
+        "--no-download",
+        "--image-size",
+        "16",
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     ind, _ = load_data("cifar10", [], cifar10_dir, download=False)
     inputs = {"test": model_inputs(ind.test.images, 16, ind.mean, ind.std)}
@@ -284,10 +319,23 @@ def three_epoch_run(tmp_path_factory):
         torch.save({"epoch": epoch, "state_dict": state}, root / "ckpt" / f"epoch_{epoch}.pth")
     files = sorted((root / "ckpt").glob("epoch_*.pth"))
     result = invoke(
-        "extract", "--model", "resnet18-cifar", "--model-arg", "width=4", "--weights", *files,
-        "--dataset", "digits", "--ood", "noise", "--limit", LIMIT, "--out", root / "run",
+        "extract",
+        "--model",
+        "resnet18-cifar",
+        "--model-arg",
+        "width=4",
+        "--weights",
+        *files,
+        "--dataset",
+        "digits",
+        "--ood",
+        "noise",
+        "--limit",
+        LIMIT,
+        "--out",
+        root / "run",
         "--quiet",
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     result = invoke("analyze", root / "run", "--epoch", "all", "--quiet")
     assert result.exit_code == 0, result.output
@@ -356,12 +404,14 @@ def small_checkpoint(tmp_path):
 
 
 def base_args(weights, out, model="torchvision:resnet18"):
-    return ["extract", "--model", model, "--weights", weights, "--dataset", "digits",
-            "--ood", "noise", "--limit", "8", "--image-size", "16", "--out", out, "--quiet"]  # fmt: skip
+    fixed = "--dataset digits --ood noise --limit 8 --image-size 16 --quiet".split()
+    return ["extract", "--model", model, "--weights", weights, *fixed, "--out", out]
 
 
 def test_wrong_num_classes(tmp_path, small_checkpoint):
-    line = one_line_error(invoke(*base_args(small_checkpoint, tmp_path / "a"), "--num-classes", 100))
+    line = one_line_error(
+        invoke(*base_args(small_checkpoint, tmp_path / "a"), "--num-classes", 100)
+    )
     assert "--num-classes 100" in line and "digits has 10 classes" in line
     import torchvision
 
@@ -407,7 +457,9 @@ def test_head_that_is_not_affine(tmp_path):
     save_file(SoftmaxHead().state_dict(), str(tmp_path / "soft.safetensors"))
     line = one_line_error(
         invoke(
-            *base_args(tmp_path / "soft.safetensors", tmp_path / "a", model=f"{__name__}:SoftmaxHead")
+            *base_args(
+                tmp_path / "soft.safetensors", tmp_path / "a", model=f"{__name__}:SoftmaxHead"
+            )
         )
     )
     assert "not features @ W.T + b of 'fc'" in line and "--feature-layer" in line

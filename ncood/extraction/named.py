@@ -36,8 +36,8 @@ class ExtractRequest:
 
 def run_extract(request: ExtractRequest, show_progress: bool = True):
     """Check every name and file before the slow steps, then write the run."""
+    from ncood.datasets import check_names, load_data
     from ncood.engine.accel import pick_device
-    from ncood.engine.data import check_names, load_data
     from ncood.engine.extract import extract_batch_size
     from ncood.extraction.imported import (
         ImportPlan,

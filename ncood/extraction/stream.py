@@ -2,18 +2,19 @@
 
 Memory stays one batch whatever the dataset's size: rows land at their offset through the
 engine's :class:`~ncood.engine.stream_writer.StreamedSafetensors`. The first batch is checked
-(``features @ W.T + b`` = logits) before anything is written.
+(``features @ W.T + b`` = logits) before anything is written. Like the engine's own extraction,
+the pass runs in exact fp32 (no autocast, no TF32: the engine's ``exact_fp32``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ncood.engine.accel import exact_fp32
 from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.extraction.inputs import Source
@@ -41,20 +42,6 @@ def layout(sources: dict[str, Source], classes: int, dim: int) -> dict:
     return shapes
 
 
-@contextlib.contextmanager
-def exact_matmul(device: torch.device):
-    """No TF32 in the head's product on CUDA, so the affine check compares like with like."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def extract_features(
     path,
     model: torch.nn.Module,
@@ -79,7 +66,7 @@ def extract_features(
     try:
         with (
             torch.no_grad(),
-            exact_matmul(device),
+            exact_fp32(),
             FeatureTap(model, choice) as tap,
             StreamedSafetensors(path, layout(sources, classes, dim), header) as writer,
         ):
