@@ -404,8 +404,8 @@ def small_checkpoint(tmp_path):
 
 
 def base_args(weights, out, model="torchvision:resnet18"):
-    fixed = "--dataset digits --ood noise --limit 8 --image-size 16 --quiet".split()
-    return ["extract", "--model", model, "--weights", weights, *fixed, "--out", out]
+    fixed = ["--dataset", "digits", "--ood", "noise", "--limit", "8", "--image-size", "16"]
+    return ["extract", "--model", model, "--weights", weights, *fixed, "--out", out, "--quiet"]
 
 
 def test_wrong_num_classes(tmp_path, small_checkpoint):
