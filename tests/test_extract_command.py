@@ -23,7 +23,7 @@ from ncood.features import load_features
 from ncood.run import RunDir
 
 runner = CliRunner()
-LIMIT = 40  # images per split: enough for every analysis, fast on a CPU
+LIMIT = 64  # images per split: enough for every analysis (knn needs k = 50), fast on a CPU
 
 
 def invoke(*args: str):
