@@ -377,7 +377,7 @@ def test_mixed_report_of_imported_and_trained_runs(three_epoch_run, torchvision_
     assert "training-run2" not in tex and "training-run3" not in tex  # none for imported
     figures = {p.name for p in (out / "mixed-figures").iterdir()}
     assert "nc-nc1-nc3-progress.pdf" in figures
-    from ncood_plugins import nc_figures  # noqa: F401  (the series the figure plots)
+    from ncood.report import nc_figures  # the series the figure plots
 
     analysed = load_analysed_run(imported.root)
     assert [e for e, _ in nc_figures.series(analysed, "nc1")] == [1, 2, 3]
