@@ -377,10 +377,8 @@ def test_mixed_report_of_imported_and_trained_runs(three_epoch_run, torchvision_
     assert "training-run2" not in tex and "training-run3" not in tex  # none for imported
     figures = {p.name for p in (out / "mixed-figures").iterdir()}
     assert "nc-nc1-nc3-progress.pdf" in figures
-    from ncood.report import nc_figures  # the series the figure plots
-
     analysed = load_analysed_run(imported.root)
-    assert [e for e, _ in nc_figures.series(analysed, "nc1")] == [1, 2, 3]
+    assert [e for e, _ in analysed.series("nc1")] == [1, 2, 3]  # what the figure plots
     assert json.loads((imported.root / "manifest.json").read_text())["source"] == "imported"
 
 
@@ -484,7 +482,7 @@ def test_epochs_that_cannot_be_read_and_existing_out(tmp_path, small_checkpoint)
     other = tmp_path / "final.pth"
     other.write_bytes(small_checkpoint.read_bytes())
     line = one_line_error(invoke(*base_args(small_checkpoint, tmp_path / "a"), other))
-    assert "cannot read an epoch from 'r18.pth'" in line and "--epochs" in line
+    assert "cannot read an epoch from 'final.pth'" in line and "--epochs" in line
     line = one_line_error(
         invoke(*base_args(small_checkpoint, tmp_path / "a"), other, "--epochs", "1,2,3")
     )
