@@ -122,3 +122,24 @@ def test_inputs_that_cannot_be_sized_or_read_are_one_line(tmp_path):
     with pytest.raises(NcoodError, match="torch.nn.Module"):
         extract(lambda x: x, train=train, test=train, out=tmp_path / "d")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_public_names_load_lazily():
+    """`import ncood` (every plugin does it for hookimpl) must not pull in torch or numpy;
+    ncood.extract, list_models and create_model import what they need when first used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ncood\n"
+        "assert not {'torch', 'numpy'} & set(sys.modules), sorted(sys.modules)\n"
+        "assert callable(ncood.extract) and callable(ncood.create_model)\n"
+        "assert 'openood:resnet18_32x32' in ncood.list_models('openood:*')\n"
+        "print(type(ncood.create_model('openood:resnet18_32x32', 7).fc).__name__)\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Linear"

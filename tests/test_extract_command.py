@@ -491,3 +491,15 @@ def test_epochs_that_cannot_be_read_and_existing_out(tmp_path, small_checkpoint)
     (tmp_path / "full" / "something").write_text("x")
     line = one_line_error(invoke(*base_args(small_checkpoint, tmp_path / "full")))
     assert "is not empty; give --force" in line
+
+
+def test_a_quoted_glob_is_expanded_like_the_shell_would(tmp_path):
+    from ncood.cli.extract import _expand
+    from ncood.errors import NcoodError
+
+    for epoch in (10, 2, 1):
+        (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
+    expanded = _expand([tmp_path / "epoch_*.pth"])
+    assert sorted(p.name for p in expanded) == ["epoch_1.pth", "epoch_10.pth", "epoch_2.pth"]
+    with pytest.raises(NcoodError, match="no weights file matches"):
+        _expand([tmp_path / "other_*.pt"])
