@@ -39,6 +39,8 @@ def extract(
 
     if not isinstance(model, torch.nn.Module):
         raise NcoodError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if batch_size < 1:
+        raise NcoodError("batch_size must be at least 1")
     ood = dict(ood or {})
     sources = {"train": as_source(train, "train", batch_size)}
     sources["test"] = as_source(test, "test", batch_size)

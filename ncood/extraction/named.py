@@ -60,6 +60,8 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     check_image_size(request.image_size)
     if request.limit is not None and request.limit < 1:
         raise NcoodError("--limit must be at least 1")
+    if request.batch_size is not None and request.batch_size < 1:
+        raise NcoodError("--batch-size must be at least 1")
     prepare_out(request.out, request.force)
     device = pick_device(request.device)
 
