@@ -407,8 +407,8 @@ def test_bf16_channels_last_training_resumes_bit_for_bit(tmp_path, monkeypatch, 
     whole = engine.train(settings, tmp_path / "whole", show_progress=True)
     lines = capsys.readouterr().err.strip().splitlines()  # stderr is not a terminal here
     assert [line.split(":")[0] for line in lines] == [
-        "demo-standard epoch 1/2",
-        "demo-standard epoch 2/2",
+        "whole epoch 1/2",
+        "whole epoch 2/2",
     ]
     manifest = json.loads(whole.manifest_path.read_text())
     assert manifest["acceleration"]["precision"] == "bf16"

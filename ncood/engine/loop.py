@@ -37,7 +37,9 @@ def train_steps(
     loss_sum = torch.zeros((), device=accel.device, dtype=torch.float64)
     correct = torch.zeros((), device=accel.device, dtype=torch.int64)
     unreported = 0
+    mark_step = _cuda_graph_step_marker(accel)
     for inputs, labels, global_count in batches:
+        mark_step()
         with accel.autocast():
             logits = step_model(inputs)
         summed = F.cross_entropy(logits.float(), labels, reduction="sum")
@@ -53,6 +55,15 @@ def train_steps(
     if on_steps is not None and unreported:
         on_steps(unreported)
     return loss_sum, correct
+
+
+def _cuda_graph_step_marker(accel: Accel) -> Callable[[], None]:
+    """With CUDA graphs, each step starts a new generation of graph outputs (the previous
+    step's are overwritten); a no-op otherwise."""
+    marker = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+    if accel.cuda_graphs and marker is not None:
+        return marker
+    return lambda: None
 
 
 def train_epoch(

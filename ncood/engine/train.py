@@ -83,13 +83,22 @@ class _Run:
 
 
 def train(
-    config: TrainConfig, out: str | Path, *, force: bool = False, show_progress: bool = True
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+    cluster: Cluster | None = None,
 ) -> RunDir:
-    """Train one run from scratch into ``out`` and dump features at each checkpoint epoch."""
+    """Train one run from scratch into ``out`` and dump features at each checkpoint epoch.
+
+    Under torchrun the processes join one group and train this run together, unless
+    ``cluster`` is given (ncood.engine.seeds: each process its own runs)."""
     config = config.resolved()
     check_names(config.dataset, config.ood)
     prepare_determinism(config.deterministic)  # before torchrun's set_device starts CUDA
-    cluster = start_cluster(config.device)
+    own_group = cluster is None
+    cluster = start_cluster(config.device) if own_group else cluster
     run = RunDir(Path(out))
     lock = RunLock(run.lock_path) if cluster.main else None
 
@@ -117,7 +126,8 @@ def train(
             _remove_unstarted(run.root)
         raise
     finally:
-        stop_cluster(cluster)
+        if own_group:
+            stop_cluster(cluster)
 
 
 def resume(
@@ -126,12 +136,15 @@ def resume(
     device: str | None = None,
     data_dir: str | None = None,
     show_progress: bool = True,
+    cluster: Cluster | None = None,
 ) -> tuple[RunDir, bool]:
     """Continue a run from its last complete epoch; returns (run, whether anything was left)."""
     root = Path(run_dir)
     stored = _peek_config(root)
     prepare_determinism(bool(stored.get("deterministic")))
-    cluster = start_cluster(device or str(stored.get("device", "auto")))
+    own_group = cluster is None
+    if own_group:
+        cluster = start_cluster(device or str(stored.get("device", "auto")))
     lock = RunLock(root / LOCK) if cluster.main else None
 
     def open_run() -> dict[str, Any]:
@@ -165,7 +178,8 @@ def resume(
         )
         return _execute(state, show_progress), True
     finally:
-        stop_cluster(cluster)
+        if own_group:
+            stop_cluster(cluster)
 
 
 def _peek_config(root: Path) -> dict[str, Any]:
@@ -251,7 +265,7 @@ def _train_epochs(state: _Run, writer: StateWriter | None, show_progress: bool) 
     )
     config = session.config
     with TrainingMonitor(
-        show_progress, config.preset, config.epochs, start, session.steps
+        show_progress, state.run.root.name, config.epochs, start, session.steps
     ) as monitor:
         for epoch in range(start + 1, config.epochs + 1):
             record = _train_one_epoch(session, epoch, monitor)
