@@ -64,7 +64,7 @@ from ncood.datasets import (  # noqa: E402
     ood_set,
     synthetic_set,
 )
-from ncood.engine.accel import Accel, compile_model, exact_fp32  # noqa: E402
+from ncood.engine.accel import Accel, compile_model, exact_fp32, set_tf32  # noqa: E402
 from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
 from ncood.engine.extract import dump_features  # noqa: E402
 from ncood.engine.loop import evaluate, train_steps  # noqa: E402
@@ -221,7 +221,7 @@ class Setup:
     def epoch(self, epoch: int, count: int | None = None):
         plan = plan_epoch(len(self.train), 0, epoch, 4, True, self.device)
         if count is not None:
-            plan = type(plan)(*(t[:count] for t in (plan.order, plan.dy, plan.dx, plan.flips)))
+            plan = plan.head(count)
         return epoch_batches(
             self.train.images,
             self.train.labels,
@@ -761,6 +761,9 @@ def main() -> int:
     device = cuda_device(args.dry_run)
     if args.dry_run:  # the CI machine is small; workers share it
         torch.set_num_threads(1)
+    if device.type == "cuda":  # what ncood's setup_accel does for a training run
+        torch.backends.cudnn.benchmark = True
+        set_tf32(True)
     if args.worker == "share":
         worker_share(sizes, device)
         return 0

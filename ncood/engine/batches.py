@@ -36,6 +36,10 @@ class EpochPlan:
     def __len__(self) -> int:
         return int(self.order.shape[0])
 
+    def head(self, count: int) -> EpochPlan:
+        """The first ``count`` positions (an epoch that drops a tail, a short benchmark)."""
+        return EpochPlan(self.order[:count], self.dy[:count], self.dx[:count], self.flips[:count])
+
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -63,9 +63,7 @@ class Session:
             self.device,
         )
         if self.usable < len(plan):
-            plan = type(plan)(
-                *(t[: self.usable] for t in (plan.order, plan.dy, plan.dx, plan.flips))
-            )
+            plan = plan.head(self.usable)
         return epoch_batches(
             self.train_set.images,
             self.train_set.labels,
