@@ -26,9 +26,13 @@ def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
 def fpr_at_recall(
     id_scores: np.ndarray, ood_scores: np.ndarray, recall: float = ID_RECALL
 ) -> float:
-    """Share of OOD accepted at the first threshold that keeps ``recall`` of ID."""
+    """Share of OOD accepted at the first threshold that keeps ``recall`` of ID.
+
+    Every threshold is kept (``drop_intermediate=False``): sklearn's default drops points on a
+    straight stretch of the curve, and the first one kept past ``recall`` can lie further on.
+    """
     is_id, scores = _labelled(id_scores, ood_scores)
-    fpr, tpr, _ = roc_curve(is_id, scores)
+    fpr, tpr, _ = roc_curve(is_id, scores, drop_intermediate=False)
     return float(fpr[np.searchsorted(tpr, recall, side="left")])
 
 
