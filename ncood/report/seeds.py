@@ -202,8 +202,9 @@ def make_group(members: list[AnalysedRun]) -> SeedGroup:
             + " share no analysed epoch (run `ncood analyze RUN --epoch all` on each)"
         )
     results = {e: aggregate([m.results[e] for m in members]) for e in epochs}
-    manifest = dict(members[0].manifest)
-    manifest["seeds"] = [int(m.manifest["config"].get("seed", 0)) for m in members]
+    seeds = [int(m.manifest["config"].get("seed", 0)) for m in members]
+    manifest = {**members[0].manifest, "seed": seeds, "seeds": seeds}
+    manifest["config"] = {**members[0].manifest["config"], "seed": seeds}
     parents = {m.run.root.resolve().parent for m in members}
     name = parents.pop().name if len(parents) == 1 else members[0].name
     return SeedGroup(
@@ -235,7 +236,13 @@ def plot_curve(axis, x: list[Any], y: list[Any], **style):
     (line,) = axis.plot(x, [float(v) for v in y], **style)
     stds = spread_of(list(y))
     if stds is not None:
-        low = [float(v) - s for v, s in zip(y, stds, strict=True)]
+        # Positive quantities (losses, accuracies, NC metrics, often on log axes) keep a band
+        # above 1 % of the mean rather than one reaching 0 or below.
+        floor = 0.01 if all(float(v) > 0 for v in y) else None
+        low = [
+            float(v) - s if floor is None else max(float(v) - s, floor * float(v))
+            for v, s in zip(y, stds, strict=True)
+        ]
         high = [float(v) + s for v, s in zip(y, stds, strict=True)]
         axis.fill_between(
             [float(v) for v in x], low, high, color=line.get_color(), alpha=BAND_ALPHA, lw=0
