@@ -256,6 +256,9 @@ class ReportContext:
     def _label_values(self, run: AnalysedRun) -> tuple[str, dict[str, Any]]:
         values: dict[str, Any] = {"preset": run.preset, "epochs": run.epochs}
         key = "run_label_imported" if run.imported else "run_label"
+        seeds = len(getattr(run, "members", None) or ())  # a group of seed runs says how many
+        if seeds:
+            key, values["seeds"] = "run_label_seeds", seeds
 
         def identity(r: AnalysedRun) -> tuple:  # what the label shows
             return (r.preset, True) if r.imported else (r.preset, r.epochs)
