@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.distance import pdist
 
 from ncood.errors import NcoodError
 
@@ -175,6 +174,8 @@ def ncc_predict(features: np.ndarray, stats: ClassMeans) -> np.ndarray:
 def cdnv(stats: ClassMeans, class_variance: np.ndarray) -> float | None:
     """Class-distance normalised variance (Galanti et al., 2022), averaged over pairs c < c':
     (Var_c + Var_c') / (2 ‖μ_c − μ_c'‖²). ``None`` when two class means coincide."""
+    from scipy.spatial.distance import pdist  # scipy.spatial: 0.4 s, paid when NC is measured
+
     sq_distances = pdist(stats.means, "sqeuclidean")
     if np.any(sq_distances == 0):
         return None
@@ -262,6 +263,8 @@ def class_geometry(stats: ClassMeans, class_variance: np.ndarray, weight: np.nda
     c = stats.num_classes
     distances = np.zeros((c, c))
     first, second = np.triu_indices(c, k=1)
+    from scipy.spatial.distance import pdist
+
     distances[first, second] = np.sqrt(pdist(stats.means, "sqeuclidean"))
     distances += distances.T
     unit_w, unit_m = _unit_rows(np.asarray(weight, np.float64)), _unit_rows(stats.centred)
