@@ -14,8 +14,6 @@ from typer.testing import CliRunner
 
 from ncood.cli import app
 from ncood.plugins import host
-from ncood.registry import Registry
-from ncood.report import build as build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -63,35 +61,24 @@ def hook_example(title: str) -> types.ModuleType:
     return module
 
 
-@pytest.fixture
-def registered():
-    added: list[str] = []
-
-    def register(module: types.ModuleType) -> None:
-        host().add(module, module.__name__, distribution="docs", version="0", builtin=False)
-        added.append(module.__name__)
-
-    yield register
-    for name in added:
-        host().remove(name)
-
-
-def test_scorer_example_scores_higher_for_id(registered, tiny_dump):
-    registered(hook_example("register_scorers"))
+def test_scorer_example_scores_higher_for_id(plugin_host, tiny_dump):
+    module = hook_example("register_scorers")
+    plugin_host(module, module.__name__)
     scorer = host().scorers().get("negnorm").create()
     scorer.fit(tiny_dump.train, tiny_dump.head)
     assert scorer.score(tiny_dump.test).shape == (len(tiny_dump.test),)
 
 
-def test_analysis_example_runs_on_a_dump(registered, tiny_dump):
-    registered(hook_example("register_analyses"))
+def test_analysis_example_runs_on_a_dump(plugin_host, tiny_dump):
+    module = hook_example("register_analyses")
+    plugin_host(module, module.__name__)
     result = host().analyses().get("meannorm").create().run(tiny_dump)
     assert set(result) == set(tiny_dump.splits())
     expected = np.linalg.norm(tiny_dump.test.features, axis=1).mean()
     assert result["test"] == pytest.approx(expected)
 
 
-def test_report_section_example_renders(registered, demo_run, tmp_path, monkeypatch):
+def test_report_section_example_renders(plugin_host, third_party_sections_only, demo_run, tmp_path):
     module = hook_example("register_report_sections")
     (template,) = blocks(
         ROOT / "docs" / "plugins.md", "### `register_report_sections(register)`", "latex"
@@ -99,17 +86,8 @@ def test_report_section_example_renders(registered, demo_run, tmp_path, monkeypa
     (tmp_path / "templates" / "sections").mkdir(parents=True)
     (tmp_path / "templates" / "sections" / "checkpoints.tex.j2").write_text(template)
     module.TEMPLATES = tmp_path / "templates"
-    registered(module)
+    plugin_host(module, module.__name__)
 
-    class OnlyThirdParty:
-        def report_sections(self):
-            sections = Registry("report section")
-            for name, section in host().report_sections().items():
-                if not host().info[section.plugin].builtin:
-                    sections.add(name, section)
-            return sections
-
-    monkeypatch.setattr(build_module, "host", OnlyThirdParty)
     out = tmp_path / "report"
     result = CliRunner().invoke(
         app, ["report", str(demo_run.root), "--lang", "en", "--out", str(out), "--no-pdf"]

@@ -18,9 +18,6 @@ import ncood
 from ncood import hookspecs
 from ncood.cli import app
 from ncood.features import save_features
-from ncood.plugins import host
-from ncood.registry import Registry
-from ncood.report import build as build_module
 from ncood.report.context import ReportSection
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
@@ -33,20 +30,6 @@ def hook_names() -> list[str]:
         for name, value in vars(hookspecs).items()
         if callable(value) and hasattr(value, "ncood_spec")
     )
-
-
-@pytest.fixture
-def plugin_host():
-    """Registers test plugins on the process-wide host; each is removed afterwards."""
-    added: list[str] = []
-
-    def add(plugin: object, name: str) -> None:
-        host().add(plugin, name, distribution="ncood-test-hooks", version="0.0", builtin=False)
-        added.append(name)
-
-    yield add
-    for name in added:
-        host().remove(name)
 
 
 @pytest.fixture
@@ -128,7 +111,7 @@ def check_analyses(plugin_host, dump_file, tiny_dump, tmp_path):
     assert "analysis test_meannorm" in runner.invoke(app, ["plugins"]).output
 
 
-def check_report_sections(plugin_host, demo_run, tmp_path, monkeypatch):
+def check_report_sections(plugin_host, demo_run, tmp_path):
     templates = tmp_path / "templates"
     (templates / "sections").mkdir(parents=True)
     (templates / "sections" / "count.tex.j2").write_text(
@@ -150,15 +133,6 @@ def check_report_sections(plugin_host, demo_run, tmp_path, monkeypatch):
 
     plugin_host(Plugin(), "test_section_plugin")
 
-    class OnlyThirdParty:  # the built-in sections draw many figures: not this test's subject
-        def report_sections(self):
-            sections = Registry("report section")
-            for name, section in host().report_sections().items():
-                if not host().info[section.plugin].builtin:
-                    sections.add(name, section)
-            return sections
-
-    monkeypatch.setattr(build_module, "host", OnlyThirdParty)
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", str(demo_run.root), "--out", str(out), "--no-pdf"])
     assert result.exit_code == 0, result.output
@@ -183,5 +157,7 @@ def test_a_non_builtin_analysis_plugin(plugin_host, dump_file, tiny_dump, tmp_pa
     check_analyses(plugin_host, dump_file, tiny_dump, tmp_path)
 
 
-def test_a_non_builtin_report_section_plugin(plugin_host, demo_run, tmp_path, monkeypatch):
-    check_report_sections(plugin_host, demo_run, tmp_path, monkeypatch)
+def test_a_non_builtin_report_section_plugin(
+    plugin_host, third_party_sections_only, demo_run, tmp_path
+):
+    check_report_sections(plugin_host, demo_run, tmp_path)
