@@ -41,13 +41,14 @@ def make_dump(python: str, path: Path) -> None:
         "Head(w, np.zeros(10, np.float32)))\n"
         f"save_features({str(path)!r}, dump)\n"
     )
-    subprocess.run([python, "-c", code], check=True)
+    subprocess.run([python, "-c", code], check=True, cwd=NEUTRAL)
 
 
 def commands(dump: Path, out: Path) -> dict[str, list[str]]:
     return {
         "--help": ["--help"],
         "plugins": ["plugins"],
+        "analyze (all)": ["analyze", str(dump), "--out", str(out), "--quiet"],
         "analyze msp,energy": [
             "analyze",
             str(dump),
@@ -60,11 +61,21 @@ def commands(dump: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
+# A neutral working directory: ``python -m`` puts it first on sys.path, and a checkout's own
+# ``ncood/`` there would shadow the installation being measured.
+NEUTRAL = tempfile.gettempdir()
+
+
 def timed(python: str, args: list[str]) -> float:
     env = {**os.environ, "NCOOD_LOAD_PLUGINS": ""}
     started = time.perf_counter()
     subprocess.run(
-        [python, "-m", "ncood", *args], check=True, env=env, capture_output=True, text=True
+        [python, "-m", "ncood", *args],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=NEUTRAL,
     )
     return time.perf_counter() - started
 
@@ -78,6 +89,7 @@ def import_profile(python: str, args: list[str]) -> tuple[float, set[str]]:
         env=env,
         capture_output=True,
         text=True,
+        cwd=NEUTRAL,
     )
     total, seen = 0, set()
     for line in done.stderr.splitlines():
