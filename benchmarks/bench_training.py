@@ -40,9 +40,9 @@ import torch.nn.functional as F
 
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")
 
+from ncood.datasets import ImageSet, synthetic_set  # noqa: E402
 from ncood.engine.accel import pick_device, setup_accel  # noqa: E402
 from ncood.engine.batches import plan_epoch  # noqa: E402
-from ncood.engine.data import ImageSet, synthetic_set  # noqa: E402
 from ncood.engine.extract import dump_features, extract_batch_size  # noqa: E402
 from ncood.engine.loop import train_epoch  # noqa: E402
 from ncood.engine.model import ResNet18  # noqa: E402

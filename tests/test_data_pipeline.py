@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from ncood.datasets import channel_stats, synthetic_set
 from ncood.engine.batches import (
     crop_flip,
     global_batches,
@@ -14,7 +15,6 @@ from ncood.engine.batches import (
     plan_epoch,
     training_batches,
 )
-from ncood.engine.data import channel_stats, synthetic_set
 
 CPU = torch.device("cpu")
 

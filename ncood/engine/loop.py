@@ -14,9 +14,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ncood.datasets import ImageSet, normalise
 from ncood.engine.accel import Accel
 from ncood.engine.batches import EpochPlan, training_batches
-from ncood.engine.data import ImageSet, normalise
 from ncood.engine.distributed import Cluster
 
 

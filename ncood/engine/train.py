@@ -24,9 +24,9 @@ from safetensors.torch import save_file
 
 import ncood
 from ncood.atomic import atomic_path
-from ncood.engine.accel import Accel, pick_device, setup_accel
+from ncood.datasets import ImageSet, InDistribution, check_names, load_data
+from ncood.engine.accel import Accel, pick_device, prepare_determinism, setup_accel
 from ncood.engine.batches import plan_epoch
-from ncood.engine.data import ImageSet, InDistribution, check_names, load_data
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
 from ncood.engine.extract import dump_features, splits_of
 from ncood.engine.faults import explain_write_error, run_writes
@@ -96,6 +96,7 @@ def train(
     """Train one run from scratch into ``out`` and dump features at each checkpoint epoch."""
     config = config.resolved()
     check_names(config.dataset, config.ood)
+    prepare_determinism(config.deterministic)  # before torchrun's set_device starts CUDA
     cluster = start_cluster(config.device)
     run = RunDir(Path(out))
     lock = RunLock(run.lock_path) if cluster.main else None
@@ -136,7 +137,9 @@ def resume(
 ) -> tuple[RunDir, bool]:
     """Continue a run from its last complete epoch; returns (run, whether anything was left)."""
     root = Path(run_dir)
-    cluster = start_cluster(device or _peek_device(root))
+    stored = _peek_config(root)
+    prepare_determinism(bool(stored.get("deterministic")))
+    cluster = start_cluster(device or str(stored.get("device", "auto")))
     lock = RunLock(root / LOCK) if cluster.main else None
 
     def open_run() -> dict[str, Any]:
@@ -173,11 +176,13 @@ def resume(
         stop_cluster(cluster)
 
 
-def _peek_device(root: Path) -> str:
+def _peek_config(root: Path) -> dict[str, Any]:
+    """The stored configuration, read before CUDA starts (device, determinism); {} if none."""
     try:
-        return str(read_json(root / MANIFEST, "run manifest")["config"].get("device", "auto"))
-    except (NcoodError, KeyError, TypeError, AttributeError):
-        return "auto"
+        config = read_json(root / MANIFEST, "run manifest")["config"]
+    except (NcoodError, KeyError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _remove_unstarted(root: Path) -> None:
