@@ -38,10 +38,10 @@ def _counts_at_thresholds(positive: np.ndarray, scores: np.ndarray):
     return fps, tps, scores[cuts]
 
 
-def _roc_curve(positive: np.ndarray, scores: np.ndarray):
-    """(FPR, TPR, thresholds) as ``sklearn.metrics.roc_curve`` (``drop_intermediate=True``)."""
+def _roc_curve(positive: np.ndarray, scores: np.ndarray, drop_intermediate: bool = True):
+    """(FPR, TPR, thresholds) as ``sklearn.metrics.roc_curve`` with the same options."""
     fps, tps, thresholds = _counts_at_thresholds(positive, scores)
-    if fps.shape[0] > 2:  # drop the points collinear with their neighbours
+    if drop_intermediate and fps.shape[0] > 2:  # drop the points collinear with their neighbours
         corners = np.logical_or(np.diff(fps, 2), np.diff(tps, 2))
         keep = np.nonzero(np.concatenate([[True], corners, [True]]))[0]
         fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
@@ -68,9 +68,13 @@ def _average_precision(positive: np.ndarray, scores: np.ndarray) -> float:
 
 
 def _at_recall(id_scores: np.ndarray, ood_scores: np.ndarray, recall: float):
-    """(FPR, threshold) at the first ROC point whose ID recall (TPR) reaches ``recall``."""
+    """(FPR, threshold) at the first ROC point whose ID recall (TPR) reaches ``recall``.
+
+    Every threshold is kept (``drop_intermediate=False``): sklearn's default drops points on a
+    straight stretch of the curve, and the first one kept past ``recall`` can lie further on.
+    """
     is_id, scores = _labelled(id_scores, ood_scores)
-    fpr, tpr, thresholds = _roc_curve(is_id, scores)
+    fpr, tpr, thresholds = _roc_curve(is_id, scores, drop_intermediate=False)
     index = np.searchsorted(tpr, recall, side="left")
     return float(fpr[index]), float(thresholds[index])
 

@@ -28,6 +28,13 @@ def test_fpr95_counts_ood_accepted_at_95_percent_id_recall():
     assert fpr_at_recall(id_scores, ood_scores) == pytest.approx(0.75)
 
 
+def test_fpr95_takes_the_first_threshold_on_a_straight_stretch_of_the_curve():
+    # ID and OOD share every value: the curve is one straight line, which sklearn's default
+    # roc_curve reduces to its end points; the threshold score >= 5 accepts 95 of 100 OOD.
+    scores = np.arange(100.0)
+    assert fpr_at_recall(scores, scores) == pytest.approx(0.95)
+
+
 def test_empty_sets_are_refused():
     with pytest.raises(ValueError):
         ood_metrics(np.array([]), np.array([1.0]))
@@ -52,7 +59,7 @@ def test_metrics_equal_scikit_learns_to_the_last_bit(case):
         ood_scores = ood_scores - 20.0
     is_id = np.concatenate([np.ones(len(id_scores)), np.zeros(len(ood_scores))])
     scores = np.concatenate([id_scores, ood_scores]).astype(np.float64)
-    fpr, tpr, thresholds = roc_curve(is_id, scores)
+    fpr, tpr, thresholds = roc_curve(is_id, scores, drop_intermediate=False)  # FPR@95's curve
     index = np.searchsorted(tpr, 0.95, side="left")
     expected = {
         "auroc": float(roc_auc_score(is_id, scores)),
@@ -62,6 +69,7 @@ def test_metrics_equal_scikit_learns_to_the_last_bit(case):
     }
     assert ood_metrics(id_scores, ood_scores) == expected  # exact, not approx
     assert threshold_at_recall(id_scores, ood_scores) == thresholds[index]
+    fpr, tpr, _ = roc_curve(is_id, scores)  # the plotted curve: sklearn's default
     ours_fpr, ours_tpr = roc_points(id_scores, ood_scores)
     assert np.array_equal(ours_fpr, fpr) and np.array_equal(ours_tpr, tpr)
 
