@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from ncood.arrays_file import arrays_path, load_arrays
 from ncood.errors import NcoodError
 from ncood.report.latex import escape, num
 from ncood.run import RunDir
@@ -121,6 +122,14 @@ class AnalysedRun:
         if epoch not in cache:
             cache[epoch] = load_scores(self.run.analysis_dir(epoch) / "scores.safetensors")
         return cache[epoch]
+
+    def arrays_at(self, epoch: int, analysis: str) -> dict[str, Any]:
+        """The arrays ``analysis`` saved beside results.json at ``epoch`` ({} if none)."""
+        cache = self.__dict__.setdefault("_arrays", {})
+        if (epoch, analysis) not in cache:
+            path = arrays_path(self.run.analysis_dir(epoch), analysis)
+            cache[epoch, analysis] = load_arrays(path)
+        return cache[epoch, analysis]
 
     def ood_sets(self, scorer: str | None = None) -> list[str]:
         """OOD sets with results at the last epoch (for ``scorer`` when given), in the order
