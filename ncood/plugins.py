@@ -34,6 +34,7 @@ GROUP_OF_HOOK = {
     "register_scorers": "scorers",
     "register_analyses": "analyses",
     "register_report_sections": "sections",
+    "register_models": "models",
 }
 
 
@@ -153,6 +154,7 @@ class PluginHost:
         """The architectures ``ncood extract`` builds (ncood.models.registry)."""
         from ncood.models.registry import ModelRegistry
 
+        self.load("register_models")
         registry = ModelRegistry()
         for impl in reversed(self.pm.hook.register_models.get_hookimpls()):
 

@@ -116,10 +116,11 @@ def test_plugins_are_imported_per_hook():
     plugin_host.scorers()
     loaded = set(plugin_host.info)
     assert "scorers.vim" in loaded
-    assert not {n for n in loaded if n.startswith(("sections.", "analyses."))}
+    assert not {n for n in loaded if n.startswith(("sections.", "analyses.", "models."))}
     plugin_host.report_sections()
     assert "sections.ood" in plugin_host.info
-    assert plugin_host.pending == [e for e in plugin_host.pending if e.name.startswith("analyses.")]
+    waiting = [e for e in plugin_host.pending if e.name.startswith(("analyses.", "models."))]
+    assert plugin_host.pending == waiting
 
 
 def test_a_plugin_named_for_one_hook_may_not_implement_another(tmp_path, monkeypatch):

@@ -40,7 +40,12 @@ def dump_file(tiny_dump, tmp_path) -> Path:
 
 
 def test_hooks_exist():
-    assert hook_names() == ["register_analyses", "register_report_sections", "register_scorers"]
+    assert hook_names() == [
+        "register_analyses",
+        "register_models",
+        "register_report_sections",
+        "register_scorers",
+    ]
 
 
 @pytest.mark.parametrize("hook", hook_names())
@@ -142,10 +147,47 @@ def check_report_sections(plugin_host, demo_run, tmp_path):
     assert "% ncood-section: test-count (plugin test_section_plugin)" in tex
 
 
+def check_models(plugin_host, tmp_path):
+    import torch
+    from torch import nn
+
+    from ncood.features import load_features
+
+    class TinyNet(nn.Module):
+        def __init__(self, num_classes: int, width: int = 4) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+            self.fc = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.body(x), 1))
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_models(self, register):
+            register("test-tinynet", TinyNet, "a tiny CNN")
+
+    plugin_host(Plugin(), "test_model_plugin")
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pth"
+    torch.save({"state_dict": TinyNet(10, width=5).state_dict()}, weights)
+    out = tmp_path / "run"
+    args = ["extract", "--model", "test-tinynet", "--model-arg", "width=5", "--weights"]
+    args += [str(weights), "--dataset", "digits", "--ood", "noise", "--image-size", "8"]
+    args += ["--limit", "40", "--out", str(out), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (features,) = sorted((out / "features").glob("*.safetensors"))
+    dump = load_features(features)
+    assert dump.train.features.shape[1] == 5 and dump.head.weight.shape == (10, 5)
+    assert "model test-tinynet" in runner.invoke(app, ["plugins"]).output
+
+
 HOOK_TESTS = {
     "register_scorers": check_scorers,
     "register_analyses": check_analyses,
     "register_report_sections": check_report_sections,
+    "register_models": check_models,
 }
 
 
@@ -161,3 +203,7 @@ def test_a_non_builtin_report_section_plugin(
     plugin_host, third_party_sections_only, demo_run, tmp_path
 ):
     check_report_sections(plugin_host, demo_run, tmp_path)
+
+
+def test_a_non_builtin_model_plugin(plugin_host, tmp_path):
+    check_models(plugin_host, tmp_path)
