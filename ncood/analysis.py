@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ncood.arrays_file import arrays_path, save_arrays
 from ncood.atomic import write_json
 from ncood.bootstrap import DEFAULT_RESAMPLES
 from ncood.conventions import ood_metrics
@@ -61,6 +62,7 @@ class AnalysisOutcome:
         default_factory=dict
     )  # scorer → split → scores
     failures: list[str] = field(default_factory=list)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # analysis → arrays
 
 
 def select(
@@ -166,6 +168,9 @@ def analyse_dump(
         started = time.perf_counter()
         try:
             outcome.results[contribution.name] = analysis.run(dump)
+            arrays = getattr(analysis, "arrays", None)
+            if isinstance(arrays, dict) and arrays:
+                outcome.arrays[contribution.name] = arrays
         except Exception as exc:  # likewise for analyses
             outcome.results["errors"][contribution.name] = describe(exc)
             outcome.failures.append(contribution.name)
@@ -219,6 +224,8 @@ def analyse_file(
     if out_dir is not None:
         write_json(out_dir / "results.json", outcome.results)
         save_scores(out_dir / "scores.safetensors", outcome.scores)
+        for name, arrays in outcome.arrays.items():
+            save_arrays(arrays_path(out_dir, name), arrays)
     return outcome
 
 

@@ -58,7 +58,8 @@ class Accel:
 
 
 def pick_device(name: str, cluster: Cluster = Cluster()) -> torch.device:
-    """``auto`` is this process's GPU (its local rank under torchrun) or the CPU."""
+    """``auto`` and ``cuda`` are this process's GPU (its local rank under torchrun) or the
+    CPU; ``cuda:N`` is GPU N (under torchrun, each process takes its local rank's GPU)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", cluster.local_rank)
@@ -72,7 +73,7 @@ def pick_device(name: str, cluster: Cluster = Cluster()) -> torch.device:
     if device.type == "cuda":
         if cluster.distributed:
             return torch.device("cuda", cluster.local_rank)
-        index = 0 if device.index is None else device.index
+        index = cluster.local_rank if device.index is None else device.index
         if index >= torch.cuda.device_count():
             raise NcoodError(
                 f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
@@ -123,7 +124,8 @@ def setup_accel(config: TrainConfig, device: torch.device) -> Accel:
         set_tf32(not config.deterministic)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
-    return Accel(device, dtype, channels_last, config.compile)
+    compiled = config.compile or config.cuda_graphs
+    return Accel(device, dtype, channels_last, compiled, config.cuda_graphs)
 
 
 def compile_model(model: torch.nn.Module, accel: Accel, backend=None) -> torch.nn.Module:

@@ -49,6 +49,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast on GPUs with native bf16, fp32 elsewhere
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False  # torch.compile the training step (static shapes: two graphs)
+    cuda_graphs: bool = False  # compile with mode="reduce-overhead": each graph as a CUDA graph
     deterministic: bool = False  # CUDA: deterministic kernels instead of cudnn.benchmark
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over the global batch
 

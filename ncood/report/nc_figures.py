@@ -191,7 +191,7 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
     )
     var_axis.grid(alpha=0.3, lw=0.4, axis="y")
     integer_ticks(var_axis.xaxis)
-    cosines = geometry["weight_mean_cosines"]
+    cosines = geometry.get("weight_mean_cosines")
     if cosines is not None:
         image = cos_axis.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         fig.colorbar(image, ax=cos_axis, fraction=0.046, pad=0.04)

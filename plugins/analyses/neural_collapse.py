@@ -15,6 +15,7 @@ import numpy as np
 import ncood
 from ncood import collapse as m
 from ncood.features import FeatureDump, Split
+from ncood.stats import predicted_classes
 
 
 def collapse_of(
@@ -30,15 +31,19 @@ def collapse_of(
 
 
 class NeuralCollapse:
-    """NC1–NC5 of the penultimate features; the keys are listed in docs/neural-collapse.md."""
+    """NC1–NC5 of the penultimate features; the keys are listed in docs/neural-collapse.md.
+
+    ``arrays`` keeps the class geometry (distances between class means, within-class variances,
+    classifier-row/mean cosines) for the report's figure, saved beside results.json.
+    """
 
     def run(self, dump: FeatureDump) -> dict[str, Any]:
         c = dump.num_classes
         stats, between, passed, ncc_test = collapse_of(dump.train, dump.test, c)
         weight = np.asarray(dump.head.weight, dtype=np.float64)
         centred = stats.centred
-        net_train = m.network_predictions(dump.train.logits)
-        net_test = m.network_predictions(dump.test.logits)
+        net_train = predicted_classes(dump.train.logits)
+        net_test = predicted_classes(dump.test.logits)
         agree_train = m.share(net_train == passed.ncc_predictions)
         agree_test = m.share(net_test == ncc_test)
         results: dict[str, Any] = {
@@ -69,6 +74,8 @@ class NeuralCollapse:
                 centred, ood_mean - stats.global_mean
             )
         results["notes"] = passed.notes
+        geometry = m.class_geometry(stats, passed.class_variance, weight)
+        self.arrays = {k: v for k, v in geometry.items() if v is not None}
         return results
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import softmax
 
 import ncood
 from ncood.features import Head, Split
 from ncood.stats import logsumexp_rows
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """``scipy.special.softmax``'s operations, in NumPy (scipy.special costs 0.5 s to import)."""
+    peak = np.max(logits, axis=axis, keepdims=True)
+    shifted = np.exp(logits - peak)
+    return shifted / np.sum(shifted, axis=axis, keepdims=True)
 
 
 class LogitScorer:

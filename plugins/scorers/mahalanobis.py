@@ -8,7 +8,6 @@ TP's Mahalanobis column (AUROC 0.149) got wrong.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 import ncood
 from ncood.features import Head, Split
@@ -25,6 +24,8 @@ class Whitener:
         self.origin = origin
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
+        from scipy.linalg import solve_triangular  # imported when a Mahalanobis scorer runs
+
         shifted = np.asarray(points, np.float64) - self.origin
         return solve_triangular(self.chol, shifted.T, lower=True, check_finite=False).T
 

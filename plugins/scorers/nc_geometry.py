@@ -35,7 +35,7 @@ class NCI:
     def score(self, split: Split) -> np.ndarray:
         features = split.features.astype(np.float64)
         centred = features - self.global_mean
-        rows = self.weight[predicted_classes(split)]
+        rows = self.weight[predicted_classes(split.logits)]
         length = _norms(centred)
         proximity = np.divide(
             np.einsum("ij,ij->i", rows, centred),
@@ -69,7 +69,7 @@ class FDBD:
 
     def score(self, split: Split) -> np.ndarray:
         logits = split.logits.astype(np.float64)
-        predicted = predicted_classes(split)
+        predicted = predicted_classes(split.logits)
         margins = logits[np.arange(len(split)), predicted][:, None] - logits  # 0 at ŷ itself
         num_classes = logits.shape[1]
         mean_distance = (margins * self.inverse_gap[predicted]).sum(axis=1) / (num_classes - 1)
@@ -88,7 +88,7 @@ class SHE:
     def fit(self, train: Split, head: Head) -> None:
         num_classes = train.logits.shape[1]
         labels = train.labels
-        kept = predicted_classes(train) == labels
+        kept = predicted_classes(train.logits) == labels
         missing = np.bincount(labels[kept], minlength=num_classes) == 0
         kept |= missing[labels]  # a class never classified right falls back to all its samples
         counts = np.bincount(labels[kept], minlength=num_classes)
@@ -96,7 +96,7 @@ class SHE:
         self.patterns = sums / np.maximum(counts, 1)[:, None]
 
     def score(self, split: Split) -> np.ndarray:
-        patterns = self.patterns[predicted_classes(split)]
+        patterns = self.patterns[predicted_classes(split.logits)]
         return np.einsum("ij,ij->i", split.features.astype(np.float64), patterns)
 
 

@@ -12,9 +12,7 @@ import numpy as np
 from markupsafe import Markup
 
 import ncood
-from ncood import collapse as m
 from ncood.errors import NcoodError
-from ncood.features import load_features
 from ncood.report import nc_figures as figures
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.latex import percent, sci
@@ -159,15 +157,10 @@ def layer_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
 def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
     """The assignment's figures at the run's last analysed epoch, and what they show."""
     epoch = run.last_epoch
-    path = run.run.features(epoch)
-    if not path.is_file():
+    geo = run.arrays_at(epoch, "nc")  # what the nc analysis kept (see NeuralCollapse.arrays)
+    if "mean_distances" not in geo:
         return None
-    dump = load_features(path)
-    stats = m.class_means(dump.train.features, dump.train.labels, dump.num_classes)
-    between = m.between_class(stats)
-    passed = m.train_pass(dump.train.features, dump.train.labels, stats, between)
-    geo = m.class_geometry(stats, passed.class_variance, dump.head.weight)
-    c = dump.num_classes
+    c = geo["mean_distances"].shape[0]
     off = ~np.eye(c, dtype=bool)
     distances = geo["mean_distances"][off]
     sentence_values = {
@@ -178,7 +171,7 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
         "var_max": sci(geo["within_variance"].max()),
     }
     sentences = [ctx.t("nc_geometry_distances", **sentence_values)]
-    if geo["weight_mean_cosines"] is not None:
+    if geo.get("weight_mean_cosines") is not None:
         cosines = geo["weight_mean_cosines"]
         sentences.append(
             ctx.t(
