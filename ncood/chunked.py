@@ -27,8 +27,11 @@ Result = TypeVar("Result")
 
 
 def serial_blas():
-    """A context in which BLAS runs on one thread (the pieces provide the parallelism; LAPACK
-    on D×D matrices is faster on one thread on a shared machine, see ncood.stats)."""
+    """A context in which BLAS runs on one thread: the pieces provide the parallelism, and
+    LAPACK on small (D×D) matrices is faster so — OpenBLAS's threaded level-2 kernels inside
+    ``eigh`` cost more in synchronisation than they save at D = 512, far more when other
+    processes share the cores (a 512 × 512 ``eigh``: 0.06 s on one thread, 0.2–3.8 s on two,
+    on the shared development VM)."""
     return threadpool_limits(1, user_api="blas")
 
 
