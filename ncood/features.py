@@ -31,6 +31,7 @@ FORMAT_NAME = "ncood-features"
 FORMAT_VERSION = "1"
 OOD_PREFIX = "ood/"
 CHUNK_BYTES = 32 << 20  # default chunk: this many bytes of the parts read, per chunk
+CHUNK_ROWS: int | None = None  # if set, the default chunk in rows (tests force 1, 7, > N)
 PARTS = ("features", "logits", "labels")  # what ``Split.chunks`` reads unless told
 
 
@@ -103,6 +104,7 @@ class Split:
         """
         parts = tuple(parts)
         arrays = {name: self.part(name) for name in parts}
+        rows = CHUNK_ROWS if rows is None else rows
         if rows is None:
             row_bytes = sum(_row_bytes(values) for values in arrays.values())
             rows = max(1, CHUNK_BYTES // max(row_bytes, 1))
