@@ -13,7 +13,10 @@ analysed in memory that does not grow with N.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,9 +33,29 @@ from ncood.mapped import MappedFile, MappedFileError
 FORMAT_NAME = "ncood-features"
 FORMAT_VERSION = "1"
 OOD_PREFIX = "ood/"
-CHUNK_BYTES = 32 << 20  # default chunk: this many bytes of the parts read, per chunk
+# Default chunk: 4,096 rows (pieces of 2,048 for two threads keep syrk near its peak speed),
+# fewer if that would exceed 32 MiB of the parts read. Memory per chunk stays small next to
+# the file, and chunks are read one ahead, so it is paid about twice, plus float64 copies.
+CHUNK_BYTES = 32 << 20
+CHUNK_ROWS_MAX = 4096
 CHUNK_ROWS: int | None = None  # if set, the default chunk in rows (tests force 1, 7, > N)
 PARTS = ("features", "logits", "labels")  # what ``Split.chunks`` reads unless told
+
+
+def _give_freed_chunks_back() -> None:
+    """Keep glibc from hoarding freed chunk buffers.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
+    chunk-sized arrays come from per-thread heaps whose pages are rarely returned: measured on
+    a 214 MB dump, RSS stayed 170 MB above its start after the Mahalanobis fit. A fixed
+    threshold keeps every buffer of 1 MiB or more its own mapping, unmapped when freed.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+_give_freed_chunks_back()
 
 
 @dataclass(frozen=True)
@@ -98,7 +121,8 @@ class Split:
         """The split as consecutive :class:`Chunk` s of ``rows`` rows (the last may be shorter).
 
         ``parts`` names what each chunk holds (default features, logits and labels; add
-        ``"layers/<stage>"`` for a stage). ``rows`` defaults to about 32 MiB of those parts.
+        ``"layers/<stage>"`` for a stage). ``rows`` defaults to 4,096 (fewer for wide rows: at
+        most 32 MiB of those parts).
         File-backed parts are read with ``preadv`` one chunk ahead of the consumer, into
         buffers that are freed with the chunk, so memory stays O(rows · row size) whatever N.
         """
@@ -107,7 +131,7 @@ class Split:
         rows = CHUNK_ROWS if rows is None else rows
         if rows is None:
             row_bytes = sum(_row_bytes(values) for values in arrays.values())
-            rows = max(1, CHUNK_BYTES // max(row_bytes, 1))
+            rows = max(1, min(CHUNK_ROWS_MAX, CHUNK_BYTES // max(row_bytes, 1)))
         if rows < 1:
             raise ValueError(f"chunk rows must be ≥ 1, got {rows}")
         mapped = {
