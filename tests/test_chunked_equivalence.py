@@ -10,7 +10,7 @@ from nc_builders import noisy_dump
 
 import ncood.chunked as chunked
 import ncood.features as features_module
-import ncood_plugins.knn as knn_module
+import ncood_plugins.scorers.knn as knn_module
 from ncood.analysis import analyse_dump, select
 from ncood.features import load_features, save_features
 from ncood.plugins import host

@@ -13,8 +13,7 @@ import ncood
 from ncood.chunked import map_rows
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import head_arrays, logit_summary, symmetric_eigh, train_moments
-from ncood_plugins.logit_scorers import logsumexp_rows
+from ncood.stats import head_arrays, logit_summary, logsumexp_rows, symmetric_eigh, train_moments
 
 
 def paper_dim(feature_dim: int) -> int:

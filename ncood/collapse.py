@@ -13,7 +13,7 @@ Conventions, written once here and in the docs:
 Everything is streamed over the split in chunks (:meth:`ncood.features.Split.chunks`), memory
 O(chunk·(D + C) + D² + C·D) whatever N. The class sums and the within-class scatter
 N·Σ_W = Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ come from the shared train moments
-(:func:`ncood_plugins.class_stats.train_moments`: two passes, the scatter of the residuals
+(:func:`ncood.stats.train_moments`: two passes, the scatter of the residuals
 themselves, so nothing cancels); then Tr(Σ_W Σ_B†) = Σ_k v_kᵀ Σ_W v_k / λ_k in O(D²·r). The
 per-class variances are accumulated in the same pass. Only the nearest-class-centre predictions
 need one more pass, in float32 with the rows whose two best classes are too close to call
@@ -30,7 +30,7 @@ from scipy.spatial.distance import pdist
 from ncood.chunked import fold_chunks, map_chunks
 from ncood.errors import NcoodError
 from ncood.features import Split
-from ncood_plugins.class_stats import TrainMoments, logit_summary, train_moments
+from ncood.stats import TrainMoments, logit_summary, train_moments
 
 CHUNK_ROWS: int | None = None  # rows per chunk of the streamed passes (None: about 32 MiB)
 FLOAT32_EPS = float(np.finfo(np.float32).eps) / 2  # unit roundoff u of float32

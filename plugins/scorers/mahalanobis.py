@@ -13,7 +13,7 @@ from scipy.linalg import solve_triangular
 import ncood
 from ncood.chunked import map_rows
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import cholesky, ridged, train_moments
+from ncood.stats import cholesky, ridged, train_moments
 
 DEFAULT_RIDGE = 1e-6
 

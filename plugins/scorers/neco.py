@@ -15,7 +15,7 @@ import ncood
 from ncood.chunked import map_rows
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import symmetric_eigh, train_moments
+from ncood.stats import symmetric_eigh, train_moments
 
 
 def default_dim(num_classes: int, feature_dim: int) -> int:
