@@ -90,7 +90,7 @@ def generate(path: Path, dim: int, classes: int, train: int, test: int, seed: in
                     split_rng.shuffle(labels)
                     centres = means[labels]
                 noise = split_rng.standard_normal((rows, dim), dtype=np.float32)
-                features = np.maximum(centres + np.float32(1.5) * noise, 0, dtype=np.float32)
+                features = np.maximum(centres + np.float32(3.0) * noise, 0, dtype=np.float32)
                 writer.write_rows(f"{name}/features", start, features)
                 writer.write_rows(f"{name}/logits", start, features @ weight.T + bias)
                 writer.write_rows(f"{name}/labels", start, labels)
