@@ -30,7 +30,7 @@ from scipy.spatial.distance import pdist
 from ncood.chunked import fold_chunks, map_chunks
 from ncood.errors import NcoodError
 from ncood.features import Split
-from ncood.stats import TrainMoments, logit_summary, train_moments
+from ncood.stats import TrainMoments, class_sums, logit_summary, train_moments
 
 CHUNK_ROWS: int | None = None  # rows per chunk of the streamed passes (None: about 32 MiB)
 FLOAT32_EPS = float(np.finfo(np.float32).eps) / 2  # unit roundoff u of float32
@@ -287,6 +287,37 @@ def ood_orthodev(means: np.ndarray, ood_mean: np.ndarray) -> float | None:
     if unit is None or norm == 0:
         return None
     return float(np.mean(np.abs(unit @ (ood_mean / norm))))
+
+
+def class_spread(
+    split: Split, num_classes: int, part: str = "features"
+) -> tuple[ClassMeans, np.ndarray]:
+    """Class means and within-class variances (mean ‖h − μ_c‖² per class) in one cheap
+    streamed pass, for the report's figures: no D×D scatter, no NCC.
+
+    Σ‖h − s‖² and Σ(h − s) per class about a provisional origin s (the mean of the first
+    chunk) give var_c = Σ‖h − s‖²/n_c − ‖μ_c − s‖², which loses only as many digits as
+    ‖μ_c − s‖² exceeds var_c — a few, harmless at a figure's precision. ``nc`` itself uses the
+    exact two-pass moments.
+    """
+    counts = np.bincount(split.labels, minlength=num_classes)[:num_classes]
+    if np.any(counts == 0):
+        raise NcoodError("a class has no train sample: its mean and variance are undefined")
+    first = next(split.chunks(parts=(part,)))
+    origin = np.asarray(first.part(part), np.float64).mean(axis=0)
+
+    def piece(chunk) -> tuple[np.ndarray, np.ndarray]:
+        shifted = np.asarray(chunk.part(part), np.float64) - origin
+        squared = np.einsum("ij,ij->i", shifted, shifted)
+        return (
+            class_sums(shifted, chunk.labels, num_classes),
+            np.bincount(chunk.labels, squared, num_classes)[:num_classes],
+        )
+
+    sums, squares = fold_chunks(split, piece, (part, "labels"), CHUNK_ROWS)
+    offsets = sums / counts[:, None]
+    variance = squares / counts - np.einsum("cd,cd->c", offsets, offsets)
+    return ClassMeans(origin + offsets, counts.astype(np.int64)), np.clip(variance, 0.0, None)
 
 
 def feature_mean(features: np.ndarray | Split, part: str = "features") -> np.ndarray:

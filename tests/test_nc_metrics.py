@@ -182,3 +182,17 @@ def test_class_geometry_arrays():
     assert off_diagonal == pytest.approx(np.full(c * (c - 1), 2.0 * np.sqrt(2 * c / (c - 1))))
     assert np.diag(geometry["weight_mean_cosines"]) == pytest.approx(np.ones(c))
     assert geometry["within_variance"] == pytest.approx(np.zeros(c), abs=1e-20)
+
+
+def test_class_spread_for_the_report_matches_the_exact_moments():
+    rng = np.random.default_rng(8)
+    c, d = 6, 10
+    labels = rng.integers(0, c, 700)
+    features = ((rng.normal(0, 1, (c, d)) * 4 + 20)[labels] + rng.normal(0, 1, (700, d))).astype(
+        np.float32
+    )
+    stats, variance = m.class_spread(m.as_split(features, labels), c)
+    exact = m.class_means(features, labels, c)
+    _, _, passed = measure(features, labels, c)
+    np.testing.assert_allclose(stats.means, exact.means, rtol=1e-12)
+    np.testing.assert_allclose(variance, passed.class_variance, rtol=1e-9)

@@ -102,3 +102,16 @@ def test_a_single_checkpoint_gives_one_column_and_no_trend(tmp_path):
     assert "as expected" not in tex and "unlike what is expected" not in tex
     assert data["runs"][0]["tsne"]["epochs"] == [4]
     assert render(ctx, "sections/nc5.tex.j2", report_nc5.build(ctx)).count("epoch 4") >= 1
+
+
+def test_geometry_of_many_classes_draws_a_stated_random_subset(tmp_path):
+    """Beyond 100 classes the three matrices show 40 classes drawn at random (seeded), the
+    caption says so, and the sentences still use every class."""
+    run = analysed_run(tmp_path / "many", {1: 1.0}, with_layers=False, classes=130)
+    ctx = context(tmp_path, [run])
+    geometry = report_nc.geometry(ctx, ctx.runs[0])
+    assert "40 of the 130 classes, chosen at random (seed 0)" in str(geometry["subset"])
+    assert (ctx.tex_dir / geometry["figure"]).is_file()
+    few = analysed_run(tmp_path / "few", {1: 1.0}, with_layers=False)
+    few_ctx = context(tmp_path / "few-report", [few])
+    assert report_nc.geometry(few_ctx, few_ctx.runs[0])["subset"] is None

@@ -36,6 +36,9 @@ TABLE_METRICS = (
     "nc4_test",
 )
 TSNE = TsneSettings()
+GEOMETRY_ALL_UP_TO = 100  # every class is drawn up to this many (CIFAR-100's matrices)
+GEOMETRY_SUBSET = 40  # beyond: this many classes drawn at random, stated in the caption
+GEOMETRY_SEED = 0
 
 
 def nc_runs(ctx: ReportContext) -> list[AnalysedRun]:
@@ -162,14 +165,16 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
     path = run.run.features(epoch)
     if not path.is_file():
         return None
-    dump = load_features(path)
-    stats = m.class_means(dump.train.features, dump.train.labels, dump.num_classes)
-    between = m.between_class(stats)
-    passed = m.train_pass(dump.train.features, dump.train.labels, stats, between)
-    geo = m.class_geometry(stats, passed.class_variance, dump.head.weight)
+    dump = load_features(path, check_finite=False)  # ncood analyze validated it already
     c = dump.num_classes
+    stats, variance = m.class_spread(dump.train, c)  # one light pass, no D×D scatter
+    geo = m.class_geometry(stats, variance, dump.head.weight)
     off = ~np.eye(c, dtype=bool)
     distances = geo["mean_distances"][off]
+    shown = None
+    if c > GEOMETRY_ALL_UP_TO:  # a readable subset; the sentences still use every class
+        rng = np.random.default_rng(GEOMETRY_SEED)
+        shown = np.sort(rng.choice(c, GEOMETRY_SUBSET, replace=False))
     sentence_values = {
         "label": ctx.label(run),
         "epoch": epoch,
@@ -188,8 +193,12 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
                 etf=-1.0 / (c - 1),
             )
         )
+    subset = None
+    if shown is not None:
+        subset = ctx.t("nc_geometry_subset", shown=len(shown), classes=c, seed=GEOMETRY_SEED)
     return {
-        "figure": figures.draw_geometry(ctx, run, geo, epoch),
+        "figure": figures.draw_geometry(ctx, run, geo, epoch, shown),
+        "subset": subset,
         "epoch": epoch,
         "label": ctx.label(run),
         "slug": ctx.run_slug(run),
