@@ -4,6 +4,8 @@ threads), against the same dump held in memory and processed as one block."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from nc_builders import noisy_dump
@@ -84,3 +86,59 @@ def test_a_chunked_run_equals_the_in_memory_one(dumps, in_memory, rows, monkeypa
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-10, abs=1e-14), key
     assert streamed.results["params"]["react"] == in_memory.results["params"]["react"]
+
+
+def test_device_option_reaches_the_scorers_that_have_one(dumps):
+    from typer.testing import CliRunner
+
+    from ncood.cli import app
+
+    _, path = dumps
+    command = ["analyze", str(path), "--plugins", "knn,msp", "--json", "--quiet"]
+    result = CliRunner().invoke(app, [*command, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    params = json.loads(result.output)["params"]["knn"]
+    assert params["device"] == "cpu" and params["bank_size"] == 607, params  # every train row
+    result = CliRunner().invoke(app, [*command, "--device", "nowhere"])
+    assert result.exit_code == 1
+    assert "knn.device='nowhere' is not usable here" in result.output
+
+
+def test_knn_bank_fraction_is_a_seeded_subset_searched_exactly(dumps, monkeypatch):
+    from ncood_plugins.scorers.knn import KNN
+
+    monkeypatch.setattr(knn_module, "BANK_BLOCK", 64)
+    dump, path = dumps
+    train = load_features(path).train
+    scorer = KNN(k=5, bank_fraction=0.25, seed=3)
+    scorer.fit(train, dump.head)
+    again = KNN(k=5, bank_fraction=0.25, seed=3)
+    again.fit(dump.train, dump.head)
+    assert scorer.resolved_params["bank_size"] == round(0.25 * len(train))
+    np.testing.assert_array_equal(scorer.bank.numpy(), again.bank.numpy())  # same rows
+    unit = dump.train.features / np.linalg.norm(dump.train.features, axis=1, keepdims=True)
+    rows = [
+        np.flatnonzero(np.all(np.isclose(unit, b, atol=1e-6), axis=1))[0]
+        for b in scorer.bank.numpy()
+    ]
+    assert len(set(rows)) == len(rows) and rows == sorted(rows)
+    queries = dump.test.features / np.linalg.norm(dump.test.features, axis=1, keepdims=True)
+    distances = np.sort(np.linalg.norm(queries[:, None] - unit[rows][None], axis=2), axis=1)
+    np.testing.assert_allclose(scorer.score(dump.test), -distances[:, 4], atol=1e-5)
+    other = KNN(k=5, bank_fraction=0.25, seed=4)
+    other.fit(dump.train, dump.head)
+    assert not np.array_equal(other.bank.numpy(), scorer.bank.numpy())
+
+
+def test_knn_warns_once_naming_the_cost_of_a_long_exact_search(tiny_dump, capsys):
+    from ncood_plugins.scorers.knn import KNN
+
+    scorer = KNN(k=3)
+    scorer.fit(tiny_dump.train, tiny_dump.head)
+    scorer.warn_if_slow(total=100_000, done=1_000, seconds=1.5)  # 150 s expected: quiet
+    assert capsys.readouterr().err == ""
+    scorer.warn_if_slow(total=100_000, done=1_000, seconds=6.0)  # 10 min expected
+    scorer.warn_if_slow(total=100_000, done=2_000, seconds=12.0)
+    err = capsys.readouterr().err
+    assert err.count("ncood: warning: knn: exact search of 100,000 queries") == 1
+    assert "about 10 min" in err and "knn.bank_fraction=0.01" in err

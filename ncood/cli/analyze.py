@@ -31,6 +31,13 @@ def analyze(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the scorers that can use an accelerator there (e.g. cuda): sets the "
+            "'device' parameter of each selected scorer that has one, unless --set does."
+        ),
+    ] = None,
 ) -> None:
     """Score OOD detection and measure Neural Collapse on dumped features."""
     from ncood.analysis import analyse_file, select
@@ -43,6 +50,10 @@ def analyze(
     names = split_names(plugins)
     scorers, analyses = select(host(), names)
     settings = parse_settings(set_ or [])
+    if device:
+        for contribution in scorers:
+            if "device" in contribution.defaults():
+                settings.setdefault(contribution.name, {}).setdefault("device", device)
 
     if source.is_file():
         jobs = [(None, source, out)]
