@@ -213,6 +213,13 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
         if c <= 12:
             axis.set_xticks(range(c))
             axis.set_yticks(range(c))
+    if shown is not None:  # the ticks name the classes drawn, not their positions
+        ticks = list(range(0, c, max(1, c // 4)))
+        labels = [str(int(shown[i])) for i in ticks]
+        for axis in (dist_axis, var_axis, cos_axis):
+            axis.set_xticks(ticks, labels)
+        for axis in (dist_axis, cos_axis):
+            axis.set_yticks(ticks, labels)
     return ctx.save_figure(fig, f"nc-geometry-{ctx.run_slug(run)}-{epoch}")
 
 
