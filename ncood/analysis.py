@@ -7,19 +7,51 @@ results.json and the caller reports a non-zero exit.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ncood.atomic import write_json
+from ncood.bootstrap import DEFAULT_RESAMPLES
 from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
 from ncood.features import FeatureDump, load_features
+from ncood.ood_groups import TestSets, check_available
+from ncood.ood_statistics import add_statistics
 from ncood.plugins import PluginHost
 from ncood.scores_file import save_scores
 from ncood.scoring import Contribution
+from ncood.tuning import DEFAULT_FRACTION, DEFAULT_SEED, check_validation_set, tune
+
+
+@dataclass(frozen=True)
+class OodOptions:
+    """Which OOD sets are test sets (and their groups), the bootstrap, and the tuning."""
+
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples; 0: no intervals
+    bootstrap_seed: int = 0
+    test_sets: TestSets | None = None  # None: every OOD set of the features
+    tune: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    tune_on: str | None = None
+    tune_fraction: float = DEFAULT_FRACTION
+    tune_seed: int = DEFAULT_SEED
+
+    def check(self, available: list[str]) -> list[str]:
+        """The test sets among ``available`` (the features' OOD sets); one-line errors."""
+        if bool(self.tune) != (self.tune_on is not None):
+            raise NcoodError("--tune and --tune-on go together: a grid and its validation set")
+        if self.bootstrap < 0:
+            raise NcoodError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
+        if self.test_sets is not None:
+            check_available(self.test_sets, available)
+            test = list(self.test_sets.sets)
+        else:
+            test = list(available)
+        if self.tune_on is not None:
+            check_validation_set(self.tune_on, available, test)
+        return test
 
 
 @dataclass
@@ -66,10 +98,25 @@ def analyse_dump(
     analyses: list[Contribution],
     settings: dict[str, dict[str, str]] | None = None,
     *,
+    options: OodOptions | None = None,
     on_step=None,
 ) -> AnalysisOutcome:
     settings = settings or {}
+    options = options or OodOptions()
     check_settings(settings, [*scorers, *analyses])
+    test_sets = options.check(list(dump.ood))
+    tuning = None
+    if options.tune:
+        settings, tuning = tune(
+            dump,
+            scorers,
+            options.tune,
+            settings,
+            options.tune_on,
+            fraction=options.tune_fraction,
+            seed=options.tune_seed,
+        )
+    dump = replace(dump, ood={name: dump.ood[name] for name in test_sets})
     built = {c.name: c.build(settings.get(c.name)) for c in [*scorers, *analyses]}
     outcome = AnalysisOutcome(
         results={
@@ -80,6 +127,8 @@ def analyse_dump(
             "test": {"num_classes": dump.num_classes, "feature_dim": dump.feature_dim},
         }
     )
+    if tuning is not None:
+        outcome.results["tuning"] = tuning
     for contribution in scorers:
         scorer, _ = built[contribution.name]
         started = time.perf_counter()
@@ -99,6 +148,19 @@ def analyse_dump(
         outcome.results["timings"][contribution.name] = time.perf_counter() - started
         if on_step:
             on_step(contribution.name)
+    started = time.perf_counter()
+    try:
+        add_statistics(
+            outcome.results,
+            outcome.scores,
+            resamples=options.bootstrap,
+            seed=options.bootstrap_seed,
+            groups=options.test_sets.groups if options.test_sets else None,
+        )
+    except Exception as exc:  # intervals are extra: their failure keeps the point values
+        outcome.results["errors"]["statistics"] = describe(exc)
+        outcome.failures.append("statistics")
+    outcome.results["timings"]["statistics"] = time.perf_counter() - started
     for contribution in analyses:
         analysis, _ = built[contribution.name]
         started = time.perf_counter()
@@ -145,11 +207,12 @@ def analyse_file(
     analyses: list[Contribution],
     settings: dict[str, dict[str, str]] | None = None,
     *,
+    options: OodOptions | None = None,
     on_step=None,
 ) -> AnalysisOutcome:
     """Analyse one features file; write results.json (and the scores) into ``out_dir``."""
     dump = load_features(features_path)
-    outcome = analyse_dump(dump, scorers, analyses, settings, on_step=on_step)
+    outcome = analyse_dump(dump, scorers, analyses, settings, options=options, on_step=on_step)
     outcome.results["features"] = str(features_path)
     if "epoch" in dump.metadata:
         outcome.results["epoch"] = int(dump.metadata["epoch"])
@@ -157,3 +220,16 @@ def analyse_file(
         write_json(out_dir / "results.json", outcome.results)
         save_scores(out_dir / "scores.safetensors", outcome.scores)
     return outcome
+
+
+def ood_set_names(features_path: Path) -> list[str]:
+    """The OOD sets of a features file, from its header (to check options before any work)."""
+    from safetensors import safe_open
+
+    with safe_open(str(features_path), framework="numpy") as handle:
+        keys = list(handle.keys())
+    return sorted(
+        k[len("ood/") : -len("/labels")]
+        for k in keys
+        if k.startswith("ood/") and k.endswith("/labels")
+    )
