@@ -131,3 +131,16 @@ def test_geometry_comes_from_the_arrays_the_analysis_saved(tmp_path, monkeypatch
     monkeypatch.setattr(ncood.features, "load_features", refuse)
     geometry = report_nc.geometry(context(tmp_path, [run]), load_analysed_run(run.root))
     assert geometry is not None and geometry["epoch"] == 2
+
+
+def test_geometry_of_many_classes_draws_a_stated_random_subset(tmp_path):
+    """Beyond 100 classes the three matrices show 40 classes drawn at random (seeded), the
+    caption says so, and the sentences still use every class."""
+    run = analysed_run(tmp_path / "many", {1: 1.0}, with_layers=False, classes=130)
+    ctx = context(tmp_path, [run])
+    geometry = report_nc.geometry(ctx, ctx.runs[0])
+    assert "40 of the 130 classes, chosen at random (seed 0)" in str(geometry["subset"])
+    assert (ctx.tex_dir / geometry["figure"]).is_file()
+    few = analysed_run(tmp_path / "few", {1: 1.0}, with_layers=False)
+    few_ctx = context(tmp_path / "few-report", [few])
+    assert report_nc.geometry(few_ctx, few_ctx.runs[0])["subset"] is None

@@ -60,6 +60,13 @@ def analyze(
     tune_seed: Annotated[int, typer.Option(help="Seed of the held-out ID split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the scorers that can use an accelerator there (e.g. cuda): sets the "
+            "'device' parameter of each selected scorer that has one, unless --set does."
+        ),
+    ] = None,
 ) -> None:
     """Score OOD detection and measure Neural Collapse on dumped features.
 
@@ -78,6 +85,10 @@ def analyze(
     names = split_names(plugins)
     scorers, analyses = select(host(), names)
     settings = parse_settings(set_ or [])
+    if device:
+        for contribution in scorers:
+            if "device" in contribution.defaults():
+                settings.setdefault(contribution.name, {}).setdefault("device", device)
     options = OodOptions(
         bootstrap=bootstrap,
         bootstrap_seed=bootstrap_seed,

@@ -34,6 +34,9 @@ TABLE_METRICS = (
     "nc4_test",
 )
 TSNE = TsneSettings()
+GEOMETRY_ALL_UP_TO = 100  # every class is drawn up to this many (CIFAR-100's matrices)
+GEOMETRY_SUBSET = 40  # beyond: this many classes drawn at random, stated in the caption
+GEOMETRY_SEED = 0
 
 
 def nc_runs(ctx: ReportContext) -> list[AnalysedRun]:
@@ -163,6 +166,10 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
     c = geo["mean_distances"].shape[0]
     off = ~np.eye(c, dtype=bool)
     distances = geo["mean_distances"][off]
+    shown = None
+    if c > GEOMETRY_ALL_UP_TO:  # a readable subset; the sentences still use every class
+        rng = np.random.default_rng(GEOMETRY_SEED)
+        shown = np.sort(rng.choice(c, GEOMETRY_SUBSET, replace=False))
     sentence_values = {
         "label": ctx.label(run),
         "epoch": epoch,
@@ -181,8 +188,12 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
                 etf=-1.0 / (c - 1),
             )
         )
+    subset = None
+    if shown is not None:
+        subset = ctx.t("nc_geometry_subset", shown=len(shown), classes=c, seed=GEOMETRY_SEED)
     return {
-        "figure": figures.draw_geometry(ctx, run, geo, epoch),
+        "figure": figures.draw_geometry(ctx, run, geo, epoch, shown),
+        "subset": subset,
         "epoch": epoch,
         "label": ctx.label(run),
         "slug": ctx.run_slug(run),
