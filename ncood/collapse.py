@@ -31,7 +31,6 @@ from ncood.errors import NcoodError
 from ncood.features import Split
 from ncood.stats import (
     TrainMoments,
-    class_sums,
     require_every_class,
     train_moments,
 )
