@@ -74,6 +74,7 @@ def _subset(split: Split, rows: np.ndarray) -> Split:
         logits=split.logits[rows],
         labels=split.labels[rows],
         layers={name: values[rows] for name, values in split.layers.items()},
+        _backing=None,  # in memory now, whatever the split was backed by
     )
 
 
