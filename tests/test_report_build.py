@@ -248,13 +248,13 @@ def test_no_shell_escape_even_when_a_template_asks(
         "escape_section",
     )
     commands = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
     def spy(command, *args, **kwargs):
         commands.append(command)
-        return real_run(command, *args, **kwargs)
+        return real_popen(command, *args, **kwargs)
 
-    monkeypatch.setattr("ncood.report.compile.subprocess.run", spy)
+    monkeypatch.setattr("ncood.report.compile.subprocess.Popen", spy)
     result = build_report([demo_run.root], out_dir=tmp_path / "out")
     assert result.pdf.is_file() and not marker.exists()
     assert commands and all("-no-shell-escape" in c for c in commands)
