@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 import ncood
-from ncood.atomic import atomic_path
+from ncood.atomic import atomic_path, clean_stale
 from ncood.engine.accel import Accel, pick_device, setup_accel
 from ncood.engine.batches import plan_epoch
 from ncood.engine.data import ImageSet, InDistribution, check_names, load_data
@@ -39,6 +38,7 @@ from ncood.engine.syncbn import convert_batchnorm
 from ncood.errors import NcoodError
 from ncood.progress import progress_bar
 from ncood.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
+from ncood.run_cleanup import clear_run
 
 
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -101,6 +101,8 @@ def train(
     lock = RunLock(run.lock_path) if cluster.main else None
 
     def claim() -> None:
+        if run.root.exists() and not run.root.is_dir():
+            raise NcoodError(f"--out {run.root} is a file, not a folder")
         with run_writes(run.root):
             lock.acquire()
             try:
@@ -110,7 +112,7 @@ def train(
                             f"{run.root} already holds a run (use another --out, --force to "
                             f"replace it, or --resume to continue it)"
                         )
-                    _clear(run.root, keep=LOCK)
+                    clear_run(run.root)  # an ncood run's own files only
             except BaseException:
                 lock.release()
                 raise
@@ -144,6 +146,7 @@ def resume(
         manifest = run.manifest()
         with run_writes(root):
             lock.acquire()
+            clean_stale(root, recursive=True)  # temp files a killed writer left
         if manifest.get("status") == "complete":
             lock.release()
             return {"complete": True}
@@ -185,16 +188,6 @@ def _remove_unstarted(root: Path) -> None:
     if root.is_dir() and {p.name for p in root.iterdir()} <= {LOCK}:
         (root / LOCK).unlink(missing_ok=True)
         root.rmdir()
-
-
-def _clear(root: Path, keep: str) -> None:
-    for entry in root.iterdir():
-        if entry.name == keep:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def _new_manifest(
@@ -415,6 +408,7 @@ def _train_epochs(state: _Run, writer: StateWriter | None, show_progress: bool) 
             manifest["status"] = "complete"
             manifest["finished"] = now()
             manifest["files"] = run.checksums()
+            manifest["file_stats"] = run.file_stats(manifest["files"])
             run.write_manifest(manifest)
 
     cluster.agree(finish, share=False)
