@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nc_reference import reference_from_dump  # noqa: E402
 
 from ncood.features import FeatureDump, Head, Split  # noqa: E402
-from ncood_plugins.neural_collapse import NeuralCollapse, NeuralCollapseLayers  # noqa: E402
+from ncood_plugins.analyses.neural_collapse import NeuralCollapse, NeuralCollapseLayers  # noqa: E402
 
 
 def synthetic_dump(n_train: int, n_test: int, dim: int, classes: int, seed: int = 0):

@@ -147,7 +147,7 @@ def baseline_run(dump: FeatureDump) -> dict[str, dict[str, np.ndarray]]:
 
 
 def ncood_run(dump: FeatureDump):
-    from ncood_plugins import class_stats
+    from ncood import stats as class_stats
 
     class_stats._cache.clear()  # every repeat recomputes the shared train statistics
     scorers, _ = select(host(), SIX)

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from ncood_plugins.tsne import embed, pca
+from ncood.report.tsne import embed, pca
 
 
 def exact_kl(affinities, embedding: np.ndarray, rows: int = 1000) -> float:

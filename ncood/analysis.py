@@ -18,6 +18,7 @@ from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
 from ncood.features import FeatureDump, load_features
 from ncood.plugins import PluginHost
+from ncood.scores_file import save_scores
 from ncood.scoring import Contribution
 
 
@@ -156,42 +157,3 @@ def analyse_file(
         write_json(out_dir / "results.json", outcome.results)
         save_scores(out_dir / "scores.safetensors", outcome.scores)
     return outcome
-
-
-def save_scores(path: Path, scores: dict[str, dict[str, np.ndarray]]) -> None:
-    """Per-sample scores, so the report can draw ROC curves and histograms without refitting."""
-    from safetensors.numpy import save_file
-
-    from ncood.atomic import atomic_path
-
-    tensors = {
-        f"{scorer}/{split}": values.astype(np.float32)
-        for scorer, per_split in scores.items()
-        for split, values in per_split.items()
-    }
-    if not tensors:
-        return
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "ncood-scores"})
-
-
-def load_scores(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    from safetensors.numpy import load_file
-
-    if not path.is_file():
-        return {}
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    for key, values in load_file(str(path)).items():
-        scorer, split = split_score_key(key)
-        scores.setdefault(scorer, {})[split] = values
-    return scores
-
-
-def split_score_key(key: str) -> tuple[str, str]:
-    """``"<scorer>/test"`` or ``"<scorer>/ood/<set>"``; a scorer's name may itself hold '/'."""
-    if key.endswith("/test"):
-        return key[: -len("/test")], "test"
-    cut = key.rfind("/ood/")
-    if cut < 0:
-        raise NcoodError(f"unexpected key {key!r} in a scores file")
-    return key[:cut], key[cut + 1 :]

@@ -23,13 +23,26 @@ def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
     return is_id, scores
 
 
+def _at_recall(id_scores: np.ndarray, ood_scores: np.ndarray, recall: float):
+    """(FPR, threshold) at the first ROC point whose ID recall (TPR) reaches ``recall``."""
+    is_id, scores = _labelled(id_scores, ood_scores)
+    fpr, tpr, thresholds = roc_curve(is_id, scores)
+    index = np.searchsorted(tpr, recall, side="left")
+    return float(fpr[index]), float(thresholds[index])
+
+
 def fpr_at_recall(
     id_scores: np.ndarray, ood_scores: np.ndarray, recall: float = ID_RECALL
 ) -> float:
     """Share of OOD accepted at the first threshold that keeps ``recall`` of ID."""
-    is_id, scores = _labelled(id_scores, ood_scores)
-    fpr, tpr, _ = roc_curve(is_id, scores)
-    return float(fpr[np.searchsorted(tpr, recall, side="left")])
+    return _at_recall(id_scores, ood_scores, recall)[0]
+
+
+def threshold_at_recall(
+    id_scores: np.ndarray, ood_scores: np.ndarray, recall: float = ID_RECALL
+) -> float:
+    """The score threshold of :func:`fpr_at_recall`: samples scoring ≥ it are accepted as ID."""
+    return _at_recall(id_scores, ood_scores, recall)[1]
 
 
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:

@@ -114,6 +114,23 @@ class RunDir:
             return []
         return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _EPOCH_FILE.match(p.name)))
 
+    def select_feature_epochs(self, spec: str | int = "last") -> list[int]:
+        """The epochs ``--epoch`` names: ``N``, ``"last"`` or ``"all"`` of those with features."""
+        available = self.feature_epochs()
+        if not available:
+            raise NcoodError(f"{self.root} has no features yet (train it first)")
+        if spec == "all":
+            return available
+        if spec == "last":
+            return [available[-1]]
+        try:
+            wanted = int(spec)
+        except ValueError:
+            raise NcoodError(f"--epoch must be a number, 'last' or 'all', got {spec!r}") from None
+        if wanted not in available:
+            raise NcoodError(f"no features for epoch {wanted} (available: {available})")
+        return [wanted]
+
     def analysed_epochs(self) -> list[int]:
         return [e for e in self.feature_epochs() if self.results(e).is_file()]
 

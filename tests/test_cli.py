@@ -24,9 +24,9 @@ def test_plugins_lists_the_builtins():
     result = runner.invoke(app, ["plugins", "--json"])
     assert result.exit_code == 0
     rows = {row["name"]: row for row in json.loads(result.output)}
-    assert rows["logit_scorers"]["builtin"]
-    assert "scorer msp" in rows["logit_scorers"]["contributes"]
-    assert "analysis nc" in rows["neural_collapse"]["contributes"]
+    assert rows["scorers.logits"]["builtin"]
+    assert "scorer msp" in rows["scorers.logits"]["contributes"]
+    assert "analysis nc" in rows["analyses.neural_collapse"]["contributes"]
 
 
 def test_unknown_preset_is_one_line_without_traceback(tmp_path):
@@ -105,4 +105,4 @@ def test_real_subprocess_of_the_installed_entry_point():
         and "unknown preset" in done.stderr
     )
     done = subprocess.run([exe, "plugins"], capture_output=True, text=True, check=True)
-    assert "logit_scorers" in done.stdout
+    assert "scorers.logits" in done.stdout

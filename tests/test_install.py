@@ -65,7 +65,7 @@ def test_regular_install_ships_plugins_and_templates(tmp_path, demo_run):
     )
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
-    assert {"logit_scorers", "neural_collapse", "report_core"} <= set(rows)
+    assert {"scorers.logits", "analyses.neural_collapse", "sections.intro"} <= set(rows)
     assert all(row["builtin"] for row in rows.values())
 
     where = subprocess.run(

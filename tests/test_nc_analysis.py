@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ncood.atomic import write_json
 from ncood.cli import app
 from ncood.features import FeatureDump, Head, Split, save_features
-from ncood_plugins.neural_collapse import NeuralCollapse, NeuralCollapseLayers
+from ncood_plugins.analyses.neural_collapse import NeuralCollapse, NeuralCollapseLayers
 
 ISSUE_KEYS = {
     "nc1",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from nc_reference import reference_nc
 
+from ncood import collapse as m
 from ncood.errors import NcoodError
-from ncood_plugins import nc_metrics as m
 
 
 def simplex_means(num_classes: int, dim: int, radius: float, offset: float, rng) -> np.ndarray:

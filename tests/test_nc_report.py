@@ -8,7 +8,8 @@ from nc_builders import analysed_run
 from ncood.report.build import core_templates
 from ncood.report.context import ReportContext, load_analysed_run, load_strings
 from ncood.report.latex import environment, percent, sci
-from ncood_plugins import report_nc, report_nc5
+from ncood_plugins.sections import nc as report_nc
+from ncood_plugins.sections import nc5 as report_nc5
 
 
 def context(tmp_path, runs, lang="en") -> ReportContext:

@@ -8,8 +8,8 @@ from nc_builders import analysed_run
 
 from ncood.errors import NcoodError
 from ncood.features import load_features, save_features
-from ncood_plugins import tsne
-from ncood_plugins.tsne import TsneSettings, cached_embedding, embed, pca, subsample
+from ncood.report import tsne
+from ncood.report.tsne import TsneSettings, cached_embedding, embed, pca, subsample
 
 
 def test_subsample_is_stratified_deterministic_and_capped():

@@ -13,8 +13,10 @@ from safetensors.numpy import load_file, save_file
 from ncood.conventions import fpr_at_recall
 from ncood.report.build import core_templates
 from ncood.report.context import ReportContext, load_analysed_run, load_strings
-from ncood_plugins import report_neco, report_training
-from ncood_plugins.report_core import build_intro, enumeration, manifest_tables
+from ncood_plugins.sections import intro
+from ncood_plugins.sections import neco as report_neco
+from ncood_plugins.sections import training as report_training
+from ncood_plugins.sections.appendix import manifest_tables
 
 
 def context(runs, tmp_path: Path, lang: str = "fr") -> ReportContext:
@@ -140,7 +142,7 @@ def test_neco_section_uses_the_scores_and_results(run_copy, tmp_path):
     assert (tmp_path / run["figure"]).is_file()
     assert (tmp_path / data["progression"]).is_file()
     final = ctx.runs[0].final["ood"]
-    assert report_neco.ood_sets(ctx.runs[0]) == ["photos", "noise"]  # the manifest's order
+    assert ctx.runs[0].ood_sets(report_neco.SCORER) == ["photos", "noise"]  # the manifest's order
     assert [s["auroc"] for s in run["standings"]] == [
         final[o]["neco"]["auroc"] for o in ("photos", "noise")
     ]
@@ -148,7 +150,7 @@ def test_neco_section_uses_the_scores_and_results(run_copy, tmp_path):
     for ood in ("photos", "noise"):
         scores = ctx.runs[0].final_scores["neco"]
         id_scores, ood_scores = scores["test"], scores[f"ood/{ood}"]
-        threshold = report_neco.threshold_at_recall(id_scores, ood_scores)
+        threshold = ctx.fpr95_threshold(id_scores, ood_scores)
         assert np.mean(id_scores >= threshold) >= 0.95
         assert np.mean(ood_scores >= threshold) == fpr_at_recall(id_scores, ood_scores)
 
@@ -170,7 +172,7 @@ def test_neco_section_leaves_itself_out_without_neco_results(run_copy, tmp_path)
 
 def test_intro_counts_what_was_measured(run_copy, tmp_path):
     ctx = context([run_copy], tmp_path, "en")
-    data = build_intro(ctx)
+    data = intro.build(ctx)
     final = ctx.runs[0].final
     assert data["checkpoints"] == len(ctx.runs[0].results)
     assert data["classes"] == ctx.runs[0].manifest["dataset"]["num_classes"]
@@ -181,8 +183,8 @@ def test_intro_counts_what_was_measured(run_copy, tmp_path):
 
 def test_enumeration_reads_naturally(tmp_path):
     ctx = context([], tmp_path, "fr")
-    assert enumeration(ctx, ["a"]) == "a"
-    assert enumeration(ctx, ["a", "b$", "c"]) == r"a, b\$ et c"
+    assert ctx.enumeration(["a"]) == "a"
+    assert ctx.enumeration(["a", "b$", "c"]) == r"a, b\$ et c"
 
 
 def test_manifest_table_marks_what_differs(run_copy, tmp_path):

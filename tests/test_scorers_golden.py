@@ -276,7 +276,7 @@ def test_nci_fdbd_she_match_loops(random_problem):
 
 @pytest.mark.parametrize("shape", [(5, 12), (12, 5), (4, 4)])
 def test_vim_origin_equals_the_pseudo_inverse(shape):
-    from ncood_plugins.vim import pseudo_inverse_times
+    from ncood_plugins.scorers.vim import pseudo_inverse_times
 
     rng = np.random.default_rng(3)
     weight, bias = rng.normal(size=shape), rng.normal(size=shape[0])

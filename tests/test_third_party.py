@@ -59,7 +59,7 @@ def test_listed_by_plugins(example_site):
 def test_env_var_keeps_it_out(example_site):
     done = ncood(example_site, "plugins", "--json", load="")
     names = {row["name"] for row in json.loads(done.stdout)}
-    assert "example_scorer" not in names and "logit_scorers" in names
+    assert "example_scorer" not in names and "scorers.logits" in names
 
 
 def test_scores_in_results_and_report(example_site, demo_run, tmp_path):

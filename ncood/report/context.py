@@ -1,9 +1,15 @@
-"""What a report section sees: the analysed runs, the language, and where figures go."""
+"""What a report section sees: the analysed runs, the language, and where figures go.
+
+Everything several sections need (which OOD sets and scorers the runs have, a metric's series
+along training, how a scorer or a list is named, the appendix's definitions) is a method here,
+so that a section plugin — built-in or not — imports the core and never another section.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import re
 import unicodedata
@@ -11,16 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from ncood.analysis import load_scores
 from ncood.errors import NcoodError
 from ncood.report.latex import escape, num
 from ncood.run import RunDir
+from ncood.scores_file import load_scores
+
+if TYPE_CHECKING:
+    from ncood.scoring import Contribution
 
 LANGUAGES = ("fr", "en")
+STANDARD_WIDTH = 64  # the ResNet-18 base width; the demo presets shrink it
 _PLACEHOLDER = re.compile(r"<(\w+)>")
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
@@ -103,6 +113,45 @@ class AnalysedRun:
         if epoch not in cache:
             cache[epoch] = load_scores(self.run.analysis_dir(epoch) / "scores.safetensors")
         return cache[epoch]
+
+    def ood_sets(self, scorer: str | None = None) -> list[str]:
+        """OOD sets with results at the last epoch (for ``scorer`` when given), in the order
+        the run's configuration lists them (the primary one first)."""
+        per_set = self.final.get("ood", {})
+        scored = [o for o, per in per_set.items() if scorer is None or scorer in per]
+        order = [*self.manifest["config"].get("ood", []), *scored]
+        return [o for o in dict.fromkeys(order) if o in scored]
+
+    def scorers(self, epochs: list[int] | None = None) -> list[str]:
+        """Scorers with a result at any of ``epochs`` (default: every analysed one), first seen
+        first."""
+        seen: list[str] = []
+        for epoch in sorted(self.results) if epochs is None else epochs:
+            for per_scorer in self.results[epoch].get("ood", {}).values():
+                seen += [s for s in per_scorer if s not in seen]
+        return seen
+
+    def series(self, key: str, group: str = "nc") -> list[tuple[int, float]]:
+        """(epoch, value) of ``results[group][key]`` at every analysed epoch where it is a
+        finite number."""
+        points = []
+        for epoch, results in sorted(self.results.items()):
+            value = results.get(group, {}).get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                points.append((epoch, float(value)))
+        return points
+
+    def auroc_series(self, ood: str, scorer: str) -> list[tuple[int, float]]:
+        """(epoch, AUROC of ``scorer`` on ``ood``) at every analysed epoch that has it."""
+        return [
+            (epoch, results["ood"][ood][scorer]["auroc"])
+            for epoch, results in sorted(self.results.items())
+            if scorer in results.get("ood", {}).get(ood, {})
+        ]
+
+    def params(self, scorer: str) -> dict[str, Any]:
+        """The parameters ``scorer`` ran with at the last epoch (resolved ones included)."""
+        return dict(self.final.get("params", {}).get(scorer, {}) or {})
 
 
 def load_analysed_run(path: Path) -> AnalysedRun:
@@ -234,6 +283,68 @@ class ReportContext:
         """Add a definition to the appendix; ``formula`` and ``meaning`` should be Markup
         (trusted LaTeX) or are escaped."""
         self.definitions.append(Definition(escape(term), escape(formula), escape(meaning)))
+
+    def definition(self, name: str, **values: Any) -> Definition:
+        """The definition the i18n strings ``def_<name>_term|formula|meaning`` hold."""
+        return Definition(
+            self.t(f"def_{name}_term", **values),
+            self.t(f"def_{name}_formula", **values),
+            self.t(f"def_{name}_meaning", **values),
+        )
+
+    def define_terms(self, *names: str, **values: Any) -> None:
+        """Add the i18n definitions of ``names`` to the appendix."""
+        self.definitions += [self.definition(name, **values) for name in names]
+
+    def enumeration(self, items: list) -> Markup:
+        """``a, b et c`` in the document's language (items escaped unless Markup)."""
+        items = [escape(i) for i in items]
+        if len(items) <= 1:
+            return Markup("").join(items)
+        return Markup(", ").join(items[:-1]) + Markup(" ") + self.t("and") + Markup(" ") + items[-1]
+
+    def id_datasets(self) -> list[str]:
+        """The in-distribution dataset(s) of the runs, sorted."""
+        return sorted({r.manifest["dataset"]["name"] for r in self.runs})
+
+    def id_title(self) -> Markup:
+        """The in-distribution dataset(s) as the text names them."""
+        return Markup(", ").join(self.dataset_title(n) for n in self.id_datasets())
+
+    def id_short(self) -> Markup:
+        """The in-distribution dataset(s) by short name, for titles and repeated mentions."""
+        return Markup(", ").join(self.dataset_short(n) for n in self.id_datasets())
+
+    def ood_sets(self, runs: list[AnalysedRun] | None = None) -> list[str]:
+        """Every run's OOD sets (:meth:`AnalysedRun.ood_sets`), first seen first."""
+        return list(
+            dict.fromkeys(
+                o for run in (self.runs if runs is None else runs) for o in run.ood_sets()
+            )
+        )
+
+    def scorers(self) -> list[str]:
+        """Every scorer with a result at the last epoch of some run, first seen first."""
+        seen = [s for run in self.runs for s in run.scorers([run.last_epoch])]
+        return list(dict.fromkeys(seen))
+
+    def scorer(self, name: str) -> Contribution | None:
+        """The loaded scorer of that name, or None (results may name an uninstalled one)."""
+        from ncood.plugins import host
+
+        scorers = host().scorers()
+        return scorers.get(name) if name in scorers else None
+
+    def scorer_title(self, name: str) -> str:
+        """How tables and legends name a scorer: its registered title, else its name."""
+        contribution = self.scorer(name)
+        return contribution.display if contribution else name
+
+    def fpr95_threshold(self, id_scores, ood_scores) -> float:
+        """The score threshold of docs/conventions.md's FPR@95 (keeps 95 % of ID)."""
+        from ncood.conventions import threshold_at_recall
+
+        return threshold_at_recall(id_scores, ood_scores)
 
 
 def _latex_value(value: Any) -> Markup:

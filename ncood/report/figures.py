@@ -12,6 +12,8 @@ from pathlib import Path
 FULL_WIDTH = (7.0, 2.9)
 HALF_WIDTH = (3.4, 2.7)
 DENSE_POINTS = 500  # a scatter with more points than this is rasterised
+PANELS_PER_ROW = 3  # grids of small panels wrap after this many columns
+LINE_STYLES = ("-", "--", "-.", ":")  # cycled when colours alone do not tell lines apart
 STYLE = {
     "font.size": 8,
     "axes.titlesize": 9,
@@ -123,3 +125,47 @@ def legend_handle(**style):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], **style)
+
+
+def line_style(index: int) -> str:
+    """The ``index``-th of :data:`LINE_STYLES`, cycling."""
+    return LINE_STYLES[index % len(LINE_STYLES)]
+
+
+def grid(
+    count: int, width: float = 2.45, height: float = 2.1, margins: tuple[float, float] = (0.4, 0.5)
+):
+    """``count`` panels of ``width`` × ``height`` inches, :data:`PANELS_PER_ROW` a row; the
+    unused cells of the last row are hidden. Returns the figure, the panels and the row count."""
+    columns = min(count, PANELS_PER_ROW)
+    rows = -(-count // columns)
+    size = (width * columns + margins[0], height * rows + margins[1])
+    fig, axes = new_figure(columns, size, nrows=rows)
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return fig, axes[:count], rows
+
+
+def plot_points(axis, points, *, log: bool = False, **kwargs) -> bool:
+    """A line with markers through (epoch, value) points; on a log axis only positive values.
+    False when there is nothing to draw."""
+    if log:
+        points = [(e, v) for e, v in points if v > 0]
+    if not points:
+        return False
+    epochs, values = zip(*points, strict=True)
+    kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
+    axis.plot(epochs, values, **kwargs)
+    return True
+
+
+def integer_epochs(axes) -> None:
+    """Whole-number ticks on the x axis (epochs) of every panel."""
+    for axis in axes:
+        integer_ticks(axis.xaxis)
+
+
+def bottom_legend(fig, handles, labels, rows: int, ncol: int, space: float = 0.1) -> None:
+    """One legend under the whole grid, with ``space`` (a share of one row) kept for it."""
+    fig.tight_layout(rect=(0, space / rows, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=6.5)

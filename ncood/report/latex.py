@@ -160,3 +160,8 @@ def environment(template_dirs: Iterable[Path]) -> jinja2.Environment:
     )
     env.filters.update(num=num, percent=percent, sci=sci, e=escape, escape=escape)
     return env
+
+
+def format_param(value) -> str:
+    """A parameter as a reader wants it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

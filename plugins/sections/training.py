@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from markupsafe import Markup
 
 import ncood
-from ncood.report.context import AnalysedRun, ReportContext, ReportSection
-from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, integer_ticks, new_figure
+from ncood.report.context import STANDARD_WIDTH, AnalysedRun, ReportContext, ReportSection
+from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, integer_ticks, line_style, new_figure
 from ncood.report.latex import num, percent, sci
-from ncood_plugins.report_core import STANDARD_WIDTH, dataset_short, enumeration
 
 # The terminal phase of training (Papyan et al., 2020) starts when the training error vanishes;
 # the train accuracy here is measured on augmented batches, so "vanishes" is read as ≥ 99 %.
@@ -95,7 +94,7 @@ def draw_learning_rates(ctx: ReportContext, runs: list[AnalysedRun]):
             [curves.lr[0], *curves.lr],
             where="pre",
             color=f"C{index % 10}",
-            ls=("-", "--", "-.", ":")[index % 4],
+            ls=line_style(index),
             label=ctx.plain_label(run),
         )
     axis.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_lr"), yscale="log")
@@ -216,11 +215,7 @@ def build(ctx: ReportContext) -> dict | None:
     runs = [r for r in ctx.runs if r.history]
     if not runs:
         return None
-    ctx.define(
-        ctx.t("def_terminal_term"),
-        ctx.t("def_terminal_formula", threshold=num(TERMINAL_ACCURACY, 2)),
-        ctx.t("def_terminal_meaning"),
-    )
+    ctx.define_terms("terminal", threshold=num(TERMINAL_ACCURACY, 2))
     config = runs[0].manifest["config"]
     per_run = []
     for run in runs:
@@ -257,13 +252,13 @@ def build(ctx: ReportContext) -> dict | None:
     refs = [figure_ref(f"training-{r['slug']}") for r in per_run]
     figures_text = ctx.t(
         "training_figures_text_one" if len(refs) == 1 else "training_figures_text_many",
-        refs=enumeration(ctx, refs),
+        refs=ctx.enumeration(refs),
         lr=figure_ref("learning-rate"),
         table=Markup(r"\ref{tab:accuracy}"),
     )
     texts = model_text(ctx, runs[0])
     return {
-        "dataset": dataset_short(ctx),
+        "dataset": ctx.id_short(),
         "model": texts[0],
         "width_note": texts[1] if len(texts) > 1 else None,
         "augmentation": augmentation_text(ctx, config),

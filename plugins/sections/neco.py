@@ -11,21 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from markupsafe import Markup
-from sklearn.metrics import roc_curve
 
 import ncood
 from ncood.conventions import ID_RECALL
-from ncood.plugins import host
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
-from ncood.report.figures import new_figure
-from ncood.report.latex import command, join, num, percent
-from ncood_plugins.report_core import enumeration, format_param, scorer_title
+from ncood.report.figures import grid, line_style, new_figure
+from ncood.report.latex import command, format_param, join, num, percent
 
 SCORER = "neco"
 # "Competitive", as the TP reads NECO's 0.842 against the best method's 0.859: within this much
 # AUROC of the best method of the same run and OOD set.
 COMPETITIVE_GAP = 0.02
-PANELS_PER_ROW = 3
 
 
 @dataclass
@@ -39,13 +35,6 @@ class Standing:
     count: int
     best: str
     best_auroc: float
-
-
-def ood_sets(run: AnalysedRun) -> list[str]:
-    """The OOD sets NECO was scored on, in the order the run's configuration lists them."""
-    scored = [o for o, per in run.final.get("ood", {}).items() if SCORER in per]
-    order = [*run.manifest["config"].get("ood", []), *scored]
-    return [o for o in dict.fromkeys(order) if o in scored]
 
 
 def standing(run: AnalysedRun, ood: str) -> Standing:
@@ -64,22 +53,13 @@ def standing(run: AnalysedRun, ood: str) -> Standing:
     )
 
 
-def threshold_at_recall(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    """The threshold of docs/conventions.md's FPR@95: the first that keeps 95 % of ID."""
-    is_id = np.concatenate([np.ones(len(id_scores)), np.zeros(len(ood_scores))])
-    _, tpr, thresholds = roc_curve(is_id, np.concatenate([id_scores, ood_scores]))
-    return float(thresholds[np.searchsorted(tpr, ID_RECALL, side="left")])
-
-
 def draw_distributions(ctx: ReportContext, run: AnalysedRun, sets: list[str]):
     """ID test scores against each OOD set's, one panel per set, with the 95 %-ID threshold."""
     scores = run.final_scores.get(SCORER, {})
     sets = [o for o in sets if f"ood/{o}" in scores and "test" in scores]
     if not sets:
         return None
-    columns = min(len(sets), PANELS_PER_ROW)
-    rows = -(-len(sets) // columns)
-    fig, axes = new_figure(columns, (2.5 * columns + 0.5, 2.3 * rows + 0.4), nrows=rows)
+    fig, axes, rows = grid(len(sets), 2.5, 2.3, margins=(0.5, 0.4))
     id_scores = np.asarray(scores["test"], np.float64)
     id_name = ctx.text("fig_id", name=ctx.dataset_plain(run.manifest["dataset"]["name"]))
     for axis, ood in zip(axes, sets, strict=False):
@@ -96,7 +76,7 @@ def draw_distributions(ctx: ReportContext, run: AnalysedRun, sets: list[str]):
             label=ctx.text("fig_ood"),
         )
         axis.axvline(
-            threshold_at_recall(id_scores, ood_scores),
+            ctx.fpr95_threshold(id_scores, ood_scores),
             color="k",
             lw=0.9,
             ls="--",
@@ -106,34 +86,23 @@ def draw_distributions(ctx: ReportContext, run: AnalysedRun, sets: list[str]):
         axis.set_title(ctx.text("fig_neco_panel", ood=ctx.dataset_plain(ood), auroc=auroc))
         axis.set(xlabel=ctx.text("fig_neco_score"), ylabel=ctx.text("fig_density"))
         axis.grid(alpha=0.3)
-    for axis in axes[len(sets) :]:
-        axis.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0.12 / rows, 1, 1))
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0), ncol=3, frameon=False)
     return ctx.save_figure(fig, f"neco-scores-{ctx.run_slug(run)}", tight=False)
 
 
-def auroc_progression(run: AnalysedRun, ood: str) -> list[tuple[int, float]]:
-    return [
-        (epoch, results["ood"][ood][SCORER]["auroc"])
-        for epoch, results in sorted(run.results.items())
-        if SCORER in results.get("ood", {}).get(ood, {})
-    ]
-
-
 def draw_progression(ctx: ReportContext, runs: list[AnalysedRun]):
     """NECO's AUROC at every analysed checkpoint, a line per run and OOD set."""
     lines = [
-        (index, run, ood, auroc_progression(run, ood))
+        (index, run, ood, run.auroc_series(ood, SCORER))
         for index, run in enumerate(runs)
-        for ood in ood_sets(run)
+        for ood in run.ood_sets(SCORER)
     ]
     lines = [line for line in lines if len(line[3]) >= 2]
     if not lines:
         return None
     fig, (axis,) = new_figure(1, (4.6, 2.8))
-    styles = ("-", "--", "-.", ":")
     sets = list(dict.fromkeys(ood for _, _, ood, _ in lines))
     for index, run, ood, points in lines:
         epochs, values = zip(*points, strict=True)
@@ -143,7 +112,7 @@ def draw_progression(ctx: ReportContext, runs: list[AnalysedRun]):
             marker="o",
             ms=3,
             color=f"C{index % 10}",
-            ls=styles[sets.index(ood) % len(styles)],
+            ls=line_style(sets.index(ood)),
             label=f"{ctx.plain_label(run)}, {ctx.dataset_plain(ood)}",
         )
     axis.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -160,7 +129,7 @@ def standing_sentence(ctx: ReportContext, run: AnalysedRun, s: Standing):
         "auroc": num(s.auroc),
         "rank": s.rank,
         "count": s.count,
-        "best": scorer_title(s.best),
+        "best": ctx.scorer_title(s.best),
         "best_auroc": num(s.best_auroc),
         "delta": num(s.best_auroc - s.auroc),
         "gap": num(COMPETITIVE_GAP, 2),
@@ -179,7 +148,7 @@ def standing_sentence(ctx: ReportContext, run: AnalysedRun, s: Standing):
 
 def trend_sentence(ctx: ReportContext, run: AnalysedRun, ood: str):
     """Does NECO improve as the features collapse (NC1 falls) along training?"""
-    points = dict(auroc_progression(run, ood))
+    points = dict(run.auroc_series(ood, SCORER))
     nc1 = {e: r["nc"]["nc1"] for e, r in run.results.items() if "nc1" in r.get("nc", {})}
     epochs = sorted(set(points) & set(nc1))
     if len(epochs) < 2:
@@ -205,26 +174,26 @@ def definition(ctx: ReportContext):
     key = f"scorer_def_{SCORER}"
     if ctx.has(key):
         return ctx.t(key)
-    scorers = host().scorers()
-    return scorers.get(SCORER).description if SCORER in scorers else SCORER
+    contribution = ctx.scorer(SCORER)
+    return contribution.description if contribution else SCORER
 
 
 def parameters(runs: list[AnalysedRun]) -> Markup:
     params: dict = {}
     for run in runs:
-        params.update(run.final.get("params", {}).get(SCORER, {}) or {})
+        params.update(run.params(SCORER))
     return join(
         ", ", (command("texttt", f"{k}={format_param(v)}") for k, v in sorted(params.items()))
     )
 
 
 def build(ctx: ReportContext) -> dict | None:
-    runs = [run for run in ctx.runs if ood_sets(run)]
+    runs = [run for run in ctx.runs if run.ood_sets(SCORER)]
     if not runs:
         return None
     per_run = []
     for run in runs:
-        sets = ood_sets(run)
+        sets = run.ood_sets(SCORER)
         standings = [standing(run, ood) for ood in sets]
         trend = trend_sentence(ctx, run, sets[0])
         per_run.append(
@@ -240,7 +209,7 @@ def build(ctx: ReportContext) -> dict | None:
                         "fpr95": s.fpr95,
                         "rank": s.rank,
                         "count": s.count,
-                        "best": scorer_title(s.best),
+                        "best": ctx.scorer_title(s.best),
                         "best_auroc": s.best_auroc,
                         "is_best": s.rank == 1,
                     }
@@ -255,7 +224,7 @@ def build(ctx: ReportContext) -> dict | None:
     figures_text = None
     if refs:
         key = "neco_figures_text_one" if len(refs) == 1 else "neco_figures_text_many"
-        figures_text = ctx.t(key, refs=enumeration(ctx, refs), recall=percent(ID_RECALL, 0))
+        figures_text = ctx.t(key, refs=ctx.enumeration(refs), recall=percent(ID_RECALL, 0))
     return {
         "definition": definition(ctx),
         "params": parameters(runs),

@@ -9,10 +9,9 @@ chosen from them.
 from __future__ import annotations
 
 import ncood
+from ncood.report import nc_figures as figures
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.latex import num, percent
-from ncood_plugins import nc_figures as figures
-from ncood_plugins.report_nc import ood_sets
 
 TP_DATASET = "cifar100"  # the TP's own numbers are quoted only next to runs on its dataset
 
@@ -49,7 +48,7 @@ def agreement_sentences(ctx: ReportContext, run: AnalysedRun) -> list:
             agreement=percent(nc["ncc_agreement_test"]),
         )
     ]
-    points = figures.series(run, "ncc_agreement_test")
+    points = run.series("ncc_agreement_test")
     if len(points) >= 2:
         (e1, a), (e2, b) = points[0], points[-1]
         key = "nc5_agreement_rose" if b > a else "nc5_agreement_not_rose"
@@ -59,8 +58,8 @@ def agreement_sentences(ctx: ReportContext, run: AnalysedRun) -> list:
 
 def orthodev_sentences(ctx: ReportContext, run: AnalysedRun) -> list:
     out = []
-    for ood in ood_sets(run):
-        points = figures.series(run, f"nc5_orthodev/{ood}")
+    for ood in run.ood_sets():
+        points = run.series(f"nc5_orthodev/{ood}")
         if len(points) >= 2:
             (e1, a), (e2, b) = points[0], points[-1]
             key = "nc5_orthodev_fell" if b < a else "nc5_orthodev_not_fell"
@@ -92,11 +91,8 @@ def build(ctx: ReportContext) -> dict | None:
     runs = [run for run in ctx.runs if "ncc_agreement_test" in run.final.get("nc", {})]
     if not runs:
         return None
-    for name in ("nc5_tp", "nc5_neco"):
-        ctx.define(
-            ctx.t(f"def_{name}_term"), ctx.t(f"def_{name}_formula"), ctx.t(f"def_{name}_meaning")
-        )
-    sets = list(dict.fromkeys(o for run in runs for o in ood_sets(run)))
+    ctx.define_terms("nc5_tp", "nc5_neco")
+    sets = ctx.ood_sets(runs)
     orthodev = figures.draw_orthodev(ctx, runs, sets) if sets else None
     return {
         "rows": agreement_rows(ctx, runs),

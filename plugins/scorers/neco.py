@@ -14,7 +14,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import map_rows, symmetric_eigh, train_moments
+from ncood.stats import map_rows, symmetric_eigh, train_moments
 
 
 def default_dim(num_classes: int, feature_dim: int) -> int:

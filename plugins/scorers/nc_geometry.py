@@ -11,7 +11,7 @@ import numpy as np
 
 import ncood
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import class_sums, head_arrays, predicted_classes
+from ncood.stats import class_sums, head_arrays, predicted_classes
 
 
 def _norms(values: np.ndarray) -> np.ndarray:

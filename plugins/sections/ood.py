@@ -13,32 +13,14 @@ import numpy as np
 
 import ncood
 from ncood.conventions import roc_points
-from ncood.plugins import host
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.figures import FULL_WIDTH, line_style, new_figure
 from ncood.report.latex import num
-from ncood_plugins.report_core import dataset_title
 
 HISTOGRAM_COLUMNS = 4
 HISTOGRAM_BINS = 40
 SHOWN_QUANTILES = (0.005, 0.995)  # histogram range; the rare scores beyond pile in the end bins
-LINE_STYLES = ("-", "--", "-.", ":")
 TP_ORDER = ("msp", "maxlogit", "energy", "mahalanobis", "l2", "vim", "neco")
-
-
-def scorer_titles() -> dict[str, str]:
-    return {name: c.display for name, c in host().scorers().items()}
-
-
-def ood_sets(ctx: ReportContext) -> list[str]:
-    """OOD sets in the order the first run lists them (the primary one first)."""
-    seen: list[str] = []
-    for run in ctx.runs:
-        for name in [*run.manifest["config"].get("ood", []), *run.final.get("ood", {})]:
-            if name not in run.final.get("ood", {}):
-                continue
-            if name not in seen:
-                seen.append(name)
-    return seen
 
 
 def scored(run: AnalysedRun, sets: list[str]) -> tuple[list[str], list[str]]:
@@ -51,13 +33,11 @@ def scored(run: AnalysedRun, sets: list[str]) -> tuple[list[str], list[str]]:
 
 def scorer_style(index: int) -> dict:
     """Ten colours, then the next line style: up to 40 methods stay distinguishable."""
-    return {"color": f"C{index % 10}", "ls": LINE_STYLES[(index // 10) % len(LINE_STYLES)]}
+    return {"color": f"C{index % 10}", "ls": line_style(index // 10)}
 
 
-def draw_roc(ctx: ReportContext, run: AnalysedRun, scorers, sets, titles):
+def draw_roc(ctx: ReportContext, run: AnalysedRun, scorers, sets):
     """ROC curves of every method, one panel per OOD set, one shared legend beside them."""
-    from ncood.report.figures import FULL_WIDTH, new_figure
-
     panels = sets[:3]
     fig, axes = new_figure(len(panels) + 1, (FULL_WIDTH[0], 2.9))
     axes[0].get_gridspec().set_width_ratios([1.0] * len(panels) + [0.8])
@@ -65,7 +45,7 @@ def draw_roc(ctx: ReportContext, run: AnalysedRun, scorers, sets, titles):
         for index, scorer in enumerate(scorers):
             per_split = run.final_scores[scorer]
             fpr, tpr = roc_points(per_split["test"], per_split[f"ood/{ood}"])
-            axis.plot(fpr, tpr, lw=1.0, label=titles.get(scorer, scorer), **scorer_style(index))
+            axis.plot(fpr, tpr, lw=1.0, label=ctx.scorer_title(scorer), **scorer_style(index))
         axis.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
         axis.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=ctx.text("fig_roc_fpr"))
         axis.set_title(ctx.text("fig_roc_panel", ood=ctx.dataset_plain(ood)))
@@ -95,10 +75,8 @@ def histogram_range(values: list[np.ndarray]) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def draw_histograms(ctx: ReportContext, run: AnalysedRun, scorers, sets, titles):
+def draw_histograms(ctx: ReportContext, run: AnalysedRun, scorers, sets):
     """Per method, the densities of its scores on ID test and on each OOD set."""
-    from ncood.report.figures import FULL_WIDTH, new_figure
-
     rows = math.ceil(len(scorers) / HISTOGRAM_COLUMNS)
     fig, axes = new_figure(HISTOGRAM_COLUMNS, (FULL_WIDTH[0], 0.35 + 1.45 * rows), nrows=rows)
     id_label = ctx.text("fig_hist_id", dataset=ctx.dataset_plain(run.manifest["dataset"]["name"]))
@@ -124,7 +102,7 @@ def draw_histograms(ctx: ReportContext, run: AnalysedRun, scorers, sets, titles)
                 )
         auroc = run.final["ood"][primary][scorer]["auroc"]
         axis.set_title(
-            ctx.text("fig_hist_panel", method=titles.get(scorer, scorer), auroc=auroc),
+            ctx.text("fig_hist_panel", method=ctx.scorer_title(scorer), auroc=auroc),
             fontsize=7.5,
         )
         axis.tick_params(labelsize=6)
@@ -156,7 +134,7 @@ def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> s
     return (min if lower_is_better else max)(present, key=present.get)
 
 
-def metrics_table(ctx: ReportContext, ood: str, titles: dict[str, str]) -> dict:
+def metrics_table(ctx: ReportContext, ood: str) -> dict:
     """AUROC of every run and, for the last run, AUPR-In, AUPR-Out and FPR@95, best in bold."""
     last = ctx.runs[-1]
     scorers: list[str] = []
@@ -173,7 +151,7 @@ def metrics_table(ctx: ReportContext, ood: str, titles: dict[str, str]) -> dict:
     bests = [best_of(values, lower) for values, lower in columns]
     rows = [
         {
-            "method": titles.get(s, s),
+            "method": ctx.scorer_title(s),
             "cells": [
                 {"value": values[s], "best": s == best}
                 for (values, _), best in zip(columns, bests, strict=True)
@@ -190,13 +168,12 @@ def metrics_table(ctx: ReportContext, ood: str, titles: dict[str, str]) -> dict:
 
 
 def build(ctx: ReportContext) -> dict | None:
-    sets = ood_sets(ctx)
+    sets = ctx.ood_sets()
     if not sets:
         return None
-    titles = scorer_titles()
     tables, best_sentences = [], []
     for ood in sets:
-        table = metrics_table(ctx, ood, titles)
+        table = metrics_table(ctx, ood)
         tables.append(table)
         for run, best in zip(ctx.runs, table["best_auroc"], strict=True):
             if best is not None:
@@ -205,7 +182,7 @@ def build(ctx: ReportContext) -> dict | None:
                         "ood_best",
                         label=ctx.label(run),
                         ood=ctx.dataset_title(ood),
-                        method=titles.get(best, best),
+                        method=ctx.scorer_title(best),
                         auroc=num(run.final["ood"][ood][best]["auroc"]),
                     )
                 )
@@ -216,10 +193,10 @@ def build(ctx: ReportContext) -> dict | None:
         scorers, present = scored(last_run, sets)
         if scorers and primary in present:
             scorers = ordered(scorers)
-            roc = draw_roc(ctx, last_run, scorers, present, titles)
-            histograms = draw_histograms(ctx, last_run, scorers, present, titles)
+            roc = draw_roc(ctx, last_run, scorers, present)
+            histograms = draw_histograms(ctx, last_run, scorers, present)
     return {
-        "dataset": dataset_title(ctx),
+        "dataset": ctx.id_title(),
         "labels": [ctx.label(run) for run in ctx.runs],
         "last_label": ctx.label(last_run),
         "tables": tables,

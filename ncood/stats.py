@@ -1,6 +1,8 @@
 """Statistics of the ID train features that several scorers share, computed once per split,
 and the block-parallel loop the scorers run their large products in.
 
+Core, not a plugin: built-in and third-party scorers alike import it.
+
 Mahalanobis, RMDS, ViM and NECO all need a D×D second-moment matrix of the same 50,000 train
 features; computing it is most of their cost. :func:`train_moments` computes it once, in float64
 on globally centred features (so nothing cancels), and keeps it for as long as the split's
@@ -180,6 +182,17 @@ def map_rows(function: Callable[[slice], np.ndarray], count: int) -> np.ndarray:
     if count == 0:
         return np.empty(0)
     return np.concatenate(map_blocks(function, count))
+
+
+def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    """log Σ_c exp(z_c) per row, in float64, shifted by the row maximum (never overflows).
+
+    The same values as ``scipy.special.logsumexp(z, axis=1)`` (to 1e-15), without its
+    per-call overhead (half a second on the first call in a fresh process).
+    """
+    values = np.asarray(logits, np.float64)
+    peak = values.max(axis=1)
+    return peak + np.log(np.exp(values - peak[:, None]).sum(axis=1))
 
 
 def predicted_classes(split: Split) -> np.ndarray:

@@ -3,7 +3,7 @@ NC1–NC4 at every analysed checkpoint, OOD AUROC on the same epochs, NC across 
 stages, the class geometry the assignment asks for, and t-SNE maps of two epochs.
 
 Every sentence is chosen from the numbers (did NC1 fall? which metrics fell?), never written in
-advance. The t-SNE embeddings are cached next to each epoch's analysis (plugins/tsne.py).
+advance. The t-SNE embeddings are cached next to each epoch's analysis (ncood/report/tsne.py).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import numpy as np
 from markupsafe import Markup
 
 import ncood
+from ncood import collapse as m
 from ncood.errors import NcoodError
 from ncood.features import load_features
+from ncood.report import nc_figures as figures
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.latex import percent, sci
-from ncood_plugins import nc_figures as figures
-from ncood_plugins import nc_metrics as m
-from ncood_plugins.report_core import enumeration, scorer_title
-from ncood_plugins.tsne import TsneSettings, cached_embedding
+from ncood.report.tsne import TsneSettings, cached_embedding
 
 # Shown in the table, in this order; all are expected to fall as the features collapse.
 TABLE_METRICS = (
@@ -40,29 +39,14 @@ TSNE = TsneSettings()
 
 
 def nc_runs(ctx: ReportContext) -> list[AnalysedRun]:
-    return [run for run in ctx.runs if figures.series(run, "nc1")]
-
-
-def ood_sets(run: AnalysedRun) -> list[str]:
-    scored = list(run.final.get("ood", {}))
-    return [
-        o for o in dict.fromkeys([*run.manifest["config"].get("ood", []), *scored]) if o in scored
-    ]
-
-
-def scorers_of(run: AnalysedRun) -> list[str]:
-    seen: list[str] = []
-    for results in run.results.values():
-        for per_scorer in results.get("ood", {}).values():
-            seen += [s for s in per_scorer if s not in seen]
-    return seen
+    return [run for run in ctx.runs if run.series("nc1")]
 
 
 def table(ctx: ReportContext, runs: list[AnalysedRun]) -> dict:
     """First and last analysed epoch of each run (one column when a run has one epoch)."""
     columns = []
     for run in runs:
-        measured = [e for e, _ in figures.series(run, "nc1")]
+        measured = [e for e, _ in run.series("nc1")]
         epochs = sorted({measured[0], measured[-1]})
         columns.append({"label": ctx.label(run), "epochs": epochs})
     rows = []
@@ -77,7 +61,7 @@ def table(ctx: ReportContext, runs: list[AnalysedRun]) -> dict:
 
 
 def trend_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
-    points = figures.series(run, "nc1")
+    points = run.series("nc1")
     if len(points) < 2:
         return []
     (e1, first), (e2, last) = points[0], points[-1]
@@ -99,7 +83,7 @@ def trend_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
                 "nc_some_fell",
                 fell=len(fell),
                 count=len(compared),
-                rose=enumeration(ctx, rose),
+                rose=ctx.enumeration(rose),
             )
         )
     return out
@@ -109,10 +93,10 @@ def ood_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[s
     """As NC1 moves between the first and last checkpoints, how the AUROC of each method moves."""
     changes = []
     for scorer in scorers:
-        points = figures.auroc_series(run, ood, scorer)
+        points = run.auroc_series(ood, scorer)
         if len(points) >= 2:
             changes.append((points[-1][1] - points[0][1], scorer, points[0][1], points[-1][1]))
-    nc1 = figures.series(run, "nc1")
+    nc1 = run.series("nc1")
     if not changes or len(nc1) < 2:
         return None
     changes.sort()
@@ -127,10 +111,10 @@ def ood_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[s
         "e2": nc1[-1][0],
         "rose": rose,
         "count": len(changes),
-        "up": scorer_title(best[1]),
+        "up": ctx.scorer_title(best[1]),
         "up_a": best[2],
         "up_b": best[3],
-        "down": scorer_title(worst[1]),
+        "down": ctx.scorer_title(worst[1]),
         "down_a": worst[2],
         "down_b": worst[3],
     }
@@ -246,7 +230,7 @@ def tsne(ctx: ReportContext, run: AnalysedRun) -> dict | None:
         "label": ctx.label(run),
         "slug": ctx.run_slug(run),
         "epochs": shown,
-        "epochs_text": enumeration(ctx, [str(e) for e in shown]),
+        "epochs_text": ctx.enumeration([str(e) for e in shown]),
         "points": len(maps[0][2]),
         "classes": len(np.unique(maps[0][2])),
         "sentence": sentence,
@@ -257,24 +241,17 @@ def refs(ctx: ReportContext, prefix: str, runs: list[dict]) -> Markup | None:
     """``\\ref``s to one figure per run, joined as the language lists things."""
     if not runs:
         return None
-    return enumeration(ctx, [Markup(rf"\ref{{fig:{prefix}-{r['slug']}}}") for r in runs])
-
-
-def define_terms(ctx: ReportContext) -> None:
-    for name in ("nc1", "cdnv", "nc2", "nc3", "nc4"):
-        ctx.define(
-            ctx.t(f"def_{name}_term"), ctx.t(f"def_{name}_formula"), ctx.t(f"def_{name}_meaning")
-        )
+    return ctx.enumeration([Markup(rf"\ref{{fig:{prefix}-{r['slug']}}}") for r in runs])
 
 
 def build(ctx: ReportContext) -> dict | None:
     runs = nc_runs(ctx)
     if not runs:
         return None
-    define_terms(ctx)
+    ctx.define_terms("nc1", "cdnv", "nc2", "nc3", "nc4")
     per_run = []
     for run in runs:
-        sets, scorers = ood_sets(run), scorers_of(run)
+        sets, scorers = run.ood_sets(), run.scorers()
         ood_figure = figures.draw_ood_progress(ctx, run, sets, scorers) if scorers else None
         ood_sentences = [ood_sentence(ctx, run, o, scorers) for o in sets] if ood_figure else []
         per_run.append(

@@ -12,8 +12,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import head_arrays, map_rows, symmetric_eigh, train_moments
-from ncood_plugins.logit_scorers import logsumexp_rows
+from ncood.stats import head_arrays, logsumexp_rows, map_rows, symmetric_eigh, train_moments
 
 
 def paper_dim(feature_dim: int) -> int:

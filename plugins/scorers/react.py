@@ -10,8 +10,7 @@ import numpy as np
 
 import ncood
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import head_arrays
-from ncood_plugins.logit_scorers import logsumexp_rows
+from ncood.stats import head_arrays, logsumexp_rows
 
 
 class ReAct:

@@ -3,7 +3,7 @@
 ``nc`` measures the penultimate features (Papyan et al., 2020; Galanti et al., 2022; NECO's NC5,
 Ben Ammar et al., 2024); ``nc_layers`` measures NC1 and NCC accuracy on the pooled output of each
 ResNet stage when the dump holds them. Definitions and numerics: docs/neural-collapse.md; the
-math lives in :mod:`ncood_plugins.nc_metrics`.
+math lives in :mod:`ncood.collapse`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 import ncood
+from ncood import collapse as m
 from ncood.features import FeatureDump, Split
-from ncood_plugins import nc_metrics as m
 
 
 def collapse_of(

@@ -12,7 +12,7 @@ from scipy.linalg import solve_triangular
 
 import ncood
 from ncood.features import Head, Split
-from ncood_plugins.class_stats import cholesky, map_rows, ridged, train_moments
+from ncood.stats import cholesky, map_rows, ridged, train_moments
 
 DEFAULT_RIDGE = 1e-6
 

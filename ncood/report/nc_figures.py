@@ -7,74 +7,33 @@ from __future__ import annotations
 import numpy as np
 
 from ncood.report.context import AnalysedRun, ReportContext
-from ncood.report.figures import dense_scatter, integer_ticks, legend_handle, new_figure
-from ncood_plugins.report_core import scorer_title
+from ncood.report.figures import (
+    bottom_legend,
+    dense_scatter,
+    grid,
+    integer_epochs,
+    integer_ticks,
+    legend_handle,
+    new_figure,
+    plot_points,
+)
 
-PANELS_PER_ROW = 3
 STAGE_ORDER = ("layer1", "layer2", "layer3", "layer4")
-
-
-def series(run: AnalysedRun, key: str, group: str = "nc") -> list[tuple[int, float]]:
-    """(epoch, value) of ``results[group][key]`` at every analysed epoch where it is a number."""
-    points = []
-    for epoch, results in sorted(run.results.items()):
-        value = results.get(group, {}).get(key)
-        if isinstance(value, int | float) and np.isfinite(value):
-            points.append((epoch, float(value)))
-    return points
-
-
-def auroc_series(run: AnalysedRun, ood: str, scorer: str) -> list[tuple[int, float]]:
-    return [
-        (epoch, r["ood"][ood][scorer]["auroc"])
-        for epoch, r in sorted(run.results.items())
-        if scorer in r.get("ood", {}).get(ood, {})
-    ]
-
-
-def _plot(axis, points, *, log: bool = False, **kwargs) -> bool:
-    if log:
-        points = [(e, v) for e, v in points if v > 0]
-    if not points:
-        return False
-    epochs, values = zip(*points, strict=True)
-    kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
-    axis.plot(epochs, values, **kwargs)
-    return True
-
-
-def _integer_epochs(axes) -> None:
-    for axis in axes:
-        integer_ticks(axis.xaxis)
-
-
-def _grid(count: int, width: float = 2.45, height: float = 2.1):
-    columns = min(count, PANELS_PER_ROW)
-    rows = -(-count // columns)
-    fig, axes = new_figure(columns, (width * columns + 0.4, height * rows + 0.5), nrows=rows)
-    for axis in axes[count:]:
-        axis.set_visible(False)
-    return fig, axes[:count], rows
-
-
-def _bottom_legend(fig, handles, labels, rows: int, ncol: int, space: float = 0.1):
-    fig.tight_layout(rect=(0, space / rows, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=6.5)
 
 
 def draw_nc1_nc3(ctx: ReportContext, runs: list[AnalysedRun]):
     """The TP's Figures 3 and 4, measured: NC1 and NC3 at every checkpoint, one panel a run."""
-    runs = [r for r in runs if len(series(r, "nc1")) >= 1]
+    runs = [r for r in runs if len(r.series("nc1")) >= 1]
     if not runs:
         return None
-    fig, axes, rows = _grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
+    fig, axes, rows = grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
     for axis, run in zip(axes, runs, strict=True):
-        _plot(axis, series(run, "nc1"), log=True, color="C0", label="NC1")
-        _plot(axis, series(run, "nc3"), log=True, color="C3", ls="--", label="NC3")
+        plot_points(axis, run.series("nc1"), log=True, color="C0", label="NC1")
+        plot_points(axis, run.series("nc3"), log=True, color="C3", ls="--", label="NC3")
         axis.set(yscale="log", xlabel=ctx.text("fig_epoch"), title=ctx.plain_label(run))
         axis.grid(alpha=0.3, which="both", lw=0.4)
         axis.legend(loc="best")
-    _integer_epochs(fig.axes)
+    integer_epochs(fig.axes)
     return ctx.save_figure(fig, "nc-nc1-nc3-progress")
 
 
@@ -114,14 +73,14 @@ def _legend_text(ctx: ReportContext, key: str) -> str:
 
 def draw_all_metrics(ctx: ReportContext, runs: list[AnalysedRun]):
     """Every NC1–NC4 metric along training: one panel a property, one colour a run."""
-    runs = [r for r in runs if len(series(r, "nc1")) >= 1]
+    runs = [r for r in runs if len(r.series("nc1")) >= 1]
     if not runs:
         return None
-    fig, axes, rows = _grid(len(METRIC_PANELS))
+    fig, axes, rows = grid(len(METRIC_PANELS))
     for axis, (title, lines, log) in zip(axes, METRIC_PANELS, strict=True):
         for index, run in enumerate(runs):
             for key, style, _ in lines:
-                _plot(axis, series(run, key), log=log, color=f"C{index % 10}", ls=style)
+                plot_points(axis, run.series(key), log=log, color=f"C{index % 10}", ls=style)
         axis.set(title=ctx.text(title), xlabel=ctx.text("fig_epoch"))
         if log:
             axis.set_yscale("log")
@@ -130,26 +89,26 @@ def draw_all_metrics(ctx: ReportContext, runs: list[AnalysedRun]):
         if len(lines) > 1:
             axis.legend(style_handles, [_legend_text(ctx, k) for _, _, k in lines], loc="best")
     run_handles = [legend_handle(color=f"C{i % 10}", marker="o", ms=3) for i in range(len(runs))]
-    _bottom_legend(fig, run_handles, [ctx.plain_label(r) for r in runs], rows, ncol=len(runs))
-    _integer_epochs(fig.axes)
+    bottom_legend(fig, run_handles, [ctx.plain_label(r) for r in runs], rows, ncol=len(runs))
+    integer_epochs(fig.axes)
     return ctx.save_figure(fig, "nc-all-metrics", tight=False)
 
 
 def draw_ood_progress(ctx: ReportContext, run: AnalysedRun, sets: list[str], scorers: list[str]):
     """AUROC of every scorer at every analysed checkpoint, one panel per OOD set, with NC1."""
-    sets = [o for o in sets if any(len(auroc_series(run, o, s)) >= 2 for s in scorers)]
+    sets = [o for o in sets if any(len(run.auroc_series(o, s)) >= 2 for s in scorers)]
     if not sets:
         return None
-    fig, axes, rows = _grid(len(sets) + 1, width=2.6, height=2.3)
+    fig, axes, rows = grid(len(sets) + 1, width=2.6, height=2.3)
     colours = _scorer_colours(scorers)
     nc_axis, ood_axes = axes[0], axes[1:]
-    _plot(nc_axis, series(run, "nc1"), log=True, color="k", label="NC1")
+    plot_points(nc_axis, run.series("nc1"), log=True, color="k", label="NC1")
     nc_axis.set(yscale="log", title="NC1", xlabel=ctx.text("fig_epoch"))
     nc_axis.grid(alpha=0.3, lw=0.4)
     for axis, ood in zip(ood_axes, sets, strict=True):
         for scorer in scorers:
             colour, style = colours[scorer]
-            _plot(axis, auroc_series(run, ood, scorer), color=colour, ls=style, ms=2)
+            plot_points(axis, run.auroc_series(ood, scorer), color=colour, ls=style, ms=2)
         axis.axhline(0.5, color="grey", lw=0.7, ls=":")
         axis.set(
             title=ctx.text("fig_nc_auroc_panel", ood=ctx.dataset_plain(ood)),
@@ -163,10 +122,10 @@ def draw_ood_progress(ctx: ReportContext, run: AnalysedRun, sets: list[str], sco
     ]
     ncol = min(len(scorers), 7)
     legend_rows = -(-len(scorers) // ncol)
-    _bottom_legend(
-        fig, handles, [scorer_title(s) for s in scorers], rows, ncol, 0.07 * (legend_rows + 1)
+    bottom_legend(
+        fig, handles, [ctx.scorer_title(s) for s in scorers], rows, ncol, 0.07 * (legend_rows + 1)
     )
-    _integer_epochs(fig.axes)
+    integer_epochs(fig.axes)
     return ctx.save_figure(fig, f"nc-ood-progress-{ctx.run_slug(run)}", tight=False)
 
 
@@ -212,7 +171,7 @@ def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
     for axis in (nc1_axis, acc_axis):
         axis.grid(alpha=0.3, lw=0.4)
     rows = -(-len(labels) // 2)
-    _bottom_legend(fig, handles, labels, 1, ncol=2, space=0.09 * (rows + 1))
+    bottom_legend(fig, handles, labels, 1, ncol=2, space=0.09 * (rows + 1))
     return ctx.save_figure(fig, "nc-layers", tight=False)
 
 
@@ -267,7 +226,7 @@ def draw_tsne(ctx: ReportContext, run: AnalysedRun, maps: list[tuple[int, np.nda
         axis.set_aspect("equal", adjustable="datalim")
     handles = [legend_handle(ls="", marker="o", ms=4, color=colour[c]) for c in classes]
     ncol = min(len(classes), 10)
-    _bottom_legend(
+    bottom_legend(
         fig, handles, [str(c) for c in classes], 1, ncol, 0.07 * (-(-len(classes) // ncol) + 1)
     )
     return ctx.save_figure(fig, f"nc-tsne-{ctx.run_slug(run)}", tight=False)
@@ -275,10 +234,10 @@ def draw_tsne(ctx: ReportContext, run: AnalysedRun, maps: list[tuple[int, np.nda
 
 def draw_agreement(ctx: ReportContext, runs: list[AnalysedRun]):
     """NC5 as the TP reads it: network accuracy, NCC accuracy and their agreement on test."""
-    runs = [r for r in runs if series(r, "ncc_agreement_test")]
+    runs = [r for r in runs if r.series("ncc_agreement_test")]
     if not runs:
         return None
-    fig, axes, rows = _grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
+    fig, axes, rows = grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
     lines = (
         ("model_acc_test", "C0", "-", "fig_nc5_model"),
         ("ncc_acc_test", "C2", "--", "fig_nc5_ncc"),
@@ -286,28 +245,28 @@ def draw_agreement(ctx: ReportContext, runs: list[AnalysedRun]):
     )
     for axis, run in zip(axes, runs, strict=True):
         for key, colour, style, _ in lines:
-            points = [(e, 100 * v) for e, v in series(run, key)]
-            _plot(axis, points, color=colour, ls=style)
+            points = [(e, 100 * v) for e, v in run.series(key)]
+            plot_points(axis, points, color=colour, ls=style)
         axis.set(title=ctx.plain_label(run), xlabel=ctx.text("fig_epoch"), ylabel="%")
         axis.set_ylim(top=101)
         axis.grid(alpha=0.3, lw=0.4)
     handles = [legend_handle(color=c, ls=s, marker="o", ms=3) for _, c, s, _ in lines]
-    _bottom_legend(fig, handles, [ctx.text(k) for *_, k in lines], rows, ncol=3, space=0.13)
-    _integer_epochs(fig.axes)
+    bottom_legend(fig, handles, [ctx.text(k) for *_, k in lines], rows, ncol=3, space=0.13)
+    integer_epochs(fig.axes)
     return ctx.save_figure(fig, "nc5-agreement", tight=False)
 
 
 def draw_orthodev(ctx: ReportContext, runs: list[AnalysedRun], sets: list[str]):
     """NECO's NC5: mean |cos(μ_c, μ_G^OOD)| per OOD set along training (dashed: centred)."""
-    runs = [r for r in runs if any(series(r, f"nc5_orthodev/{o}") for o in sets)]
+    runs = [r for r in runs if any(r.series(f"nc5_orthodev/{o}") for o in sets)]
     if not runs:
         return None
-    fig, axes, rows = _grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
+    fig, axes, rows = grid(len(runs), width=3.3 if len(runs) <= 2 else 2.45, height=2.4)
     for axis, run in zip(axes, runs, strict=True):
         for index, ood in enumerate(sets):
             colour = f"C{index % 10}"
-            _plot(axis, series(run, f"nc5_orthodev/{ood}"), color=colour)
-            _plot(axis, series(run, f"nc5_orthodev_centred/{ood}"), color=colour, ls="--")
+            plot_points(axis, run.series(f"nc5_orthodev/{ood}"), color=colour)
+            plot_points(axis, run.series(f"nc5_orthodev_centred/{ood}"), color=colour, ls="--")
         axis.set(title=ctx.plain_label(run), xlabel=ctx.text("fig_epoch"), ylim=(0, 1.02))
         axis.set_ylabel(ctx.text("fig_nc5_orthodev"))
         axis.grid(alpha=0.3, lw=0.4)
@@ -315,6 +274,6 @@ def draw_orthodev(ctx: ReportContext, runs: list[AnalysedRun], sets: list[str]):
     handles += [legend_handle(color="k", ls=s) for s in ("-", "--")]
     labels = [ctx.dataset_plain(o) for o in sets]
     labels += [ctx.text("fig_nc5_uncentred"), ctx.text("fig_nc5_centred")]
-    _bottom_legend(fig, handles, labels, rows, ncol=min(len(labels), 4), space=0.13)
-    _integer_epochs(fig.axes)
+    bottom_legend(fig, handles, labels, rows, ncol=min(len(labels), 4), space=0.13)
+    integer_epochs(fig.axes)
     return ctx.save_figure(fig, "nc5-orthodev", tight=False)

@@ -1,0 +1,120 @@
+"""``ncood analyze``: OOD scores and Neural Collapse metrics of dumped features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ncood.cli.app import app, split_names, user_errors
+
+
+@app.command()
+@user_errors
+def analyze(
+    source: Annotated[
+        Path, typer.Argument(help="A run directory or a features .safetensors file.")
+    ],
+    plugins: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated scorers and analyses (default: all loaded)."),
+    ] = None,
+    epoch: Annotated[str, typer.Option(help="Checkpoint epoch: N, 'last' or 'all'.")] = "last",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Parameter override NAME.PARAM=VALUE (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where results.json goes for a features file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Score OOD detection and measure Neural Collapse on dumped features."""
+    from ncood.analysis import analyse_file, select
+    from ncood.features import check_readable
+    from ncood.plugins import host
+    from ncood.progress import progress_bar
+    from ncood.run import RunDir
+    from ncood.scoring import parse_settings
+
+    names = split_names(plugins)
+    scorers, analyses = select(host(), names)
+    settings = parse_settings(set_ or [])
+
+    if source.is_file():
+        jobs = [(None, source, out)]
+    else:
+        run = RunDir.open(source)
+        epochs = run.select_feature_epochs(epoch)
+        jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
+
+    for _, features_path, _ in jobs:
+        check_readable(features_path)  # a bad file is one line, before any progress bar
+    collected, failures = {}, []
+    steps = len(scorers) + len(analyses)
+    with progress_bar(not quiet) as progress:
+        task = progress.add_task("analyze", total=steps * len(jobs), status="")
+        for job_epoch, features_path, out_dir in jobs:
+            outcome = analyse_file(
+                features_path,
+                out_dir,
+                scorers,
+                analyses,
+                settings,
+                on_step=lambda name, e=job_epoch: progress.update(
+                    task, advance=1, status=f"epoch {e} {name}" if e else name
+                ),
+            )
+            collected[job_epoch] = outcome.results
+            failures += [
+                f"{name} (epoch {job_epoch})" if job_epoch else name for name in outcome.failures
+            ]
+
+    if as_json:
+        payload = (
+            next(iter(collected.values()))
+            if len(collected) == 1
+            else {"epochs": {str(e): r for e, r in collected.items()}}
+        )
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        for job_epoch, results in collected.items():
+            _print_summary(job_epoch, results)
+    if failures:
+        typer.echo(
+            f"ncood: error: these failed (see results.json): {', '.join(failures)}", err=True
+        )
+        raise typer.Exit(1)
+
+
+def _print_summary(epoch: int | None, results: dict) -> None:
+    title = f"epoch {epoch}" if epoch is not None else results.get("features", "")
+    typer.echo(f"== {title}")
+    for ood_name, per_scorer in results["ood"].items():
+        for scorer, metrics in per_scorer.items():
+            typer.echo(
+                f"  {ood_name:10} {scorer:12} AUROC {metrics['auroc']:.4f}  "
+                f"FPR@95 {metrics['fpr95']:.4f}"
+            )
+    for key, value in results.items():
+        if key in ("ood", "params", "timings", "errors", "test", "features", "epoch"):
+            continue
+        if isinstance(value, dict):
+            _print_numbers(key, value)
+
+
+def _print_numbers(prefix: str, values: dict) -> None:
+    """One line per analysis (or per nested group, e.g. a ResNet stage) of its numbers."""
+    shown = ", ".join(
+        f"{k}={v:.4g}"
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    if shown:
+        typer.echo(f"  {prefix}: {shown}")
+    for key, inner in values.items():
+        if isinstance(inner, dict):
+            _print_numbers(f"{prefix}.{key}", inner)

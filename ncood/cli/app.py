@@ -1,0 +1,73 @@
+"""The Typer application every command module adds itself to, and what they share: the
+user-error wrapper (one line on stderr, exit 1) and the parsers of comma-separated options."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+import typer
+
+import ncood
+from ncood.errors import NcoodError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Neural Collapse and OOD detection: train, analyse features, write the report.",
+)
+
+
+def user_errors(command):
+    """A user error becomes one line on stderr and exit 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NcoodError as exc:
+            typer.echo(f"ncood: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("ncood: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ncood {ncood.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Neural Collapse and OOD detection: train, analyze, report."""
+
+
+def split_names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one name")
+    return names
+
+
+def int_list(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def main() -> None:
+    app(prog_name="ncood")

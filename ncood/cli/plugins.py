@@ -1,0 +1,48 @@
+"""``ncood plugins``: what the loaded plugins are and contribute."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from ncood.cli.app import app, user_errors
+
+
+@app.command("plugins")
+@user_errors
+def list_plugins(
+    builtins: Annotated[
+        bool, typer.Option("--builtins/--no-builtins", help="Include the built-in plugins.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the loaded plugins and what each contributes."""
+    from ncood.plugins import host
+
+    plugin_host = host()
+    contributions: dict[str, list[str]] = {}
+    for registry in (plugin_host.scorers(), plugin_host.analyses(), plugin_host.report_sections()):
+        for name, item in registry.items():
+            contributions.setdefault(item.plugin, []).append(f"{registry.kind} {name}")
+    rows = [
+        {
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "builtin": info.builtin,
+            "hooks": info.hooks,
+            "contributes": contributions.get(info.name, []),
+        }
+        for info in plugin_host.plugins()
+        if builtins or not info.builtin
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        origin = "built-in" if row["builtin"] else row["distribution"]
+        typer.echo(f"{row['name']} {row['version']} ({origin})")
+        for item in row["contributes"]:
+            typer.echo(f"    {item}")

@@ -1,0 +1,20 @@
+"""``ncood presets``: the named training configurations."""
+
+from __future__ import annotations
+
+import typer
+
+from ncood.cli.app import app, user_errors
+
+
+@app.command()
+@user_errors
+def presets() -> None:
+    """List the training presets."""
+    from ncood.engine.presets import PRESETS
+
+    for name, config in PRESETS.items():
+        typer.echo(
+            f"{name:16} {config.dataset} vs {','.join(config.ood)}, {config.epochs} epochs, "
+            f"{config.schedule}, width {config.width}"
+        )

@@ -1,0 +1,31 @@
+"""``ncood report``: the LaTeX/PDF report of analysed runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ncood.cli.app import app, user_errors
+
+
+@app.command()
+@user_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="One or more analysed run directories.")],
+    lang: Annotated[str, typer.Option(help="Language of the document: fr or en.")] = "fr",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("reports"),
+    name: Annotated[str | None, typer.Option(help="Base name of the .tex/.pdf.")] = None,
+    no_pdf: Annotated[bool, typer.Option("--no-pdf", help="Write the .tex only.")] = False,
+) -> None:
+    """Render figures and tables into a LaTeX report and compile it to PDF."""
+    from ncood.report.build import build_report
+
+    result = build_report(runs, lang=lang, out_dir=out, name=name, pdf=not no_pdf)
+    if result.pdf is not None:
+        typer.echo(f"report written to {result.pdf}")
+    else:
+        typer.echo(f"LaTeX source written to {result.tex}")
+        if result.message:
+            typer.echo(result.message, err=True)

@@ -1,0 +1,1 @@
+"""Analyses of a features dump: each module implements only ``register_analyses``."""

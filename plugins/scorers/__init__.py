@@ -1,0 +1,1 @@
+"""OOD scorers: each module implements only ``register_scorers``."""

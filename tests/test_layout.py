@@ -1,0 +1,121 @@
+"""The layout rules of plugins/ (README "Where things are"), read from the source itself.
+
+Each built-in plugin module sits in the sub-package named after the one hook it implements;
+no plugin module imports another (what they share lives in the core); every one is an entry
+point, so built-ins load exactly like a third-party package; the core never imports a plugin.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = ROOT / "plugins"
+HOOK_OF = {
+    "scorers": "register_scorers",
+    "analyses": "register_analyses",
+    "sections": "register_report_sections",
+}
+MODULES = sorted(
+    path for group in HOOK_OF for path in (PLUGINS / group).glob("*.py") if path.stem != "__init__"
+)
+
+
+def module_name(path: Path) -> str:
+    return f"ncood_plugins.{path.parent.name}.{path.stem}"
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Every module an ``import`` or ``from … import`` of the file names (any nesting level)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # a relative import can only reach a sibling plugin
+                names.append("." * node.level + (node.module or ""))
+            else:
+                names.append(node.module or "")
+    return names
+
+
+def hookimpls(path: Path) -> set[str]:
+    """Names of the functions decorated with ``hookimpl`` (however it is spelled)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                name = (
+                    target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                )
+                if name == "hookimpl":
+                    found.add(node.name)
+    return found
+
+
+def test_every_group_has_modules_and_plugins_has_no_loose_ones():
+    assert {p.parent.name for p in MODULES} == set(HOOK_OF)
+    loose = [p.name for p in PLUGINS.glob("*.py") if p.name != "__init__.py"]
+    assert loose == [], "a plugin module belongs in scorers/, analyses/ or sections/"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_plugin_module_implements_only_its_groups_hook(path):
+    assert hookimpls(path) == {HOOK_OF[path.parent.name]}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_plugin_module_imports_another(path):
+    bad = [m for m in imported_modules(path) if m.startswith((".", "ncood_plugins"))]
+    assert bad == []
+
+
+def test_the_checks_see_a_forbidden_import_and_a_second_hook(tmp_path):
+    """The two checks above fail on a module that breaks the rules (they can fail)."""
+    module = tmp_path / "bad.py"
+    module.write_text(
+        "import ncood\n"
+        "def f():\n"
+        "    from ncood_plugins.scorers import logits\n"
+        "@ncood.hookimpl\n"
+        "def register_scorers(register): ...\n"
+        "@ncood.hookimpl(tryfirst=True)\n"
+        "def register_analyses(register): ...\n"
+    )
+    assert "ncood_plugins.scorers" in imported_modules(module)
+    assert hookimpls(module) == {"register_scorers", "register_analyses"}
+
+
+def test_the_core_never_imports_a_plugin():
+    core = sorted((ROOT / "ncood").rglob("*.py"))
+    offenders = {
+        str(p.relative_to(ROOT)): [m for m in imported_modules(p) if m.startswith("ncood_plugins")]
+        for p in core
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_every_built_in_module_is_an_entry_point():
+    builtin = {
+        ep.value
+        for ep in entry_points(group="ncood")
+        if ep.dist is not None and ep.dist.name == "ncood"
+    }
+    assert builtin == {module_name(p) for p in MODULES}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if p.parent.name == "sections"], ids=lambda p: p.name
+)
+def test_a_section_module_renders_the_template_of_its_name(path):
+    module = importlib.import_module(module_name(path))
+    registered = []
+    module.register_report_sections(register=registered.append)
+    assert [s.template for s in registered] == [f"sections/{path.stem}.tex.j2"]
+    assert (ROOT / "templates" / "sections" / f"{path.stem}.tex.j2").is_file()
