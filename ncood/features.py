@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from ncood.atomic import atomic_path
 from ncood.errors import NcoodError
+from ncood.tensor_header import FLOATS, INTEGERS, check_dtypes
 
 FORMAT_NAME = "ncood-features"
 FORMAT_VERSION = "1"
@@ -92,17 +93,18 @@ def check_readable(path: str | os.PathLike) -> None:
     if not path.is_file():
         raise NcoodError(f"features file not found: {path}")
     try:
-        with safe_open(str(path), framework="numpy"):
-            pass
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise NcoodError(f"{path} is not a readable safetensors file ({exc})") from None
+    check_metadata(path, metadata)
+    check_dtypes(path, _allowed_dtypes)
 
 
 def load_features(path: str | os.PathLike, *, check_finite: bool = True) -> FeatureDump:
     """Read and validate a features file; every problem is one clear :class:`NcoodError`."""
     path = Path(path)
-    if not path.is_file():
-        raise NcoodError(f"features file not found: {path}")
+    check_readable(path)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="numpy") as handle:
@@ -146,7 +148,7 @@ def load_features(path: str | os.PathLike, *, check_finite: bool = True) -> Feat
                 bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
                 if bad:
                     raise NcoodError(f"{path.name}: split {name!r} has {bad} non-finite {part}")
-        labels = labels.astype(np.int64, copy=False)
+        labels = whole_labels(path, name, labels)
         if not ood and (labels.min() < 0 or labels.max() >= num_classes):
             raise NcoodError(
                 f"{path.name}: split {name!r} has labels outside [0, {num_classes}) "
@@ -173,3 +175,33 @@ def load_features(path: str | os.PathLike, *, check_finite: bool = True) -> Feat
         head=Head(weight.astype(np.float32, copy=False), bias.astype(np.float32, copy=False)),
         metadata=metadata,
     )
+
+
+def _allowed_dtypes(name: str) -> tuple[str, ...]:
+    """Labels are whole numbers (integers, or floats holding whole values); the rest floats."""
+    return (*INTEGERS, *FLOATS) if name.endswith("/labels") else FLOATS
+
+
+def check_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """The metadata ncood reads must say what it is: a features file, a whole epoch."""
+    form = metadata.get("format")
+    if form is not None and form != FORMAT_NAME:
+        raise NcoodError(f"{Path(path).name} is a {form!r} file, not {FORMAT_NAME!r}")
+    epoch = metadata.get("epoch")
+    if epoch is not None and not (epoch.isascii() and epoch.isdigit() and len(epoch) < 10):
+        raise NcoodError(f"{Path(path).name}: metadata epoch {epoch[:20]!r} is not an epoch")
+
+
+def whole_labels(path: Path, name: str, labels: np.ndarray) -> np.ndarray:
+    """int64 labels; float labels must hold whole numbers (2.7 is never silently 2)."""
+    if labels.dtype.kind == "f":
+        finite = np.isfinite(labels)
+        if not finite.all() or np.any(labels != np.round(labels)):
+            raise NcoodError(
+                f"{Path(path).name}: split {name!r} has labels that are not whole numbers"
+            )
+        if np.any(np.abs(labels) > 2**53):
+            raise NcoodError(f"{Path(path).name}: split {name!r} has out-of-range labels")
+    elif labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
+        raise NcoodError(f"{Path(path).name}: split {name!r} has out-of-range labels")
+    return labels.astype(np.int64, copy=False)

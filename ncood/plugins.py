@@ -33,6 +33,7 @@ class PluginInfo:
     version: str
     builtin: bool
     hooks: list[str] = field(default_factory=list)
+    error: str = ""  # why the plugin is broken (failed to import or to register); "" if fine
 
 
 class PluginHost:
@@ -65,12 +66,21 @@ class PluginHost:
                 continue
             if self.pm.get_plugin(ep.name) is not None:
                 continue  # the same distribution seen twice on sys.path
+            version = ep.dist.version if ep.dist is not None else "?"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not break the tool
-                raise NcoodError(f"plugin {ep.name!r} ({dist}) failed to load: {exc}") from exc
-            version = ep.dist.version if ep.dist is not None else "?"
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a broken plugin is listed as such, never fatal
+                self.info[ep.name] = PluginInfo(
+                    ep.name, dist, version, builtin, error=f"failed to import: {describe(exc)}"
+                )
+                continue
             self.add(plugin, ep.name, distribution=dist, version=version, builtin=builtin)
+
+    def broken(self) -> list[PluginInfo]:
+        """Plugins that failed to import or to register what they contribute."""
+        return [info for info in self.info.values() if info.error]
 
     def plugins(self) -> list[PluginInfo]:
         for name, info in self.info.items():
@@ -85,15 +95,31 @@ class PluginHost:
     def _collect(self, hook_name: str, make: Callable[[str, Any], Any], kind: str) -> Registry:
         registry: Registry = Registry(kind)
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            if impl.plugin_name in self.info and self.info[impl.plugin_name].error:
+                continue
+            offered: list[Any] = []
 
-            def register(*args, _plugin=impl.plugin_name, **kwargs):
-                item = make(_plugin, *args, **kwargs)
-                try:
-                    registry.add(item.name, item)
-                except ValueError as exc:
-                    raise NcoodError(f"plugin {_plugin!r}: {exc}") from None
+            def register(*args, _plugin=impl.plugin_name, _offered=offered, **kwargs):
+                _offered.append(make(_plugin, *args, **kwargs))
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+                names = [item.name for item in offered]
+                for name in names:
+                    if not name or not isinstance(name, str):
+                        raise ValueError(f"a {kind} needs a non-empty string name, got {name!r}")
+                    if name in registry or names.count(name) > 1:
+                        raise ValueError(f"{kind} {name!r} is registered twice")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # this plugin is broken; the others still work
+                info = self.info.get(impl.plugin_name)
+                if info is None:
+                    raise NcoodError(f"plugin {impl.plugin_name!r}: {describe(exc)}") from None
+                info.error = f"{hook_name} failed: {describe(exc)}"
+                continue
+            for item in offered:
+                registry.add(item.name, item)
         return registry
 
     def scorers(self) -> Registry[Contribution]:
@@ -125,3 +151,14 @@ def host() -> PluginHost:
     plugin_host = PluginHost()
     plugin_host.load_entry_points()
     return plugin_host
+
+
+def describe(exc: BaseException) -> str:
+    """One line for what a plugin raised: a user error's message, else the type and message
+    (``sys.exit`` from a plugin reads as such, not as an exit of ncood)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    if isinstance(exc, NcoodError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

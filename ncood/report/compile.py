@@ -190,25 +190,27 @@ def compile_pdf(
 
 
 def _run_latexmk(build: Path, tex_name: str, timeout: int) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(
-        latexmk_command(tex_name),
-        cwd=build,
-        env=latex_environment(build),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        preexec_fn=_die_with_parent(),
-    )
+    process = None
     try:
-        with _terminate_as_interrupt():
+        with _terminate_as_interrupt():  # armed before the start: no window for a SIGTERM
+            process = subprocess.Popen(
+                latexmk_command(tex_name),
+                cwd=build,
+                env=latex_environment(build),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                preexec_fn=_die_with_parent(),
+            )
             stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_tree(process)
         raise NcoodError(f"latexmk did not finish within {timeout} s") from None
     except BaseException:  # Ctrl-C, SIGTERM, anything: latexmk and pdflatex go with us
-        _kill_tree(process)
+        if process is not None:
+            _kill_tree(process)
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
