@@ -63,7 +63,7 @@ class BetweenClass:
 class TrainPass:
     """What one pass over the train features yields."""
 
-    nc1: float
+    nc1: float | None  # None when the class means coincide (undefined, not 0)
     trace_within: float  # Tr Σ_W
     class_variance: np.ndarray  # C: mean ‖h − μ_c‖² over class c (0 for a one-sample class)
     ncc_predictions: np.ndarray  # N int64
@@ -134,7 +134,9 @@ def train_pass(
         )
     notes = []
     d = features.shape[1]
-    if d < c - 1:
+    if between.rank == 0:  # Σ_B = 0: NC1 = Tr(Σ_W Σ_B†)/C would read 0, "perfect collapse"
+        notes.append("the class means coincide (Sigma_B = 0): NC1 is undefined")
+    elif d < c - 1:
         notes.append(
             f"feature dimension D={d} < C-1={c - 1}: the class means cannot form a simplex ETF; "
             f"NC1 uses the top {between.rank} eigenpairs of Sigma_B"
@@ -150,7 +152,7 @@ def train_pass(
             f"classes {singletons[:10]} have one train sample: their within-class variance is 0"
         )
     return TrainPass(
-        nc1=projected_sum / n / c,
+        nc1=projected_sum / n / c if between.rank > 0 else None,
         trace_within=float(per_class_sq.sum() / n),
         class_variance=per_class_sq / stats.counts,
         ncc_predictions=predictions,

@@ -48,4 +48,4 @@ def to_json(value: Any, where: str, depth: int = 0) -> Any:
         return converted
     if isinstance(value, list | tuple):
         return [to_json(item, where, depth + 1) for item in value]
-    raise NcoodError(f"{where} holds a {type(value).__name__}, which is not JSON")
+    raise NcoodError(f"{where} holds a value of type {type(value).__name__}, which is not JSON")

@@ -85,6 +85,9 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         for name, info in self.info.items():
             plugin = self.pm.get_plugin(name)
+            if plugin is None:  # failed to import
+                info.hooks = []
+                continue
             info.hooks = sorted(
                 caller.name
                 for caller in self.pm.get_hookcallers(plugin) or []

@@ -57,8 +57,8 @@ def analyze(
     from ncood.scoring import parse_settings
 
     names = split_names(plugins)
-    warn_broken_plugins(host())
     scorers, analyses = select(host(), names)
+    warn_broken_plugins(host())
     settings = parse_settings(set_ or [])
 
     if source.is_file():

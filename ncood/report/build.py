@@ -66,6 +66,7 @@ def build_report(
     out_dir: Path = Path("reports"),
     name: str | None = None,
     pdf: bool = True,
+    verify: bool = False,
 ) -> ReportResult:
     """Render every section for ``run_paths`` into ``out_dir/name.tex`` (and ``.pdf``)."""
     matplotlib.use("Agg")
@@ -75,7 +76,7 @@ def build_report(
     for path in resolved:
         if resolved.count(path) > 1:
             raise NcoodError(f"run {path} is given twice")
-    runs = [load_analysed_run(Path(p)) for p in run_paths]
+    runs = [load_analysed_run(Path(p), verify=verify) for p in run_paths]
     name = name or f"ncood-report-{lang}"
     if slugify(name) != name:
         raise NcoodError(f"--name {name!r}: use letters, digits and hyphens only")

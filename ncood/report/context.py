@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from ncood.errors import NcoodError
 from ncood.integrity import verify_files
-from ncood.report.latex import escape, num
+from ncood.report.latex import escape, num, printable
 from ncood.results_schema import check_results
 from ncood.run import RunDir, epoch_name
 from ncood.scores_file import load_scores
@@ -379,7 +379,7 @@ def _latex_value(value: Any) -> Markup:
 
 def plain(value: Any) -> str:
     """A string for matplotlib text: literal, with ``$`` escaped so mathtext never starts."""
-    return str(value).replace("$", r"\$")
+    return printable(str(value)).replace("$", r"\$")
 
 
 def load_strings(lang: str, template_dirs: list[Path]) -> dict[str, str]:
