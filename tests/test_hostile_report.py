@@ -269,3 +269,47 @@ def test_report_out_that_cannot_be_a_folder_is_one_line(demo_run, tmp_path, kind
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.output and str(out) in result.stderr
+
+
+# -- a section that exits, names LaTeX cannot set ------------------------------------------------
+
+
+def test_a_section_calling_sys_exit_is_one_line_not_a_silent_exit(demo_run, tmp_path, monkeypatch):
+    import ncood
+    from ncood.report.context import ReportSection
+
+    def leave(ctx):
+        raise SystemExit(0)
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_report_sections(self, register):
+            register(ReportSection("leaver", 15, "sections/none.tex.j2", leave))
+
+    host().add(Plugin(), "leaver_plugin", distribution="tests", version="0", builtin=False)
+    try:
+        result = runner.invoke(
+            app, ["report", str(demo_run.root), "--out", str(tmp_path / "out"), "--no-pdf"]
+        )
+    finally:
+        host().remove("leaver_plugin")
+    assert result.exit_code == 1
+    assert "'leaver' (plugin leaver_plugin) failed: called sys.exit(0)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_tex
+def test_control_characters_and_very_long_names_still_build(demo_run, tmp_path, light_sections):
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run.root, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    hostile = "p\x01\x07q\nr\n\ns\x7f\x9b" + "x" * 300_000
+    manifest["config"]["preset"] = hostile
+    manifest["dataset"]["name"] = "d\x00\x1b[31m"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = build_report([run], out_dir=tmp_path / "out")
+    assert result.pdf.read_bytes()[:4] == b"%PDF"
+    tex = result.tex.read_text()
+    assert "\x01" not in tex and "\x00" not in tex and "x" * 2000 not in tex

@@ -24,7 +24,7 @@ import ncood
 from ncood.atomic import clean_stale, default_mode, staging_dir
 from ncood.errors import NcoodError
 from ncood.outputs import DISK_FULL, one_line_os_errors, prepare_out_dir
-from ncood.plugins import host
+from ncood.plugins import describe, host
 from ncood.report.compile import INSTALL_HINT, LatexError, compile_pdf, latexmk_available
 from ncood.report.context import (
     ReportContext,
@@ -168,8 +168,10 @@ def _build_section(section: ReportSection, ctx: ReportContext):
         if exc.errno in DISK_FULL or exc.errno in (errno.EACCES, errno.EROFS):
             raise  # not the plugin's fault: the one line of build_report says what was kept
         raise NcoodError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # a plugin's bug: name it in one line instead of a traceback
-        raise NcoodError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a plugin's bug (sys.exit too): one line, not an exit 0
+        raise NcoodError(f"{where} failed: {describe(exc)}") from exc
 
 
 _ENVIRONMENTS: dict[tuple[str, ...], jinja2.Environment] = {}
@@ -188,7 +190,9 @@ def _render_section(section: ReportSection, data: dict, ctx: ReportContext) -> s
     try:
         template = _environment(section).get_template(section.template)
         text = template.render(ctx=ctx, t=ctx.t, data=data)
-    except Exception as exc:  # a template's bug: name the section, template and line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a template's bug: name the section, template and line
         where = getattr(exc, "lineno", None) or _template_line(exc, section.template)
         raise NcoodError(
             f"report section {section.name!r} (plugin {section.plugin or '?'}): template "
