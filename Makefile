@@ -21,9 +21,9 @@ system:
 
 venv: $(BIN)/ncood
 
-$(BIN)/ncood: pyproject.toml
+$(BIN)/ncood: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
 demo: setup

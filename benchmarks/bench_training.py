@@ -40,9 +40,9 @@ import torch.nn.functional as F
 
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")
 
+from ncood.datasets import ImageSet, synthetic_set  # noqa: E402
 from ncood.engine.accel import pick_device, setup_accel  # noqa: E402
-from ncood.engine.batches import plan_epoch  # noqa: E402
-from ncood.engine.data import ImageSet, synthetic_set  # noqa: E402
+from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
 from ncood.engine.extract import dump_features, extract_batch_size  # noqa: E402
 from ncood.engine.loop import train_epoch  # noqa: E402
 from ncood.engine.model import ResNet18  # noqa: E402
@@ -121,14 +121,19 @@ def time_ncood_training(data, width, batch, accel, repeats) -> float:
     step_model = torch.compile(model) if accel.compile else model
     train = ImageSet(data.train.images.to(device), data.train.labels.to(device))
     mean, std = torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device)
-    warm = plan_epoch(min(len(train), 3 * batch), 0, 0, 4, True, device)
-    train_epoch(step_model, optimizer, train, warm, batch, 4, mean, std, accel)
+
+    def epoch(number: int, count: int):
+        plan = plan_epoch(count, 0, number, 4, True, device)
+        return epoch_batches(
+            train.images, train.labels, plan, batch, 4, mean, std, channels_last=accel.channels_last
+        )
+
+    train_epoch(step_model, optimizer, epoch(0, min(len(train), 3 * batch)), accel)
     best = 0.0
     for repeat in range(repeats):
-        plan = plan_epoch(len(train), 0, repeat + 1, 4, True, device)
         synchronize(device)
-        started = time.perf_counter()
-        train_epoch(step_model, optimizer, train, plan, batch, 4, mean, std, accel)
+        started = time.perf_counter()  # the epoch's input build included, as in training
+        train_epoch(step_model, optimizer, epoch(repeat + 1, len(train)), accel)
         synchronize(device)
         best = max(best, len(train) / (time.perf_counter() - started))
     return best

@@ -10,19 +10,51 @@ results of an epoch are merged per plugin with those already there (ncood.result
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ncood.bootstrap import DEFAULT_RESAMPLES
 from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
 from ncood.features import FeatureDump, load_features
+from ncood.ood_groups import TestSets, check_available
+from ncood.ood_statistics import add_statistics
 from ncood.plugin_output import RESERVED_KEYS, to_json
 from ncood.plugins import PluginHost, describe
 from ncood.result_merge import write_merged
 from ncood.scoring import Contribution
+from ncood.tuning import DEFAULT_FRACTION, DEFAULT_SEED, check_validation_set, tune
+
+
+@dataclass(frozen=True)
+class OodOptions:
+    """Which OOD sets are test sets (and their groups), the bootstrap, and the tuning."""
+
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples; 0: no intervals
+    bootstrap_seed: int = 0
+    test_sets: TestSets | None = None  # None: every OOD set of the features
+    tune: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    tune_on: str | None = None
+    tune_fraction: float = DEFAULT_FRACTION
+    tune_seed: int = DEFAULT_SEED
+
+    def check(self, available: list[str]) -> list[str]:
+        """The test sets among ``available`` (the features' OOD sets); one-line errors."""
+        if bool(self.tune) != (self.tune_on is not None):
+            raise NcoodError("--tune and --tune-on go together: a grid and its validation set")
+        if self.bootstrap < 0:
+            raise NcoodError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
+        if self.test_sets is not None:
+            check_available(self.test_sets, available)
+            test = list(self.test_sets.sets)
+        else:
+            test = list(available)
+        if self.tune_on is not None:
+            check_validation_set(self.tune_on, available, test)
+        return test
 
 
 @dataclass
@@ -77,10 +109,25 @@ def analyse_dump(
     analyses: list[Contribution],
     settings: dict[str, dict[str, str]] | None = None,
     *,
+    options: OodOptions | None = None,
     on_step=None,
 ) -> AnalysisOutcome:
     settings = settings or {}
+    options = options or OodOptions()
     check_settings(settings, [*scorers, *analyses])
+    test_sets = options.check(list(dump.ood))
+    tuning = None
+    if options.tune:
+        settings, tuning = tune(
+            dump,
+            scorers,
+            options.tune,
+            settings,
+            options.tune_on,
+            fraction=options.tune_fraction,
+            seed=options.tune_seed,
+        )
+    dump = replace(dump, ood={name: dump.ood[name] for name in test_sets})
     outcome = AnalysisOutcome(
         results={
             "ood": {name: {} for name in dump.ood},
@@ -90,6 +137,8 @@ def analyse_dump(
             "test": {"num_classes": dump.num_classes, "feature_dim": dump.feature_dim},
         }
     )
+    if tuning is not None:
+        outcome.results["tuning"] = tuning
     built: dict[str, Any] = {}
     for contribution in [*scorers, *analyses]:  # a bad --set fails before any work
         try:
@@ -105,21 +154,41 @@ def analyse_dump(
             outcome.results["params"][contribution.name] = to_json(params, "its parameters")
         except NcoodError as exc:
             built[contribution.name] = exc
-    for contribution in [*scorers, *analyses]:
-        started = time.perf_counter()
-        try:
-            instance = built[contribution.name]
-            if isinstance(instance, BaseException):
-                raise instance
-            _run_one(contribution, instance, dump, outcome)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # one plugin's failure (even sys.exit) costs only itself
-            _fail(outcome, contribution, describe(exc))
-        outcome.results["timings"][contribution.name] = time.perf_counter() - started
-        if on_step:
-            on_step(contribution.name)
+    for contribution in scorers:
+        _run_guarded(contribution, built, dump, outcome, on_step)
+    started = time.perf_counter()
+    try:
+        add_statistics(
+            outcome.results,
+            outcome.scores,
+            resamples=options.bootstrap,
+            seed=options.bootstrap_seed,
+            groups=options.test_sets.groups if options.test_sets else None,
+        )
+    except Exception as exc:  # intervals are extra: their failure keeps the point values
+        outcome.results["errors"]["statistics"] = describe(exc)
+        outcome.failures.append("statistics")
+    outcome.results["timings"]["statistics"] = time.perf_counter() - started
+    for contribution in analyses:
+        _run_guarded(contribution, built, dump, outcome, on_step)
     return outcome
+
+
+def _run_guarded(contribution: Contribution, built: dict, dump, outcome, on_step) -> None:
+    """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes."""
+    started = time.perf_counter()
+    try:
+        instance = built[contribution.name]
+        if isinstance(instance, BaseException):
+            raise instance
+        _run_one(contribution, instance, dump, outcome)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        _fail(outcome, contribution, describe(exc))
+    outcome.results["timings"][contribution.name] = time.perf_counter() - started
+    if on_step:
+        on_step(contribution.name)
 
 
 def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> None:
@@ -184,12 +253,13 @@ def analyse_file(
     analyses: list[Contribution],
     settings: dict[str, dict[str, str]] | None = None,
     *,
+    options: OodOptions | None = None,
     on_step=None,
     discard_failed: bool = False,
 ) -> AnalysisOutcome:
     """Analyse one features file; merge its results (and scores) into ``out_dir``'s."""
     dump = load_features(features_path)
-    outcome = analyse_dump(dump, scorers, analyses, settings, on_step=on_step)
+    outcome = analyse_dump(dump, scorers, analyses, settings, options=options, on_step=on_step)
     outcome.results["features"] = str(features_path)
     if "epoch" in dump.metadata:
         outcome.results["epoch"] = int(dump.metadata["epoch"])
@@ -198,3 +268,16 @@ def analyse_file(
             out_dir, outcome.results, outcome.scores, outcome.failures, discard_failed
         )
     return outcome
+
+
+def ood_set_names(features_path: Path) -> list[str]:
+    """The OOD sets of a features file, from its header (to check options before any work)."""
+    from safetensors import safe_open
+
+    with safe_open(str(features_path), framework="numpy") as handle:
+        keys = list(handle.keys())
+    return sorted(
+        k[len("ood/") : -len("/labels")]
+        for k in keys
+        if k.startswith("ood/") and k.endswith("/labels")
+    )

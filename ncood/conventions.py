@@ -24,9 +24,13 @@ def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
 
 
 def _at_recall(id_scores: np.ndarray, ood_scores: np.ndarray, recall: float):
-    """(FPR, threshold) at the first ROC point whose ID recall (TPR) reaches ``recall``."""
+    """(FPR, threshold) at the first ROC point whose ID recall (TPR) reaches ``recall``.
+
+    Every threshold is kept (``drop_intermediate=False``): sklearn's default drops points on a
+    straight stretch of the curve, and the first one kept past ``recall`` can lie further on.
+    """
     is_id, scores = _labelled(id_scores, ood_scores)
-    fpr, tpr, thresholds = roc_curve(is_id, scores)
+    fpr, tpr, thresholds = roc_curve(is_id, scores, drop_intermediate=False)
     index = np.searchsorted(tpr, recall, side="left")
     return float(fpr[index]), float(thresholds[index])
 

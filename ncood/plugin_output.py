@@ -19,7 +19,19 @@ from ncood.errors import NcoodError
 MAX_DEPTH = 64
 # results.json keys that are not a plugin's: an analysis may not take one of these names
 RESERVED_KEYS = frozenset(
-    {"ood", "params", "timings", "errors", "test", "features", "epoch", "scores_file"}
+    {
+        "ood",
+        "params",
+        "timings",
+        "errors",
+        "test",
+        "features",
+        "epoch",
+        "scores_file",
+        "significance",
+        "ood_groups",
+        "tuning",
+    }
 )
 
 

@@ -24,6 +24,7 @@ from ncood.scores_file import FORMAT_NAME, load_scores, score_tensors
 
 RESULTS, SCORES = "results.json", "scores.safetensors"
 _GROUPS = ("params", "timings", "errors")
+RUN_LEVEL = ("significance", "ood_groups", "tuning")
 
 
 def read_previous(out_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
@@ -86,6 +87,11 @@ def merge(
     for key in ("test", "features", "epoch"):
         if key in new:
             merged[key] = new[key]
+    for key in RUN_LEVEL:  # they describe the scorers of the latest run as a whole
+        if key in new:
+            merged[key] = new[key]
+        else:
+            merged.pop(key, None)
     return merged, kept_names, replaced
 
 

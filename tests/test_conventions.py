@@ -28,6 +28,13 @@ def test_fpr95_counts_ood_accepted_at_95_percent_id_recall():
     assert fpr_at_recall(id_scores, ood_scores) == pytest.approx(0.75)
 
 
+def test_fpr95_takes_the_first_threshold_on_a_straight_stretch_of_the_curve():
+    # ID and OOD share every value: the curve is one straight line, which sklearn's default
+    # roc_curve reduces to its end points; the threshold score >= 5 accepts 95 of 100 OOD.
+    scores = np.arange(100.0)
+    assert fpr_at_recall(scores, scores) == pytest.approx(0.95)
+
+
 def test_empty_sets_are_refused():
     with pytest.raises(ValueError):
         ood_metrics(np.array([]), np.array([1.0]))

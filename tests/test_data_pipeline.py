@@ -7,14 +7,16 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+import ncood.engine.batches as batches_module
+from ncood.datasets import channel_stats, normalise, synthetic_set
 from ncood.engine.batches import (
     crop_flip,
+    epoch_batches,
     global_batches,
     local_positions,
     plan_epoch,
     training_batches,
 )
-from ncood.engine.data import channel_stats, synthetic_set
 
 CPU = torch.device("cpu")
 
@@ -77,6 +79,45 @@ def test_ranks_see_the_same_augmented_images_as_one_process():
         for r, (shard, shard_labels, _) in enumerate(parts):
             assert torch.equal(shard, batch[r::3]) and torch.equal(shard_labels, labels[r::3])
     assert sum(len(labels) for _, labels, _ in single) == 37
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("world", [1, 3])
+def test_the_prebuilt_epoch_is_bitwise_the_per_step_input(monkeypatch, channels_last, world):
+    """Each step's slice of the epoch tensor is exactly what the per-step path gives the
+    network (augment, normalise, layout), on every rank; built in chunks smaller than a batch
+    and across batch boundaries, so chunking cannot show."""
+    monkeypatch.setattr(batches_module, "BUILD_CHUNK", 5)
+    data = synthetic_set(37, 5)
+    mean, std = torch.tensor(data.mean), torch.tensor(data.std)
+    plan = plan_epoch(37, 0, 2, 4, True, CPU)
+    for rank in range(world):
+        built = epoch_batches(
+            data.train.images,
+            data.train.labels,
+            plan,
+            8,
+            4,
+            mean,
+            std,
+            channels_last=channels_last,
+            rank=rank,
+            world=world,
+        )
+        expected = list(
+            training_batches(
+                data.train.images, data.train.labels, plan, 8, 4, rank=rank, world=world
+            )
+        )
+        assert len(built) == len(expected) == 5
+        for (inputs, labels, count), (batch, batch_labels, batch_count) in zip(
+            built, expected, strict=True
+        ):
+            reference = normalise(batch, mean, std)
+            assert inputs.shape == reference.shape and count == batch_count
+            assert torch.equal(inputs, reference) and torch.equal(labels, batch_labels)
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            assert inputs.is_contiguous(memory_format=layout)  # a view: no copy per step
 
 
 def test_channel_stats_in_chunks_match_numpy():

@@ -23,7 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.engine.data import load_data, ood_name
+from ncood.datasets import load_data, ood_name
 from ncood.errors import NcoodError
 
 runner = CliRunner()

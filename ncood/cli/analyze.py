@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,8 @@ import typer
 
 from ncood.cli.app import app, split_names, user_errors, warn_broken_plugins
 from ncood.errors import NcoodError
+
+_GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 
 
 @app.command()
@@ -30,6 +33,32 @@ def analyze(
     out: Annotated[
         Path | None, typer.Option(help="Where results.json goes for a features file.")
     ] = None,
+    ood: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Test OOD sets and their groups: near:cifar10,tin far:svhn,mnist,dtd "
+            "(default: every OOD set of the features).",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(help="Stratified bootstrap resamples for the 95 % intervals (0: none)."),
+    ] = 1000,
+    bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    tune_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tune", help="Grid to choose from, NAME.PARAM=V1,V2,... (repeatable; --tune-on)."
+        ),
+    ] = None,
+    tune_on: Annotated[
+        str | None,
+        typer.Option(help="OOD validation set for --tune; must not be a test OOD set."),
+    ] = None,
+    tune_fraction: Annotated[
+        float, typer.Option(help="Share of each class of ID train held out for --tune.")
+    ] = 0.1,
+    tune_seed: Annotated[int, typer.Option(help="Seed of the held-out ID split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     verify: Annotated[
         bool,
@@ -46,20 +75,35 @@ def analyze(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Score OOD detection and measure Neural Collapse on dumped features."""
-    from ncood.analysis import analyse_file, select
+    """Score OOD detection and measure Neural Collapse on dumped features.
+
+    Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
+    DeLong p-value (docs/conventions.md).
+    """
+    from ncood.analysis import OodOptions, analyse_file, ood_set_names, select
     from ncood.features import check_readable
     from ncood.integrity import verify_files
+    from ncood.ood_groups import parse_ood
     from ncood.outputs import one_line_os_errors, prepare_out_dir
     from ncood.plugins import host
     from ncood.progress import progress_bar
     from ncood.run import RunDir
     from ncood.scoring import parse_settings
+    from ncood.tuning import parse_tune
 
     names = split_names(plugins)
     scorers, analyses = select(host(), names)
     warn_broken_plugins(host())
     settings = parse_settings(set_ or [])
+    options = OodOptions(
+        bootstrap=bootstrap,
+        bootstrap_seed=bootstrap_seed,
+        test_sets=parse_ood(ood) if ood else None,
+        tune=parse_tune(tune_ or []),
+        tune_on=tune_on,
+        tune_fraction=tune_fraction,
+        tune_seed=tune_seed,
+    )
 
     if source.is_file():
         if out is not None:
@@ -75,6 +119,7 @@ def analyze(
 
     for _, features_path, _ in jobs:
         check_readable(features_path)  # a bad file is one line, before any progress bar
+        options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
     collected, failures = {}, []
     steps = len(scorers) + len(analyses)
     with progress_bar(not quiet) as progress:
@@ -88,6 +133,7 @@ def analyze(
                     scorers,
                     analyses,
                     settings,
+                    options=options,
                     on_step=lambda name, e=job_epoch: progress.update(
                         task, advance=1, status=f"epoch {e} {name}" if e else name
                     ),
@@ -125,7 +171,26 @@ def _print_summary(epoch: int | None, results: dict) -> None:
             )
             if not all(isinstance(v, int | float) for v in (auroc, fpr95)):
                 continue  # a kept entry of an older results.json that is not numbers
-            typer.echo(f"  {ood_name:10} {scorer:12} AUROC {auroc:.4f}  FPR@95 {fpr95:.4f}")
+            typer.echo(
+                f"  {ood_name:10} {scorer:12} AUROC {auroc:.4f}"
+                f"{_bounds(metrics.get('auroc_ci'))}  FPR@95 {fpr95:.4f}"
+                f"{_bounds(metrics.get('fpr95_ci'))}"
+            )
+        verdict = results.get("significance", {}).get("ood", {}).get(ood_name)
+        if verdict:
+            typer.echo(
+                f"  {ood_name:10} best {verdict['best']}; indistinguishable from it (DeLong, "
+                f"Holm, p >= 0.05): {', '.join(verdict['indistinguishable'][1:]) or 'none'}"
+            )
+    for group, content in results.get("ood_groups", {}).items():
+        for scorer, metrics in content["scorers"].items():
+            typer.echo(
+                f"  {group:10} {scorer:12} mean AUROC {metrics['auroc']:.4f}"
+                f"{_bounds(metrics.get('auroc_ci'))} over {', '.join(content['sets'])}"
+            )
+    for scorer, tuned in results.get("tuning", {}).get("scorers", {}).items():
+        chosen = ", ".join(f"{k}={v}" for k, v in tuned["chosen"].items())
+        typer.echo(f"  tuned {scorer}: {chosen} (on {results['tuning']['ood']})")
     for key, value in results.items():
         if key in (
             "ood",
@@ -136,10 +201,17 @@ def _print_summary(epoch: int | None, results: dict) -> None:
             "features",
             "epoch",
             "scores_file",
+            "significance",
+            "ood_groups",
+            "tuning",
         ):
             continue
         if isinstance(value, dict):
             _print_numbers(key, value)
+
+
+def _bounds(interval) -> str:
+    return f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
 
 
 def _print_numbers(prefix: str, values: dict) -> None:
@@ -154,3 +226,19 @@ def _print_numbers(prefix: str, values: dict) -> None:
     for key, inner in values.items():
         if isinstance(inner, dict):
             _print_numbers(f"{prefix}.{key}", inner)
+
+
+def regroup_ood(args: list[str]) -> list[str]:
+    """``analyze … --ood near:a,b far:c,d`` (OpenOOD's form) as ``--ood near:a,b --ood far:c,d``:
+    a word after an ``--ood`` value that reads ``GROUP:SETS`` continues it."""
+    if not args or args[0] != "analyze":
+        return args
+    out: list[str] = []
+    after_ood = False  # the previous word was an --ood value
+    for arg in args:
+        if after_ood and _GROUP_WORD.match(arg) and not Path(arg).exists():
+            out += ["--ood", arg]
+            continue
+        after_ood = (bool(out) and out[-1] == "--ood") or arg.startswith("--ood=")
+        out.append(arg)
+    return out

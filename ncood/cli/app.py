@@ -99,4 +99,8 @@ def int_list(value: str | None) -> list[int] | None:
 
 
 def main() -> None:
-    app(prog_name="ncood")
+    import sys
+
+    from ncood.cli.analyze import regroup_ood
+
+    app(args=regroup_ood(sys.argv[1:]), prog_name="ncood")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,13 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Several seeds, e.g. 0,1,2: one run each in OUT/seed-<s>/ (one per GPU under "
+            "torchrun)."
+        ),
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Global batch size (split across torchrun processes).")
@@ -71,16 +79,25 @@ def train(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
     precision: Annotated[
-        str | None, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")
+        str | None,
+        typer.Option(help="auto (bf16 autocast on GPUs with native bf16), fp32 or bf16."),
     ] = None,
     channels_last: Annotated[
         bool | None, typer.Option(help="channels_last layout (default: on for CUDA).")
     ] = None,
     compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile", help="torch.compile the model (static shapes: two graphs)."
+        ),
+    ] = None,
+    cuda_graphs: Annotated[
+        bool | None,
+        typer.Option(help="Compile with CUDA graphs (mode=reduce-overhead); implies --compile."),
     ] = None,
     deterministic: Annotated[
-        bool | None, typer.Option(help="Deterministic CUDA kernels (slower).")
+        bool | None,
+        typer.Option(help="Bitwise-reproducible CUDA training (deterministic kernels, slower)."),
     ] = None,
     sync_batchnorm: Annotated[
         bool | None,
@@ -97,13 +114,9 @@ def train(
 ) -> None:
     """Train a ResNet-18 and dump features, logits and labels at each checkpoint.
 
-    Under `torchrun --nproc_per_node=N -m ncood train …` it trains with DistributedDataParallel.
+    Under `torchrun --nproc_per_node=N -m ncood train …` it trains one run with
+    DistributedDataParallel, or with --seeds one run per seed on each GPU.
     """
-    import os
-
-    from ncood.engine.presets import TrainConfig, resolve_preset
-
-    main_rank = int(os.environ.get("RANK", "0")) == 0
     overrides = {
         "epochs": epochs,
         "seed": seed,
@@ -126,58 +139,107 @@ def train(
         "precision": precision,
         "channels_last": channels_last,
         "compile": compile,
+        "cuda_graphs": cuda_graphs,
         "deterministic": deterministic,
         "sync_batchnorm": sync_batchnorm,
         "stage_features": stage_features,
     }
+    where = {"device": device, "data_dir": str(data_dir) if data_dir else None}
+    seed_list = _int_list(seeds)
     try:
         if resume is not None:
-            given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
-            given += ["--preset"] * (preset is not None) + ["--out"] * (out is not None)
-            given += ["--force"] * force
-            if given:
-                raise NcoodError(
-                    f"--resume continues the run with its stored configuration; drop "
-                    f"{', '.join(given)} (only --device, --data-dir and --quiet may change)"
-                )
-            if dry_run:
-                from ncood.run import RunDir
-
-                stored = TrainConfig.from_dict(RunDir.open(resume).manifest()["config"])
-                typer.echo(json.dumps(stored.to_dict(), indent=2))
-                return
-            from ncood.engine.train import resume as resume_training
-
-            run, trained = resume_training(
-                resume,
-                device=device,
-                data_dir=str(data_dir) if data_dir else None,
-                show_progress=not quiet,
-            )
-            if main_rank:
-                done = "resumed and completed" if trained else "is already complete:"
-                typer.echo(f"run {done} {run.root}")
+            _refuse_changes_on_resume(overrides, preset, out, force, seeds)
+            _resume(resume, where, dry_run=dry_run, quiet=quiet)
             return
         if preset is None or (out is None and not dry_run):
             raise NcoodError("give --preset NAME and --out RUN_DIR (or --resume RUN_DIR)")
-        config = resolve_preset(
-            preset,
-            **overrides,
-            device=device,
-            data_dir=str(data_dir) if data_dir else None,
-        )
-        if dry_run:
-            from ncood.engine.data import check_names
-
-            check_names(config.dataset, config.ood)
-            typer.echo(json.dumps(config.to_dict(), indent=2))
-            return
-        from ncood.engine.train import train as run_training
-
-        run = run_training(config, out, force=force, show_progress=not quiet)
-        if main_rank:
-            typer.echo(f"run written to {run.root}")
+        if seed_list is not None and seed is not None:
+            raise NcoodError("give --seed or --seeds, not both")
+        _start(preset, overrides | where, out, seed_list, dry_run=dry_run, force=force, quiet=quiet)
     except NcoodError:
-        if not main_rank:  # under torchrun, rank 0 alone says what went wrong
-            raise typer.Exit(1) from None
+        if not _speaks(seed_list):
+            raise typer.Exit(1) from None  # under torchrun, rank 0 alone says what went wrong
         raise
+
+
+def _speaks(seed_list: list[int] | None) -> bool:
+    """Rank 0 speaks for a run trained together; with --seeds every process has its own."""
+    return seed_list is not None or int(os.environ.get("RANK", "0")) == 0
+
+
+def _refuse_changes_on_resume(overrides, preset, out, force, seeds) -> None:
+    given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+    given += ["--preset"] * (preset is not None) + ["--out"] * (out is not None)
+    given += ["--force"] * force + ["--seeds"] * (seeds is not None)
+    if given:
+        raise NcoodError(
+            f"--resume continues the run with its stored configuration; drop "
+            f"{', '.join(given)} (only --device, --data-dir and --quiet may change)"
+        )
+
+
+def _resume(root: Path, where: dict, *, dry_run: bool, quiet: bool) -> None:
+    """One run, or every run of a --seeds folder (this process's share under torchrun)."""
+    from ncood.engine.seeds import resume_seeds, seed_runs
+
+    if dry_run:
+        from ncood.engine.presets import TrainConfig
+        from ncood.run import RunDir
+
+        roots = seed_runs(root) or [root]
+        for path in roots:
+            stored = TrainConfig.from_dict(RunDir.open(path).manifest()["config"])
+            typer.echo(json.dumps(stored.to_dict(), indent=2))
+        return
+    if seed_runs(root):
+        for run, trained in resume_seeds(root, **where, show_progress=not quiet):
+            _say_resumed(run, trained)
+        return
+    from ncood.engine.train import resume as resume_training
+
+    run, trained = resume_training(root, **where, show_progress=not quiet)
+    if _speaks(None):
+        _say_resumed(run, trained)
+
+
+def _say_resumed(run, trained: bool) -> None:
+    done = "resumed and completed" if trained else "is already complete:"
+    typer.echo(f"run {done} {run.root}")
+
+
+def _start(
+    preset: str,
+    overrides: dict,
+    out: Path | None,
+    seed_list: list[int] | None,
+    *,
+    dry_run: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
+    from ncood.engine.presets import resolve_preset
+
+    config = resolve_preset(preset, **overrides)
+    if dry_run:
+        from ncood.datasets import check_names
+
+        check_names(config.dataset, config.ood)
+        typer.echo(json.dumps(config.to_dict(), indent=2))
+        return
+    if seed_list is not None:
+        from ncood.engine.seeds import train_seeds
+
+        train_seeds(
+            config,
+            out,
+            seed_list,
+            force=force,
+            show_progress=not quiet,
+            on_run=lambda run: typer.echo(f"run written to {run.root}"),
+        )
+        return
+    from ncood.engine.train import train as run_training
+
+    run = run_training(config, out, force=force, show_progress=not quiet)
+    if _speaks(None):
+        typer.echo(f"run written to {run.root}")

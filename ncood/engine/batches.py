@@ -5,6 +5,12 @@ for the whole training set, on the CPU, and moved to the device in one copy. A g
 slice of that plan; under torchrun each rank takes every N-th position of the slice. So the
 augmentation a sample receives depends only on (seed, epoch, position), never on the number of
 processes, and a resumed run replays exactly what an uninterrupted one would have done.
+
+The training loop does not run the augmentation per step: :func:`epoch_batches` builds the
+whole epoch's input tensor once (this rank's images, in step order, cropped, flipped,
+normalised, in the network's memory layout) with a few large kernels, and each step takes a
+slice of it, a view with no kernel at all. The numbers are those of the per-step path
+(:func:`training_batches` then ``normalise``), bit for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ncood.datasets import normalise
+
+BUILD_CHUNK = 4096  # images augmented at a time while building an epoch: bounded temporaries
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,10 @@ class EpochPlan:
 
     def __len__(self) -> int:
         return int(self.order.shape[0])
+
+    def head(self, count: int) -> EpochPlan:
+        """The first ``count`` positions (an epoch that drops a tail, a short benchmark)."""
+        return EpochPlan(self.order[:count], self.dy[:count], self.dx[:count], self.flips[:count])
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -95,3 +109,55 @@ def training_batches(
             images[index], plan.dy[positions], plan.dx[positions], plan.flips[positions], padding
         )
         yield batch, labels[index], stop - start
+
+
+@dataclass(frozen=True)
+class EpochBatches:
+    """One epoch of this rank's training input, ready for the network, and its steps."""
+
+    inputs: torch.Tensor  # n×3×H×W float32, normalised, in the network's memory layout
+    labels: torch.Tensor  # n int64
+    steps: list[tuple[int, int, int]]  # (first, stop) rows in ``inputs``, global batch size
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        for first, stop, global_count in self.steps:
+            yield self.inputs[first:stop], self.labels[first:stop], global_count
+
+
+def epoch_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    plan: EpochPlan,
+    batch_size: int,
+    padding: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    channels_last: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> EpochBatches:
+    """Build the epoch's input once; under torchrun each rank builds only its own share."""
+    steps: list[tuple[int, int, int]] = []
+    shares: list[torch.Tensor] = []
+    first = 0
+    for start, stop in global_batches(len(plan), batch_size):
+        share = local_positions(start, stop, rank, world, images.device)
+        shares.append(share)
+        steps.append((first, first + share.shape[0], stop - start))
+        first += share.shape[0]
+    positions = torch.cat(shares) if shares else torch.zeros(0, dtype=torch.int64)
+    _, channels, height, width = images.shape
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    inputs = torch.empty(
+        (first, channels, height, width), device=images.device, memory_format=layout
+    )
+    for begin in range(0, first, BUILD_CHUNK):
+        chunk = positions[begin : begin + BUILD_CHUNK]
+        index = plan.order[chunk]
+        batch = crop_flip(images[index], plan.dy[chunk], plan.dx[chunk], plan.flips[chunk], padding)
+        inputs[begin : begin + chunk.shape[0]] = normalise(batch, mean, std)
+    return EpochBatches(inputs, labels[plan.order[positions]], steps)

@@ -1,6 +1,10 @@
 """Feature extraction: run the trained network once over every split and stream the results
 to a features file (the format of ncood.features, written by ncood.engine.stream_writer).
 
+Always in exact fp32, whatever the training precision: no autocast, no TF32 (restored after).
+NC1 late in training, Mahalanobis, ViM, NECO and every NC metric read these numbers; bf16
+would leave them about 3 significant digits.
+
 Memory stays bounded whatever the number of images: one batch of activations at a time, written
 at its offset in the file. Under torchrun, each rank extracts its share of every block of
 ``world × batch_size`` images; rank 0 gathers the blocks and is the only one that writes.
@@ -14,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ncood.engine.accel import Accel
-from ncood.engine.data import ImageSet, normalise
+from ncood.datasets import ImageSet, normalise
+from ncood.engine.accel import Accel, exact_fp32
 from ncood.engine.distributed import Cluster
 from ncood.engine.model import STAGES, ResNet18
 from ncood.engine.stream_writer import StreamedSafetensors
@@ -60,18 +64,18 @@ def _rows(
     accel: Accel,
     with_stages: bool,
 ) -> torch.Tensor:
-    """One packed float32 row per image: features | logits | pooled stages."""
-    with accel.autocast():
-        features, pooled = model.forward_features(
-            accel.layout(normalise(batch, mean, std)), with_stages
-        )
-        logits = model.fc(features)
-    columns = [features.float(), logits.float()]
-    columns += [pooled[name].float() for name in STAGES] if with_stages else []
+    """One packed float32 row per image: features | logits | pooled stages (fp32 throughout;
+    channels_last changes the memory layout only)."""
+    features, pooled = model.forward_features(
+        accel.layout(normalise(batch, mean, std)), with_stages
+    )
+    columns = [features, model.fc(features)]
+    columns += [pooled[name] for name in STAGES] if with_stages else []
     return torch.cat(columns, 1)
 
 
 @torch.no_grad()
+@exact_fp32()
 def dump_features(
     path,
     model: ResNet18,

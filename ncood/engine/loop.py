@@ -1,10 +1,11 @@
-"""One epoch of training and one pass of evaluation, on a GPU-resident uint8 dataset.
+"""One epoch of training and one pass of evaluation, on a device-resident dataset.
 
-No ``.item()`` inside the loops: losses and hit counts accumulate on the device and are read
-once per epoch, so the GPU never waits for the host. Under torchrun each rank's loss is its
-shard's summed cross-entropy divided by the global batch size and multiplied by the number of
-ranks; DDP's gradient average then gives exactly the gradient of the global batch mean, even
-when the last batch does not split evenly.
+The step loop never waits for the host: the epoch's input is built before it
+(ncood.engine.batches.epoch_batches), losses and hit counts accumulate on the device, and the
+only reads (:func:`train_epoch`'s two numbers) come after the last step. Under torchrun each
+rank's loss is its shard's summed cross-entropy divided by the global batch size and
+multiplied by the number of ranks; DDP's gradient average then gives exactly the gradient of
+the global batch mean, even when the last batch does not split evenly.
 """
 
 from __future__ import annotations
@@ -14,52 +15,69 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ncood.datasets import ImageSet, normalise
 from ncood.engine.accel import Accel
-from ncood.engine.batches import EpochPlan, training_batches
-from ncood.engine.data import ImageSet, normalise
+from ncood.engine.batches import EpochBatches
 from ncood.engine.distributed import Cluster
+
+PROGRESS_EVERY = 25  # steps between progress updates: a display costs host time, not GPU time
+
+
+def train_steps(
+    step_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: EpochBatches,
+    accel: Accel,
+    world: int = 1,
+    on_steps: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train over ``batches``; returns this rank's (summed loss, correct predictions), still
+    on the device. ``on_steps(n)`` hears every :data:`PROGRESS_EVERY` steps and at the end."""
+    step_model.train()
+    loss_sum = torch.zeros((), device=accel.device, dtype=torch.float64)
+    correct = torch.zeros((), device=accel.device, dtype=torch.int64)
+    unreported = 0
+    mark_step = _cuda_graph_step_marker(accel)
+    for inputs, labels, global_count in batches:
+        mark_step()
+        with accel.autocast():
+            logits = step_model(inputs)
+        summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+        optimizer.zero_grad(set_to_none=True)
+        (summed * (world / global_count)).backward()
+        optimizer.step()
+        loss_sum += summed.detach()
+        correct += (logits.detach().argmax(1) == labels).sum()
+        unreported += 1
+        if on_steps is not None and unreported == PROGRESS_EVERY:
+            on_steps(unreported)
+            unreported = 0
+    if on_steps is not None and unreported:
+        on_steps(unreported)
+    return loss_sum, correct
+
+
+def _cuda_graph_step_marker(accel: Accel) -> Callable[[], None]:
+    """With CUDA graphs, each step starts a new generation of graph outputs (the previous
+    step's are overwritten); a no-op otherwise."""
+    marker = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+    if accel.cuda_graphs and marker is not None:
+        return marker
+    return lambda: None
 
 
 def train_epoch(
     step_model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    train_set: ImageSet,
-    plan: EpochPlan,
-    batch_size: int,
-    padding: int,
-    mean: torch.Tensor,
-    std: torch.Tensor,
+    batches: EpochBatches,
     accel: Accel,
     cluster: Cluster = Cluster(),
-    on_step: Callable[[], None] | None = None,
+    on_steps: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
-    """Train over ``plan``; returns (summed loss, correct predictions) over all ranks."""
-    step_model.train()
-    loss_sum = torch.zeros((), device=accel.device, dtype=torch.float64)
-    correct = torch.zeros((), device=accel.device, dtype=torch.int64)
-    batches = training_batches(
-        train_set.images,
-        train_set.labels,
-        plan,
-        batch_size,
-        padding,
-        rank=cluster.rank,
-        world=cluster.world,
-    )
-    for batch, labels, global_count in batches:
-        inputs = accel.layout(normalise(batch, mean, std))
-        with accel.autocast():
-            logits = step_model(inputs)
-        summed = F.cross_entropy(logits.float(), labels, reduction="sum")
-        optimizer.zero_grad(set_to_none=True)
-        (summed * (cluster.world / global_count)).backward()
-        optimizer.step()
-        loss_sum += summed.detach()
-        correct += (logits.detach().argmax(1) == labels).sum()
-        if on_step is not None:
-            on_step()
+    """:func:`train_steps`, then the epoch's totals over all ranks, read once."""
+    loss_sum, correct = train_steps(step_model, optimizer, batches, accel, cluster.world, on_steps)
     totals = cluster.all_reduce_sum(torch.stack([loss_sum, correct.double()]))
-    return float(totals[0]), int(totals[1])
+    return float(totals[0]), int(totals[1])  # the epoch's host reads, after the last step
 
 
 @torch.no_grad()

@@ -1,6 +1,11 @@
 """ResNet-18 with the TP's CIFAR stem (3×3 conv, stride 1, no max-pool) and a width knob.
 
 ``width=64`` is the standard network (512-d features); a smaller width trains on a laptop CPU.
+Global average pooling is a mean over the spatial axes (the same numbers as
+``AdaptiveAvgPool2d(1)``, but with a deterministic backward on CUDA, which ``--deterministic``
+needs). The classifier head runs in fp32 even under autocast: a collapsed network's loss
+depends on small logit differences that bf16 would round away, and the head costs
+``feature_dim × num_classes`` multiply-adds per image (51k for the TP), nothing.
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ class ResNet18(nn.Module):
             )
             setattr(self, name, blocks)
             in_planes = planes
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
         self.feature_dim = widths[-1]
         self.stage_dims = dict(zip(STAGES, widths, strict=True))
@@ -64,8 +68,10 @@ class ResNet18(nn.Module):
         for name in STAGES:
             x = getattr(self, name)(x)
             if with_stages:
-                pooled[name] = torch.flatten(self.avgpool(x), 1)
-        return torch.flatten(self.avgpool(x), 1), pooled
+                pooled[name] = x.mean((2, 3))
+        return x.mean((2, 3)), pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x)[0])
+        features = self.forward_features(x)[0]
+        with torch.autocast(x.device.type, enabled=False):
+            return self.fc(features.float())

@@ -46,9 +46,10 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = True  # fetch missing datasets when the network allows
     train_subset: int | None = None  # train on a fixed random subset of this many images
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto = bf16 autocast on GPUs with native bf16, fp32 elsewhere
     channels_last: bool | None = None  # None = on for CUDA
-    compile: bool = False  # torch.compile the training forward
+    compile: bool = False  # torch.compile the training step (static shapes: two graphs)
+    cuda_graphs: bool = False  # compile with mode="reduce-overhead": each graph as a CUDA graph
     deterministic: bool = False  # CUDA: deterministic kernels instead of cudnn.benchmark
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over the global batch
 

@@ -33,6 +33,7 @@ from ncood.run import RunDir, read_json
 
 STATE_FORMAT = "ncood-state"
 STATE_FORMAT_VERSION = 1
+CUDA_RNG_PREFIX = "rng/cuda/"
 
 
 @dataclass
@@ -73,6 +74,7 @@ def snapshot(
     scheduler,
     history: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
+    device: torch.device | None = None,
 ) -> Snapshot:
     tensors: dict[str, torch.Tensor] = {
         f"model/{k}": v.detach().to("cpu", copy=True).contiguous()
@@ -87,9 +89,9 @@ def snapshot(
             else:
                 scalars.setdefault(str(index), {})[key] = value
     tensors["rng/torch"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, rng in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{index}"] = rng
+    if device is not None and device.type == "cuda":  # this process's GPU only: no context
+        index = torch.cuda.current_device() if device.index is None else device.index
+        tensors[f"rng/cuda/{index}"] = torch.cuda.get_rng_state(index)  # on the others
     numpy_state = np.random.get_state()
     tensors["rng/numpy"] = torch.from_numpy(numpy_state[1].astype(np.int64))
     python_state = random.getstate()
@@ -162,13 +164,29 @@ def read_state(run: RunDir) -> SavedState | None:
     return SavedState(payload["epoch"], payload, tensors)
 
 
+def cuda_rng_key(names, device_index: int) -> str | None:
+    """The saved CUDA RNG state for this GPU: its own when saved (a run resumed on the same
+    GPU), else the lowest-numbered one (a run moved to another GPU); keys compare as numbers
+    (``rng/cuda/10`` after ``rng/cuda/9``)."""
+    keys = sorted(
+        (name for name in names if name.startswith(CUDA_RNG_PREFIX)),
+        key=lambda name: int(name[len(CUDA_RNG_PREFIX) :]),
+    )
+    own = f"{CUDA_RNG_PREFIX}{device_index}"
+    return own if own in keys else (keys[0] if keys else None)
+
+
 def restore(
-    saved: SavedState, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
+    saved: SavedState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device | None = None,
 ) -> None:
     """Load the saved state into freshly built objects (same config, same parameter order);
     a state that does not fit them (tampered, another model) is one line."""
     try:
-        _restore(saved, model, optimizer, scheduler)
+        _restore(saved, model, optimizer, scheduler, device)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NcoodError(
@@ -177,7 +195,11 @@ def restore(
 
 
 def _restore(
-    saved: SavedState, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
+    saved: SavedState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device | None,
 ) -> None:
     prefix = "model/"
     model.load_state_dict(
@@ -200,10 +222,11 @@ def _restore(
                     optimizer.state[param][key] = torch.empty_like(param).copy_(value)
     scheduler.load_state_dict(_from_json(saved.payload["scheduler"]))
     torch.set_rng_state(saved.tensors["rng/torch"])
-    cuda_states = sorted(k for k in saved.tensors if k.startswith("rng/cuda/"))
-    if cuda_states and torch.cuda.is_available():
-        count = min(len(cuda_states), torch.cuda.device_count())
-        torch.cuda.set_rng_state_all([saved.tensors[k] for k in cuda_states[:count]])
+    if device is not None and device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        key = cuda_rng_key(saved.tensors, index)
+        if key is not None:
+            torch.cuda.set_rng_state(saved.tensors[key], index)
     numpy_rng = saved.payload["rng"]["numpy"]
     keys = saved.tensors["rng/numpy"].numpy().astype(np.uint32)
     np.random.set_state((numpy_rng[0], keys, *numpy_rng[1:]))

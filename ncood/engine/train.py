@@ -19,44 +19,38 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 import ncood
-from ncood.atomic import atomic_path, clean_stale
-from ncood.engine.accel import Accel, pick_device, setup_accel
-from ncood.engine.batches import plan_epoch
-from ncood.engine.data import ImageSet, InDistribution, check_names, load_data
+from ncood.atomic import clean_stale
+from ncood.datasets import check_names
+from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
 from ncood.engine.extract import dump_features, splits_of
 from ncood.engine.faults import explain_write_error, run_writes
 from ncood.engine.lock import RunLock
 from ncood.engine.loop import evaluate, train_epoch
-from ncood.engine.model import ResNet18
+from ncood.engine.monitor import TrainingMonitor
 from ncood.engine.presets import TrainConfig
-from ncood.engine.state import SavedState, StateWriter, read_state, restore, snapshot
-from ncood.engine.syncbn import convert_batchnorm
+from ncood.engine.session import Session, open_session
+from ncood.engine.state import SavedState, StateWriter, read_state, snapshot
+from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
-from ncood.progress import progress_bar
 from ncood.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
 from ncood.run_cleanup import clear_run
 
 
-def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    return torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=config.milestones, gamma=config.gamma
-    )
-
-
 def versions() -> dict[str, str]:
-    import torchvision
+    try:
+        import torchvision
 
+        torchvision_version = torchvision.__version__
+    except ImportError:  # only the real datasets need it
+        torchvision_version = "absent"
     return {
         "ncood": ncood.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision_version,
         "numpy": np.__version__,
     }
 
@@ -66,15 +60,14 @@ def now() -> str:
 
 
 def save_weights(model: torch.nn.Module, path: Path, epoch: int) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "ncood-weights", "epoch": str(epoch)})
-
-
-def train_subset_index(size: int, wanted: int, seed: int) -> torch.Tensor:
-    """A fixed random subset (same for every rank and every resume), in dataset order."""
-    generator = torch.Generator().manual_seed(seed + 7919)
-    return torch.randperm(size, generator=generator)[: min(wanted, size)].sort().values
+    """The model's state_dict as an ordinary safetensors file (written by ncood's own
+    streaming writer, atomically)."""
+    arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+    layout = {name: (array.dtype, array.shape) for name, array in arrays.items()}
+    metadata = {"format": "ncood-weights", "epoch": str(epoch)}
+    with StreamedSafetensors(path, layout, metadata) as out:
+        for name, array in arrays.items():
+            out.write_rows(name, 0, array.reshape(1) if array.ndim == 0 else array)
 
 
 @dataclass
@@ -91,12 +84,22 @@ class _Run:
 
 
 def train(
-    config: TrainConfig, out: str | Path, *, force: bool = False, show_progress: bool = True
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+    cluster: Cluster | None = None,
 ) -> RunDir:
-    """Train one run from scratch into ``out`` and dump features at each checkpoint epoch."""
+    """Train one run from scratch into ``out`` and dump features at each checkpoint epoch.
+
+    Under torchrun the processes join one group and train this run together, unless
+    ``cluster`` is given (ncood.engine.seeds: each process its own runs)."""
     config = config.resolved()
     check_names(config.dataset, config.ood)
-    cluster = start_cluster(config.device)
+    prepare_determinism(config.deterministic)  # before torchrun's set_device starts CUDA
+    own_group = cluster is None
+    cluster = start_cluster(config.device) if own_group else cluster
     run = RunDir(Path(out))
     lock = RunLock(run.lock_path) if cluster.main else None
 
@@ -126,7 +129,8 @@ def train(
             _remove_unstarted(run.root)
         raise
     finally:
-        stop_cluster(cluster)
+        if own_group:
+            stop_cluster(cluster)
 
 
 def resume(
@@ -135,10 +139,15 @@ def resume(
     device: str | None = None,
     data_dir: str | None = None,
     show_progress: bool = True,
+    cluster: Cluster | None = None,
 ) -> tuple[RunDir, bool]:
     """Continue a run from its last complete epoch; returns (run, whether anything was left)."""
     root = Path(run_dir)
-    cluster = start_cluster(device or _peek_device(root))
+    stored = _peek_config(root)
+    prepare_determinism(bool(stored.get("deterministic")))
+    own_group = cluster is None
+    if own_group:
+        cluster = start_cluster(device or str(stored.get("device", "auto")))
     lock = RunLock(root / LOCK) if cluster.main else None
 
     def open_run() -> dict[str, Any]:
@@ -173,14 +182,17 @@ def resume(
         )
         return _execute(state, show_progress), True
     finally:
-        stop_cluster(cluster)
+        if own_group:
+            stop_cluster(cluster)
 
 
-def _peek_device(root: Path) -> str:
+def _peek_config(root: Path) -> dict[str, Any]:
+    """The stored configuration, read before CUDA starts (device, determinism); {} if none."""
     try:
-        return str(read_json(root / MANIFEST, "run manifest")["config"].get("device", "auto"))
-    except (NcoodError, KeyError, TypeError, AttributeError):
-        return "auto"
+        config = read_json(root / MANIFEST, "run manifest")["config"]
+    except (NcoodError, KeyError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _remove_unstarted(root: Path) -> None:
@@ -190,15 +202,8 @@ def _remove_unstarted(root: Path) -> None:
         root.rmdir()
 
 
-def _new_manifest(
-    config: TrainConfig,
-    ind: InDistribution,
-    train_size: int,
-    ood: dict[str, ImageSet],
-    model: ResNet18,
-    accel: Accel,
-    cluster: Cluster,
-) -> dict[str, Any]:
+def _new_manifest(session: Session) -> dict[str, Any]:
+    config, ind, cluster = session.config, session.ind, session.cluster
     return {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
@@ -207,26 +212,26 @@ def _new_manifest(
         "seed": config.seed,
         "config": config.to_dict(),
         "versions": versions(),
-        "device": str(accel.device),
-        "acceleration": accel.describe(),
+        "device": str(session.device),
+        "acceleration": session.accel.describe(),
         "distributed": {
             "world_size": cluster.world,
             "backend": cluster.backend,
-            "sync_batchnorm": config.sync_batchnorm and cluster.distributed,
+            "sync_batchnorm": session.synced,
         },
         "dataset": {
             "name": ind.name,
             "num_classes": ind.num_classes,
-            "train_size": train_size,
+            "train_size": len(session.train_set),
             "test_size": len(ind.test),
-            "ood": {name: len(images) for name, images in ood.items()},
+            "ood": {name: len(images) for name, images in session.ood.items()},
             "mean": list(ind.mean),
             "std": list(ind.std),
         },
         "model": {
             "name": "resnet18-cifar",
             "width": config.width,
-            "feature_dim": model.feature_dim,
+            "feature_dim": session.model.feature_dim,
         },
         "files": {},
     }
@@ -245,196 +250,161 @@ def _execute(state: _Run, show_progress: bool) -> RunDir:
 
 
 def _train_epochs(state: _Run, writer: StateWriter | None, show_progress: bool) -> RunDir:
-    config, run, cluster = state.config, state.run, state.cluster
-    device = pick_device(config.device, cluster)
-    accel = setup_accel(config, device)
-    ind, ood = cluster.first(
-        lambda: load_data(
-            config.dataset,
-            config.ood,
-            config.data_dir,
-            download=config.download,
-            show_progress=show_progress,
-        )
+    """Open the session, then train, checkpoint and save each remaining epoch."""
+    session = open_session(state.config, state.cluster, state.saved, state.manifest, show_progress)
+    history = state.saved.history if state.saved is not None else []
+    start = state.saved.epoch if state.saved is not None else 0
+    manifest = state.cluster.agree(
+        lambda: _open_manifest(state, session, history, start), share=False
     )
-    train_cpu = ind.train
-    if config.train_subset:
-        train_cpu = train_cpu.subset(
-            train_subset_index(len(train_cpu), config.train_subset, config.seed)
-        )
-    if state.manifest is not None:
-        _check_same_data(state.manifest, train_cpu, ind, ood)
-    train_set, test_set = train_cpu.to(device), ind.test.to(device)
-    ood = {name: images.to(device) for name, images in ood.items()}
-    mean = torch.tensor(ind.mean, device=device)
-    std = torch.tensor(ind.std, device=device)
-
-    torch.manual_seed(config.seed)
-    model = ResNet18(ind.num_classes, width=config.width).to(device)
-    synced = cluster.distributed and config.sync_batchnorm
-    if synced:
-        model = convert_batchnorm(model, device)
-    if accel.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = make_scheduler(config, optimizer)
-    history: list[dict[str, Any]] = []
-    start = 0
-    if state.saved is not None:
-        restore(state.saved, model, optimizer, scheduler)
-        history, start = state.saved.history, state.saved.epoch
-    step_model: torch.nn.Module = model
-    if cluster.distributed:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            forward_sync_buffers=not synced,
-        )
-    if accel.compile:
-        step_model = torch.compile(step_model)
-
-    def open_manifest() -> dict[str, Any]:
-        with run_writes(run.root):
-            if state.manifest is None:
-                manifest = _new_manifest(config, ind, len(train_set), ood, model, accel, cluster)
-            else:
-                manifest = dict(state.manifest)
-                manifest["status"] = "running"
-                manifest.pop("error", None)
-                manifest.setdefault("resumes", []).append(
-                    {"at": now(), "from_epoch": start, "world_size": cluster.world}
-                    | state.resume_note
-                )
-            run.write_manifest(manifest)
-            run.write_history(history)
-            return manifest
-
-    manifest = cluster.agree(open_manifest, share=False)
-
-    usable = len(train_set)
-    if cluster.distributed and not synced:
-        tail = usable % config.batch_size
-        if 0 < tail < 2 * cluster.world:  # per-rank BatchNorm needs 2 samples a rank
-            usable -= tail
-    steps = math.ceil(usable / config.batch_size)
-    splits = splits_of(train_set, test_set, ood)
-    extract_total = sum(len(images) for images in splits.values())
-    with progress_bar(show_progress) as progress:
-        epochs_task = progress.add_task(
-            f"train {config.preset}", total=config.epochs, completed=start, status=""
-        )
-        batch_task = progress.add_task("  epoch", total=steps, status="")
+    config = session.config
+    with TrainingMonitor(
+        show_progress, state.run.root.name, config.epochs, start, session.steps
+    ) as monitor:
         for epoch in range(start + 1, config.epochs + 1):
-            started = time.perf_counter()
-            progress.reset(batch_task, total=steps, description=f"  epoch {epoch}")
-            plan = plan_epoch(
-                len(train_set), config.seed, epoch, config.crop_padding, config.flip, device
-            )
-            if usable < len(plan):
-                plan = type(plan)(*(t[:usable] for t in (plan.order, plan.dy, plan.dx, plan.flips)))
-            lr = optimizer.param_groups[0]["lr"]
-            loss_sum, correct = train_epoch(
-                step_model,
-                optimizer,
-                train_set,
-                plan,
-                config.batch_size,
-                config.crop_padding,
-                mean,
-                std,
-                accel,
-                cluster,
-                on_step=lambda: progress.advance(batch_task),
-            )
-            train_seconds = time.perf_counter() - started
-            scheduler.step()
-            test_loss, test_acc = evaluate(model, test_set, mean, std, accel, cluster)
-            train_loss = loss_sum / usable
-            if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-                _stop_diverged(run, cluster, epoch, train_loss, test_loss, config)
-            record = {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": train_loss,
-                "train_acc": correct / usable,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "seconds": time.perf_counter() - started,
-                "images_per_s": usable / train_seconds,
-            }
+            record = _train_one_epoch(session, epoch, monitor)
+            if not (math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])):
+                _stop_diverged(state.run, state.cluster, epoch, record, config)
             history.append(record)
-
-            extract_error: OSError | None = None
-            if epoch in config.checkpoint_epochs:
-                extract_task = progress.add_task("  features", total=extract_total, status="")
-                try:
-                    dump_features(
-                        run.features(epoch),
-                        model,
-                        splits,
-                        mean,
-                        std,
-                        accel,
-                        cluster,
-                        with_stages=config.stage_features,
-                        metadata={"epoch": str(epoch), "dataset": ind.name, "run": run.root.name},
-                        on_batch=lambda n, task=extract_task: progress.advance(task, n),
-                    )
-                except OSError as exc:
-                    extract_error = exc
-                progress.remove_task(extract_task)
-
-            def end_epoch(epoch=epoch, extract_error=extract_error) -> None:
-                with run_writes(run.root):
-                    if extract_error is not None:
-                        raise extract_error
-                    run.write_history(history)
-                    if epoch in config.checkpoint_epochs:
-                        save_weights(model, run.checkpoint(epoch), epoch)
-                    writer.submit(snapshot(epoch, model, optimizer, scheduler, history))
-
-            cluster.agree(end_epoch, share=False)
-            progress.update(
-                epochs_task,
-                advance=1,
-                status=f"loss {train_loss:.3f} acc {record['train_acc']:.3f} test {test_acc:.3f}",
+            extract_error = _checkpoint_features(session, state.run, epoch, monitor)
+            state.cluster.agree(
+                lambda epoch=epoch, error=extract_error: _end_epoch(
+                    session, state.run, writer, history, epoch, error
+                ),
+                share=False,
             )
-
-    def finish() -> None:
-        with run_writes(run.root):
-            writer.wait()
-            manifest["status"] = "complete"
-            manifest["finished"] = now()
-            manifest["files"] = run.checksums()
-            manifest["file_stats"] = run.file_stats(manifest["files"])
-            run.write_manifest(manifest)
-
-    cluster.agree(finish, share=False)
-    return run
+            monitor.epoch_done(record)
+    state.cluster.agree(lambda: _finish(state.run, writer, manifest), share=False)
+    return state.run
 
 
-def _check_same_data(
-    manifest: dict[str, Any], train: ImageSet, ind: InDistribution, ood: dict[str, ImageSet]
-) -> None:
-    recorded = manifest.get("dataset", {})
-    found = {
-        "train_size": len(train),
-        "test_size": len(ind.test),
-        "ood": {name: len(images) for name, images in ood.items()},
+def _open_manifest(
+    state: _Run, session: Session, history: list[dict[str, Any]], start: int
+) -> dict[str, Any]:
+    """A new run's manifest, or the resumed one's with this resume appended (rank 0)."""
+    run = state.run
+    with run_writes(run.root):
+        if state.manifest is None:
+            manifest = _new_manifest(session)
+        else:
+            manifest = dict(state.manifest)
+            manifest["status"] = "running"
+            manifest.pop("error", None)
+            manifest.setdefault("resumes", []).append(
+                {"at": now(), "from_epoch": start, "world_size": state.cluster.world}
+                | state.resume_note
+            )
+        run.write_manifest(manifest)
+        run.write_history(history)
+        return manifest
+
+
+def _train_one_epoch(session: Session, epoch: int, monitor: TrainingMonitor) -> dict[str, Any]:
+    """Train one epoch, step the schedule, evaluate: the epoch's history record."""
+    started = time.perf_counter()
+    monitor.epoch_started(epoch)
+    lr = session.optimizer.param_groups[0]["lr"]
+    batches = session.epoch_input(epoch)
+    loss_sum, correct = train_epoch(
+        session.step_model,
+        session.optimizer,
+        batches,
+        session.accel,
+        session.cluster,
+        on_steps=monitor.steps_done,
+    )
+    del batches  # the next epoch's input takes its place
+    train_seconds = time.perf_counter() - started
+    session.scheduler.step()
+    test_loss, test_acc = evaluate(
+        session.model,
+        session.test_set,
+        session.mean,
+        session.std,
+        session.accel,
+        session.cluster,
+    )
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": loss_sum / session.usable,
+        "train_acc": correct / session.usable,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "seconds": time.perf_counter() - started,
+        "images_per_s": session.usable / train_seconds,
     }
-    for key, value in found.items():
-        if recorded.get(key) != value:
-            raise NcoodError(
-                f"the data changed since the run started ({key}: {recorded.get(key)} then, "
-                f"{value} now); resume with the same data (--data-dir)"
+
+
+def _checkpoint_features(
+    session: Session, run: RunDir, epoch: int, monitor: TrainingMonitor
+) -> OSError | None:
+    """At a checkpoint epoch, the features file (every rank extracts its share). A write
+    error is returned, to be raised by rank 0 inside the epoch's agreed end."""
+    if epoch not in session.config.checkpoint_epochs:
+        return None
+    splits = splits_of(session.train_set, session.test_set, session.ood)
+    total = sum(len(images) for images in splits.values())
+    with monitor.features(total) as advance:
+        try:
+            dump_features(
+                run.features(epoch),
+                session.model,
+                splits,
+                session.mean,
+                session.std,
+                session.accel,
+                session.cluster,
+                with_stages=session.config.stage_features,
+                metadata={"epoch": str(epoch), "dataset": session.ind.name, "run": run.root.name},
+                on_batch=advance,
             )
+        except OSError as exc:
+            return exc
+    return None
+
+
+def _end_epoch(
+    session: Session,
+    run: RunDir,
+    writer: StateWriter,
+    history: list[dict[str, Any]],
+    epoch: int,
+    extract_error: OSError | None,
+) -> None:
+    """Rank 0: history, the weights at a checkpoint, then the resume state (in a thread)."""
+    with run_writes(run.root):
+        if extract_error is not None:
+            raise extract_error
+        run.write_history(history)
+        if epoch in session.config.checkpoint_epochs:
+            save_weights(session.model, run.checkpoint(epoch), epoch)
+        writer.submit(
+            snapshot(
+                epoch,
+                session.model,
+                session.optimizer,
+                session.scheduler,
+                history,
+                device=session.device,
+            )
+        )
+
+
+def _finish(run: RunDir, writer: StateWriter, manifest: dict[str, Any]) -> None:
+    with run_writes(run.root):
+        writer.wait()
+        manifest["status"] = "complete"
+        manifest["finished"] = now()
+        manifest["files"] = run.checksums()
+        manifest["file_stats"] = run.file_stats(manifest["files"])
+        run.write_manifest(manifest)
 
 
 def _stop_diverged(
-    run: RunDir, cluster: Cluster, epoch: int, train_loss: float, test_loss: float, config
+    run: RunDir, cluster: Cluster, epoch: int, record: dict[str, Any], config
 ) -> None:
+    train_loss, test_loss = record["train_loss"], record["test_loss"]
     kept = [e for e in config.checkpoint_epochs if e < epoch]
     message = (
         f"training diverged at epoch {epoch} (train loss {train_loss}, test loss {test_loss}); "

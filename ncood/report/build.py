@@ -35,6 +35,7 @@ from ncood.report.context import (
     slugify,
 )
 from ncood.report.latex import environment
+from ncood.report.seeds import expand_paths, group_by_seed
 
 MAIN_TEMPLATE = "report.tex.j2"
 SECTION_MARK = "% ncood-section: "
@@ -72,11 +73,12 @@ def build_report(
     matplotlib.use("Agg")
     if not run_paths:
         raise NcoodError("give at least one run directory")
+    run_paths = expand_paths(run_paths)  # a folder of seed-* runs stands for its runs
     resolved = [Path(p).resolve() for p in run_paths]
     for path in resolved:
         if resolved.count(path) > 1:
             raise NcoodError(f"run {path} is given twice")
-    runs = [load_analysed_run(Path(p), verify=verify) for p in run_paths]
+    runs = group_by_seed([load_analysed_run(Path(p), verify=verify) for p in run_paths])
     name = name or f"ncood-report-{lang}"
     if slugify(name) != name:
         raise NcoodError(f"--name {name!r}: use letters, digits and hyphens only")

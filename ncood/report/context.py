@@ -271,12 +271,16 @@ class ReportContext:
 
     def _label_values(self, run: AnalysedRun) -> tuple[str, dict[str, Any]]:
         values: dict[str, Any] = {"preset": run.preset, "epochs": run.epochs}
+        key = "run_label"
+        seeds = len(getattr(run, "members", None) or ())  # a group of seed runs says how many
+        if seeds:
+            key, values["seeds"] = "run_label_seeds", seeds
         same = [r for r in self.runs if (r.preset, r.epochs) == (run.preset, run.epochs)]
         if len(same) == 1:
-            return "run_label", values
+            return key, values
         if sum(r.name == run.name for r in same) == 1:
-            return "run_label_named", {**values, "name": run.name}
-        return "run_label_indexed", {**values, "index": self.runs.index(run) + 1}
+            return f"{key}_named", {**values, "name": run.name}
+        return f"{key}_indexed", {**values, "index": self.runs.index(run) + 1}
 
     def label(self, run: AnalysedRun) -> Markup:
         """How a run is named in text and column headers: its preset and length (and its

@@ -155,7 +155,9 @@ def plot_points(axis, points, *, log: bool = False, **kwargs) -> bool:
         return False
     epochs, values = zip(*points, strict=True)
     kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
-    axis.plot(epochs, values, **kwargs)
+    from ncood.report.seeds import plot_curve  # a mean over seeds gets its ±1 std band
+
+    plot_curve(axis, epochs, values, **kwargs)
     return True
 
 

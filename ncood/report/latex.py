@@ -131,18 +131,33 @@ def join(separator: object, items: Iterable[object]) -> Markup:
     return Markup(escape(separator).join(escape(item) for item in items))
 
 
+def _spread(value: object) -> float | None:
+    """The standard deviation a number carries (a mean over seeds), if any."""
+    std = getattr(value, "std", None)
+    return float(std) if isinstance(std, numbers.Real) and math.isfinite(std) else None
+
+
 def num(value: object, digits: int = 3) -> Markup:
-    """A number through siunitx, so the locale (decimal comma in French) applies."""
+    """A number through siunitx, so the locale (decimal comma in French) applies; a mean over
+    seeds prints as ``mean ± std``."""
     if value is None or (isinstance(value, numbers.Real) and not math.isfinite(float(value))):
         return Markup("--")
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return Markup(rf"\num{{{int(value)}}}")
+    std = _spread(value)
+    if std is not None:
+        return Markup(rf"\num{{{float(value):.{digits}f} \pm {std:.{digits}f}}}")
     return Markup(rf"\num{{{float(value):.{digits}f}}}")
 
 
 def percent(value: object, digits: int = 2) -> Markup:
     if value is None or not math.isfinite(float(value)):
         return Markup("--")
+    std = _spread(value)
+    if std is not None:
+        return Markup(
+            rf"\SI{{{100 * float(value):.{digits}f} \pm {100 * std:.{digits}f}}}{{\percent}}"
+        )
     return Markup(rf"\SI{{{100 * float(value):.{digits}f}}}{{\percent}}")
 
 
@@ -150,6 +165,14 @@ def sci(value: object, digits: int = 3) -> Markup:
     """A number in scientific notation when it spans orders of magnitude (NC metrics)."""
     if value is None or not math.isfinite(float(value)):
         return Markup("--")
+    std = _spread(value)
+    if std is not None and float(value) != 0.0:
+        exponent = math.floor(math.log10(abs(float(value))))
+        scale = 10.0**exponent
+        places = max(digits - 1, 0)
+        mantissa, error = float(value) / scale, std / scale
+        power = f"e{exponent}" if exponent else ""
+        return Markup(rf"\num{{{mantissa:.{places}f} \pm {error:.{places}f}{power}}}")
     return Markup(rf"\num{{{float(value):.{digits}g}}}")
 
 

@@ -17,6 +17,7 @@ from ncood.report.figures import (
     new_figure,
     plot_points,
 )
+from ncood.report.seeds import plot_curve
 
 STAGE_ORDER = ("layer1", "layer2", "layer3", "layer4")
 
@@ -159,9 +160,9 @@ def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
             x = np.arange(len(stages))
             nc1 = [layers[s]["nc1"] if layers[s]["nc1"] > 0 else np.nan for s in stages]
             colour = f"C{index % 10}"
-            nc1_axis.plot(x, nc1, marker="o", ms=3, ls=style, color=colour)
+            plot_curve(nc1_axis, x, nc1, marker="o", ms=3, ls=style, color=colour)
             acc = [100 * layers[s]["ncc_acc_test"] for s in stages]
-            acc_axis.plot(x, acc, marker="o", ms=3, ls=style, color=colour)
+            plot_curve(acc_axis, x, acc, marker="o", ms=3, ls=style, color=colour)
             handles.append(legend_handle(color=colour, ls=style, marker="o", ms=3))
             labels.append(ctx.text("fig_nc_layers_line", label=ctx.plain_label(run), epoch=epoch))
         for axis in (nc1_axis, acc_axis):

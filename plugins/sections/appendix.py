@@ -7,6 +7,8 @@ import ncood
 from ncood.plugins import host
 from ncood.report.context import ReportContext, ReportSection
 from ncood.report.latex import format_param
+from ncood.report.seeds import SeedGroup
+from ncood.report.uncertainty import bootstrap_params, significance_params
 
 RUNS_PER_TABLE = 3
 
@@ -90,16 +92,94 @@ def scorer_definitions(ctx: ReportContext) -> list[dict]:
 METRIC_DEFINITIONS = ("auroc", "aupr_in", "aupr_out", "fpr95", "accuracy")
 
 
+def statistics_definitions(ctx: ReportContext) -> list:
+    """The bootstrap interval, DeLong's test and Holm's correction, when results use them."""
+    singles = [m for r in ctx.runs for m in (r.members if isinstance(r, SeedGroup) else [r])]
+    found = []
+    resampled = [p for run in singles if (p := bootstrap_params(run))]
+    if resampled:
+        found.append(
+            ctx.definition(
+                "bootstrap_ci",
+                resamples=int(resampled[-1]["resamples"]),
+                seed=int(resampled[-1]["seed"]),
+            )
+        )
+    if any(significance_params(run) for run in singles):
+        found += [ctx.definition("delong"), ctx.definition("holm")]
+    if any(isinstance(r, SeedGroup) for r in ctx.runs):
+        found.append(ctx.definition("seed_spread"))
+    return found
+
+
+def tuning_rows(ctx: ReportContext) -> list[dict]:
+    """Per run (each seed of a group) and tuned scorer: the grid, each point's validation AUROC,
+    the choice, and on what it was made."""
+    rows = []
+    for run in ctx.runs:
+        members = run.members if isinstance(run, SeedGroup) else [run]
+        for member in members:
+            tuning = member.final.get("tuning")
+            if not tuning:
+                continue
+            label = ctx.label(run)
+            if isinstance(run, SeedGroup):
+                label = ctx.t(
+                    "appendix_tuning_seed",
+                    label=label,
+                    seed=int(member.manifest["config"].get("seed", 0)),
+                )
+            for scorer, tuned in tuning.get("scorers", {}).items():
+                tried = [
+                    {
+                        "point": ", ".join(
+                            f"{k}={format_param(v)}" for k, v in t["params"].items()
+                        ),
+                        "auroc": t.get("auroc"),
+                        "chosen": t["params"] == tuned["chosen"],
+                    }
+                    for t in tuned.get("tried", [])
+                ]
+                rows.append(
+                    {
+                        "label": label,
+                        "scorer": ctx.scorer_title(scorer),
+                        "tried": tried,
+                        "ood": ctx.dataset_short(tuning["ood"]),
+                        "validation": tuning.get("validation", {}),
+                    }
+                )
+    return rows
+
+
 def build(ctx: ReportContext) -> dict:
     analyses = host().analyses()
     measured = sorted({k for r in ctx.runs for k in r.final if k in analyses})
     definitions = [ctx.definition(name) for name in METRIC_DEFINITIONS]
+    definitions += statistics_definitions(ctx)
+    tuning = tuning_rows(ctx)
     return {
         "tables": manifest_tables(ctx),
         "scorers": scorer_definitions(ctx),
         "analyses": [analyses.get(n) for n in measured],
         "definitions": definitions + ctx.definitions,
+        "tuning": tuning,
+        "tuning_text": tuning_text(ctx, tuning),
     }
+
+
+def tuning_text(ctx: ReportContext, rows: list[dict]):
+    if not rows:
+        return None
+    validation = rows[-1]["validation"]
+    return ctx.t(
+        "appendix_tuning_text",
+        ood=rows[-1]["ood"],
+        percent=round(100 * float(validation.get("fraction", 0.0))),
+        seed=validation.get("seed", 0),
+        size=validation.get("id_size", 0),
+        fit=validation.get("fit_size", 0),
+    )
 
 
 @ncood.hookimpl

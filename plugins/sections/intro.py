@@ -7,6 +7,7 @@ import re
 
 import ncood
 from ncood.report.context import STANDARD_WIDTH, ReportContext, ReportSection
+from ncood.report.seeds import SeedGroup
 
 _NC_KEY = re.compile(r"^nc(\d)(?:$|_)")
 
@@ -45,6 +46,16 @@ def build(ctx: ReportContext) -> dict:
         "checkpoints": sum(len(r.results) for r in ctx.runs),
         "runs": ctx.enumeration([ctx.label(r) for r in ctx.runs]),
         "run_count": len(ctx.runs),
+        "seeds": [
+            ctx.t(
+                "intro_seeds",
+                label=ctx.label(r),
+                count=len(r.members),
+                seeds=ctx.enumeration([str(s) for s in r.seeds]),
+            )
+            for r in ctx.runs
+            if isinstance(r, SeedGroup)
+        ],
         "notes": [ctx.t(f"intro_note_{d}") for d in datasets if ctx.has(f"intro_note_{d}")],
         "narrow": [w for w in widths if w != STANDARD_WIDTH],
     }

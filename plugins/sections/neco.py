@@ -17,6 +17,7 @@ from ncood.conventions import ID_RECALL
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import grid, line_style, new_figure
 from ncood.report.latex import command, format_param, join, num, percent
+from ncood.report.seeds import plot_curve
 
 SCORER = "neco"
 # "Competitive", as the TP reads NECO's 0.842 against the best method's 0.859: within this much
@@ -106,7 +107,8 @@ def draw_progression(ctx: ReportContext, runs: list[AnalysedRun]):
     sets = list(dict.fromkeys(ood for _, _, ood, _ in lines))
     for index, run, ood, points in lines:
         epochs, values = zip(*points, strict=True)
-        axis.plot(
+        plot_curve(
+            axis,
             epochs,
             values,
             marker="o",

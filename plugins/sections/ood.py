@@ -10,12 +10,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from markupsafe import Markup
 
 import ncood
 from ncood.conventions import roc_points
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, line_style, new_figure
-from ncood.report.latex import num
+from ncood.report.latex import escape, num
+from ncood.report.seeds import SeedGroup
+from ncood.report.uncertainty import (
+    bootstrap_params,
+    interval,
+    metric_interval,
+    seeds_tied,
+    significance_params,
+    tied_with_best,
+)
 
 HISTOGRAM_COLUMNS = 4
 HISTOGRAM_BINS = 40
@@ -135,26 +145,35 @@ def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> s
 
 
 def metrics_table(ctx: ReportContext, ood: str) -> dict:
-    """AUROC of every run and, for the last run, AUPR-In, AUPR-Out and FPR@95, best in bold."""
+    """AUROC of every run and, for the last run, AUPR-In, AUPR-Out and FPR@95, best in bold,
+    each value with its bootstrap interval (a seed group: mean ± std over seeds), and the
+    AUROCs statistically indistinguishable from the column's best marked."""
     last = ctx.runs[-1]
     scorers: list[str] = []
     for run in ctx.runs:
         scorers += [s for s in run.final["ood"].get(ood, {}) if s not in scorers]
     scorers = ordered(scorers)
-    columns = []
+    columns = []  # (run, metric, values, lower is better, tied with the best)
     for run in ctx.runs:
         per = run.final["ood"].get(ood, {})
-        columns.append(({s: per.get(s, {}).get("auroc") for s in scorers}, False))
+        values = {s: per.get(s, {}).get("auroc") for s in scorers}
+        columns.append((run, "auroc", values, False, tied_with_best(run, ood) or []))
     per_last = last.final["ood"].get(ood, {})
     for key in ("aupr_in", "aupr_out", "fpr95"):
-        columns.append(({s: per_last.get(s, {}).get(key) for s in scorers}, key == "fpr95"))
-    bests = [best_of(values, lower) for values, lower in columns]
+        values = {s: per_last.get(s, {}).get(key) for s in scorers}
+        columns.append((last, key, values, key == "fpr95", []))
+    bests = [best_of(values, lower) for _, _, values, lower, _ in columns]
     rows = [
         {
             "method": ctx.scorer_title(s),
             "cells": [
-                {"value": values[s], "best": s == best}
-                for (values, _), best in zip(columns, bests, strict=True)
+                {
+                    "value": values[s],
+                    "best": s == best,
+                    "tied": s != best and s in tied,
+                    "ci": interval(ctx, metric_interval(run, ood, s, metric)),
+                }
+                for (run, metric, values, _, tied), best in zip(columns, bests, strict=True)
             ],
         }
         for s in scorers
@@ -164,7 +183,106 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
         "rows": rows,
         "best_auroc": bests[: len(ctx.runs)],
         "scorers": scorers,
+        "marked": any(cell["tied"] for row in rows for cell in row["cells"]),
+        "intervals": any(cell["ci"] for row in rows for cell in row["cells"]),
     }
+
+
+def best_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, best: str) -> Markup:
+    """Which method is best, and whether the data can tell it from the others (DeLong)."""
+    values = {
+        "label": ctx.label(run),
+        "ood": ctx.dataset_title(ood),
+        "method": ctx.scorer_title(best),
+        "auroc": num(run.final["ood"][ood][best]["auroc"]),
+    }
+    if isinstance(run, SeedGroup):
+        hits, counted = seeds_tied(run, ood, best)
+        if counted:
+            return ctx.t("ood_best_seeds", count=len(run.members), hits=hits, **values)
+        return ctx.t("ood_best_seeds_plain", count=len(run.members), **values)
+    tied = tied_with_best(run, ood)
+    if tied is None:
+        return ctx.t("ood_best", **values)
+    others = [ctx.scorer_title(s) for s in ordered(tied) if s != best]
+    if not others:
+        return ctx.t("ood_best_alone", **values)
+    key = "ood_best_tied_one" if len(others) == 1 else "ood_best_tied_many"
+    return ctx.t(key, others=ctx.enumeration(others), count=len(others) + 1, **values)
+
+
+def significance_note(ctx: ReportContext) -> Markup | None:
+    """How the intervals and the comparisons were made, once, from the stored parameters."""
+    singles = [run for run in ctx.runs if not isinstance(run, SeedGroup)]
+    tested = any(significance_params(run) for run in singles)
+    resampled = [p for run in singles if (p := bootstrap_params(run))]
+    parts = []
+    if tested:
+        parts.append(ctx.t("ood_significance_note"))
+    if resampled:
+        parts.append(
+            ctx.t(
+                "ood_interval_note",
+                resamples=int(resampled[-1]["resamples"]),
+                level=round(100 * float(resampled[-1]["level"])),
+            )
+        )
+    if any(isinstance(run, SeedGroup) for run in ctx.runs):
+        parts.append(ctx.t("ood_seed_note"))
+    return Markup(" ").join(parts) if parts else None
+
+
+def group_tables(ctx: ReportContext) -> list[dict]:
+    """For each run's OOD groups: AUROC per set, and the group's mean AUROC and FPR@95."""
+    return [table for run in ctx.runs for table in run_group_tables(ctx, run)]
+
+
+def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
+    groups = run.final.get("ood_groups", {})
+    single = not isinstance(run, SeedGroup)  # a seed group's spread is its std, not an interval
+
+    def ci(values, metric):
+        return interval(ctx, values.get(f"{metric}_ci")) if single else None
+
+    tables = []
+    for name, group in groups.items():
+        sets = [o for o in group.get("sets", []) if o in run.final.get("ood", {})]
+        summary = group.get("scorers", {})
+        scorers = ordered([s for s in summary if all(s in run.final["ood"][o] for o in sets)])
+        if not sets or not scorers:
+            continue
+        columns = [({s: run.final["ood"][o][s] for s in scorers}, "auroc", False) for o in sets] + [
+            ({s: summary[s] for s in scorers}, "auroc", False),
+            ({s: summary[s] for s in scorers}, "fpr95", True),
+        ]
+        bests = [
+            best_of({s: v[s].get(metric) for s in scorers}, lower) for v, metric, lower in columns
+        ]
+        rows = [
+            {
+                "method": ctx.scorer_title(s),
+                "cells": [
+                    {
+                        "value": v[s].get(metric),
+                        "best": s == best,
+                        "tied": False,
+                        "ci": ci(v[s], metric),
+                    }
+                    for (v, metric, _), best in zip(columns, bests, strict=True)
+                ],
+            }
+            for s in scorers
+        ]
+        title_key = f"ood_group_{name}"
+        tables.append(
+            {
+                "group": ctx.t(title_key) if ctx.has(title_key) else escape(name),
+                "sets": [ctx.dataset_short(o) for o in sets],
+                "rows": rows,
+                "label": ctx.label(run),
+            }
+        )
+    return tables
 
 
 def build(ctx: ReportContext) -> dict | None:
@@ -177,15 +295,7 @@ def build(ctx: ReportContext) -> dict | None:
         tables.append(table)
         for run, best in zip(ctx.runs, table["best_auroc"], strict=True):
             if best is not None:
-                best_sentences.append(
-                    ctx.t(
-                        "ood_best",
-                        label=ctx.label(run),
-                        ood=ctx.dataset_title(ood),
-                        method=ctx.scorer_title(best),
-                        auroc=num(run.final["ood"][ood][best]["auroc"]),
-                    )
-                )
+                best_sentences.append(best_sentence(ctx, run, ood, best))
 
     last_run, primary = ctx.runs[-1], sets[0]
     roc = histograms = None
@@ -200,7 +310,10 @@ def build(ctx: ReportContext) -> dict | None:
         "labels": [ctx.label(run) for run in ctx.runs],
         "last_label": ctx.label(last_run),
         "tables": tables,
+        "group_tables": group_tables(ctx),
         "best": best_sentences,
+        "note": significance_note(ctx),
+        "roc_seed": last_run.seeds[0] if isinstance(last_run, SeedGroup) else None,
         "roc": roc,
         "histograms": histograms,
         "roc_ood": ctx.dataset_title(primary),

@@ -11,6 +11,7 @@ import ncood
 from ncood.report.context import STANDARD_WIDTH, AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, integer_ticks, line_style, new_figure
 from ncood.report.latex import num, percent, sci
+from ncood.report.seeds import plot_curve
 
 # The terminal phase of training (Papyan et al., 2020) starts when the training error vanishes;
 # the train accuracy here is measured on augmented batches, so "vanishes" is read as ≥ 99 %.
@@ -63,10 +64,12 @@ def draw_curves(ctx: ReportContext, run: AnalysedRun, curves: Curves):
     """The TP's Figure 1 for one run: loss (log scale) and accuracy, train and test."""
     fig, (loss_ax, acc_ax) = new_figure(2, FULL_WIDTH)
     train, test = ctx.text("fig_train"), ctx.text("fig_test")
-    loss_ax.plot(curves.epochs, curves.train_loss, color="C0", label=train)
-    loss_ax.plot(curves.epochs, curves.test_loss, color="C1", ls="--", label=test)
-    acc_ax.plot(curves.epochs, [100 * a for a in curves.train_acc], color="C0", label=train)
-    acc_ax.plot(curves.epochs, [100 * a for a in curves.test_acc], color="C1", ls="--", label=test)
+    plot_curve(loss_ax, curves.epochs, curves.train_loss, color="C0", label=train)
+    plot_curve(loss_ax, curves.epochs, curves.test_loss, color="C1", ls="--", label=test)
+    plot_curve(acc_ax, curves.epochs, [100 * a for a in curves.train_acc], color="C0", label=train)
+    plot_curve(
+        acc_ax, curves.epochs, [100 * a for a in curves.test_acc], color="C1", ls="--", label=test
+    )
     loss_ax.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_loss"), yscale="log")
     acc_ax.set(xlabel=ctx.text("fig_epoch"), ylabel=ctx.text("fig_accuracy"), ylim=(0, 101))
     start = curves.terminal_start()

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncood.engine.data import IMAGE_SIZE, ImageSet, ood_set
+from ncood.datasets.base import IMAGE_SIZE, ImageSet, ood_set
 from ncood.errors import NcoodError
-from ncood.progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -36,6 +35,8 @@ def read_image(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
 
 
 def load_image_files(paths: list[Path], *, show_progress: bool = False) -> ImageSet:
+    from ncood.progress import progress_bar  # rich loads only when images are read
+
     images = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     with progress_bar(show_progress and len(paths) > 500) as progress:
         task = progress.add_task("read images", total=len(paths), status="")

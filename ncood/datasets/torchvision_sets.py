@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ncood.engine.data import (
+from ncood.datasets.base import (
     IN_DISTRIBUTION,
     OUT_OF_DISTRIBUTION,
     DataContext,
@@ -30,6 +30,7 @@ from ncood.engine.data import (
     resize_gray,
     to_image_set,
 )
+from ncood.datasets.image_folder import load_image_files
 from ncood.errors import NcoodError
 
 DOWNLOAD_TIMEOUT_S = 30
@@ -224,8 +225,6 @@ def load_fashion_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
 def load_dtd(context: DataContext, ind: InDistribution) -> ImageSet:
     """DTD's test split (partition 1), resized and centre-cropped to 32×32."""
     from torchvision.datasets import DTD
-
-    from ncood.engine.image_folder import load_image_files
 
     source = Source(
         what="DTD (textures, test split)",

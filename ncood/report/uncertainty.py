@@ -1,0 +1,66 @@
+"""What the report says about how sure a result is: intervals, ties with the best, seeds.
+
+Sections read the statistics ``ncood analyze`` stored (`ncood.ood_statistics`) through these
+helpers, so a run analysed without them (older results, ``--bootstrap 0``) reads as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup
+
+from ncood.report.context import AnalysedRun, ReportContext
+from ncood.report.latex import num
+from ncood.report.seeds import SeedGroup
+
+
+def interval(ctx: ReportContext, bounds: Any, digits: int = 3) -> Markup | None:
+    """``[lo, hi]`` (``[lo ; hi]`` in French, where the comma is the decimal mark)."""
+    if isinstance(bounds, list | tuple) and len(bounds) == 2:
+        return ctx.t("ci_interval", low=num(bounds[0], digits), high=num(bounds[1], digits))
+    return None
+
+
+def metric_interval(run: AnalysedRun, ood: str, scorer: str, metric: str) -> list | None:
+    """A single run's stored interval for one metric; None for a seed group (its spread is
+    the std over seeds) or when the run was analysed without a bootstrap."""
+    if isinstance(run, SeedGroup):
+        return None
+    return run.final.get("ood", {}).get(ood, {}).get(scorer, {}).get(f"{metric}_ci")
+
+
+def verdict(run: AnalysedRun, ood: str) -> dict[str, Any] | None:
+    """The stored DeLong/Holm comparison with the best for one OOD set of a single run."""
+    if isinstance(run, SeedGroup):
+        return None
+    return run.final.get("significance", {}).get("ood", {}).get(ood)
+
+
+def tied_with_best(run: AnalysedRun, ood: str) -> list[str] | None:
+    """The scorers statistically indistinguishable from the best (the best first), or None."""
+    found = verdict(run, ood)
+    return list(found["indistinguishable"]) if found else None
+
+
+def seeds_tied(group: SeedGroup, ood: str, scorer: str) -> tuple[int, int]:
+    """In how many of the group's seeds ``scorer`` is the best or indistinguishable from it,
+    out of how many seeds have the comparison."""
+    counted = hits = 0
+    for member in group.members:
+        tied = tied_with_best(member, ood)
+        if tied is not None:
+            counted += 1
+            hits += scorer in tied
+    return hits, counted
+
+
+def bootstrap_params(run: AnalysedRun) -> dict[str, Any] | None:
+    first = run.members[0] if isinstance(run, SeedGroup) else run
+    return first.final.get("params", {}).get("bootstrap")
+
+
+def significance_params(run: AnalysedRun) -> dict[str, Any] | None:
+    first = run.members[0] if isinstance(run, SeedGroup) else run
+    found = first.final.get("significance")
+    return found if found and found.get("ood") else None
