@@ -326,6 +326,7 @@ class HostileScorer:
 
 def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
     """Rename the ID dataset and OOD sets everywhere the report reads them."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -341,7 +342,9 @@ def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
         tensors = load_file(str(path))
         for old, new in ood.items():
             tensors = {k.replace(f"/ood/{old}", f"/ood/{new}"): v for k, v in tensors.items()}
-        save_file(tensors, str(path), metadata={"format": "ncood-scores"})
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata()  # keeps the id results.json records
+        save_file(tensors, str(path), metadata=metadata)
 
 
 @needs_tex
