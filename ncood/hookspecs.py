@@ -19,3 +19,8 @@ def register_analyses(register):
 @hookspec
 def register_report_sections(register):
     """Register report sections: ``register(ReportSection(...))``."""
+
+
+@hookspec
+def register_models(register):
+    """Register model architectures: ``register(name, builder, description="")``."""

@@ -138,6 +138,22 @@ class PluginHost:
 
         return self._collect("register_report_sections", make, "report section")
 
+    def models(self):
+        """The architectures ``ncood extract`` builds (ncood.models.registry)."""
+        from ncood.models.registry import ModelRegistry
+
+        registry = ModelRegistry()
+        for impl in reversed(self.pm.hook.register_models.get_hookimpls()):
+
+            def register(name, builder, description="", _plugin=impl.plugin_name):
+                try:
+                    registry.register(name, builder, description, plugin=_plugin)
+                except ValueError as exc:
+                    raise NcoodError(f"plugin {_plugin!r}: {exc}") from None
+
+            impl.function(register=register)
+        return registry
+
 
 def _contribution(kind: str):
     def make(

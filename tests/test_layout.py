@@ -20,6 +20,7 @@ HOOK_OF = {
     "scorers": "register_scorers",
     "analyses": "register_analyses",
     "sections": "register_report_sections",
+    "models": "register_models",
 }
 MODULES = sorted(
     path for group in HOOK_OF for path in (PLUGINS / group).glob("*.py") if path.stem != "__init__"
@@ -62,7 +63,7 @@ def hookimpls(path: Path) -> set[str]:
 def test_every_group_has_modules_and_plugins_has_no_loose_ones():
     assert {p.parent.name for p in MODULES} == set(HOOK_OF)
     loose = [p.name for p in PLUGINS.glob("*.py") if p.name != "__init__.py"]
-    assert loose == [], "a plugin module belongs in scorers/, analyses/ or sections/"
+    assert loose == [], "a plugin module belongs in scorers/, analyses/, sections/ or models/"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")

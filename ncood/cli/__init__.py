@@ -1,7 +1,8 @@
 """The ``ncood`` command line, one module per command (train, presets, analyze, report,
-plugins); :mod:`ncood.cli.app` holds the Typer app they add themselves to."""
+plugins, extract); :mod:`ncood.cli.app` holds the Typer app they add themselves to."""
 
-from ncood.cli import analyze, plugins, presets, report, train  # noqa: F401  (registers them)
+# importing a command module registers its command
+from ncood.cli import analyze, extract, plugins, presets, report, train  # noqa: F401
 from ncood.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -23,7 +23,13 @@ def list_plugins(
 
     plugin_host = host()
     contributions: dict[str, list[str]] = {}
-    for registry in (plugin_host.scorers(), plugin_host.analyses(), plugin_host.report_sections()):
+    registries = (
+        plugin_host.scorers(),
+        plugin_host.analyses(),
+        plugin_host.report_sections(),
+        plugin_host.models(),
+    )
+    for registry in registries:
         for name, item in registry.items():
             contributions.setdefault(item.plugin, []).append(f"{registry.kind} {name}")
     rows = [

@@ -90,7 +90,15 @@ class AnalysedRun:
         return self.run.root.name
 
     @property
+    def imported(self) -> bool:
+        """Trained outside ncood and brought in by ``ncood extract``: no training history."""
+        return self.manifest.get("source") == "imported"
+
+    @property
     def preset(self) -> str:
+        """The preset of a trained run; the architecture of an imported one."""
+        if self.imported:
+            return str(self.manifest.get("model", {}).get("name", self.name))
         return self.manifest["config"].get("preset", self.name)
 
     @property
@@ -271,11 +279,15 @@ class ReportContext:
 
     def _label_values(self, run: AnalysedRun) -> tuple[str, dict[str, Any]]:
         values: dict[str, Any] = {"preset": run.preset, "epochs": run.epochs}
-        key = "run_label"
+        key = "run_label_imported" if run.imported else "run_label"
         seeds = len(getattr(run, "members", None) or ())  # a group of seed runs says how many
         if seeds:
             key, values["seeds"] = "run_label_seeds", seeds
-        same = [r for r in self.runs if (r.preset, r.epochs) == (run.preset, run.epochs)]
+
+        def identity(r: AnalysedRun) -> tuple:  # what the label shows
+            return (r.preset, True) if r.imported else (r.preset, r.epochs)
+
+        same = [r for r in self.runs if identity(r) == identity(run)]
         if len(same) == 1:
             return key, values
         if sum(r.name == run.name for r in same) == 1:
@@ -283,8 +295,8 @@ class ReportContext:
         return f"{key}_indexed", {**values, "index": self.runs.index(run) + 1}
 
     def label(self, run: AnalysedRun) -> Markup:
-        """How a run is named in text and column headers: its preset and length (and its
-        folder's name when two runs share both)."""
+        """How a run is named in text and column headers: its preset and length, or the
+        architecture of an imported run (and its folder's name when two runs share both)."""
         key, values = self._label_values(run)
         return self.t(key, **values)
 

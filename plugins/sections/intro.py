@@ -58,7 +58,19 @@ def build(ctx: ReportContext) -> dict:
         ],
         "notes": [ctx.t(f"intro_note_{d}") for d in datasets if ctx.has(f"intro_note_{d}")],
         "narrow": [w for w in widths if w != STANDARD_WIDTH],
+        "all_imported": all(r.imported for r in ctx.runs),
+        "imported": imported_note(ctx),
     }
+
+
+def imported_note(ctx: ReportContext):
+    """Which runs ncood did not train (``ncood extract``), when some did train."""
+    imported = [r for r in ctx.runs if r.imported]
+    if not imported or len(imported) == len(ctx.runs):
+        return None
+    key = "intro_imported_one" if len(imported) == 1 else "intro_imported_many"
+    runs = ctx.enumeration([ctx.label(r) for r in imported])
+    return ctx.t(key, runs=runs, ref=ctx.section_ref("training"))
 
 
 @ncood.hookimpl

@@ -1,5 +1,6 @@
 """The report's training section (the TP's section 2): curves of every run, the learning-rate
-schedules, final accuracies, and what they say about the terminal phase of training."""
+schedules, final accuracies, and what they say about the terminal phase of training. A run
+imported by ``ncood extract`` has no curves: the section says where it came from instead."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from markupsafe import Markup
 import ncood
 from ncood.report.context import STANDARD_WIDTH, AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, integer_ticks, line_style, new_figure
-from ncood.report.latex import num, percent, sci
+from ncood.report.imported import FILES_SHOWN, imported_facts, shown_files
+from ncood.report.latex import escape, num, percent, sci
 from ncood.report.seeds import plot_curve
 
 # The terminal phase of training (Papyan et al., 2020) starts when the training error vanishes;
@@ -214,10 +216,95 @@ def figure_ref(name: str) -> Markup:
     return Markup(rf"\ref{{fig:{name}}}")
 
 
+def _values(ctx: ReportContext, values: list[float] | None) -> Markup:
+    """A per-channel mean or std: one number when the channels agree (grey images)."""
+    if not values:
+        return Markup("--")
+    shown = values[:1] if len(set(values)) == 1 else values
+    return (
+        Markup("(")
+        + Markup("; " if ctx.lang == "fr" else ", ").join(num(v, 4) for v in shown)
+        + Markup(")")
+    )
+
+
+def _files_text(ctx: ReportContext, facts) -> Markup:
+    if facts.first_sha:
+        return ctx.t("training_imported_sha", file=facts.files[0], sha=facts.first_sha)
+    if len(facts.files) > FILES_SHOWN:
+        first, last = shown_files(facts.files)
+        return ctx.t("training_imported_files_many", count=len(facts.files), first=first, last=last)
+    return ctx.enumeration(facts.files) if facts.files else Markup("--")
+
+
+def _features_text(ctx: ReportContext, where: str) -> Markup:
+    side, _, layer = where.partition(" of ")
+    key = {"input": "training_imported_input", "output": "training_imported_output"}.get(side)
+    return ctx.t(key, layer=layer) if key and layer else escape(where)
+
+
+def _preprocessing_text(ctx: ReportContext, facts) -> Markup:
+    if facts.normalize is None:
+        return ctx.t("training_imported_prep_caller")
+    mean, std = _values(ctx, facts.mean), _values(ctx, facts.std)
+    if facts.image_size:
+        return ctx.t("training_imported_prep_resized", size=facts.image_size, mean=mean, std=std)
+    return ctx.t("training_imported_prep_native", mean=mean, std=std)
+
+
+def imported_run(ctx: ReportContext, run: AnalysedRun) -> dict:
+    """Where an imported model came from and its accuracies: what replaces its curves."""
+    facts = imported_facts(run.manifest)
+    origin = ctx.t(
+        "training_imported_origin",
+        label=ctx.label(run),
+        arch=facts.arch,
+        cls=facts.python_class,
+        params=num(facts.parameters) if facts.parameters is not None else "?",
+        files=_files_text(ctx, facts),
+        features=_features_text(ctx, facts.features),
+        prep=_preprocessing_text(ctx, facts),
+    )
+    sentences = [origin]
+    if facts.epochs:
+        sentences.append(
+            ctx.t(
+                "training_imported_accuracy",
+                epoch=facts.epochs[-1],
+                train=percent(facts.train_acc),
+                test=percent(facts.test_acc),
+            )
+        )
+    if facts.first_test_acc is not None:
+        sentences.append(
+            ctx.t(
+                "training_imported_progress",
+                count=len(facts.epochs),
+                first=facts.epochs[0],
+                last=facts.epochs[-1],
+                first_test=percent(facts.first_test_acc),
+                test=percent(facts.test_acc),
+            )
+        )
+    return {
+        "label": ctx.label(run),
+        "arch": facts.arch,
+        "checkpoints": len(facts.epochs),
+        "train": facts.train_acc,
+        "test": facts.test_acc,
+        "text": Markup(" ").join(sentences),
+    }
+
+
 def build(ctx: ReportContext) -> dict | None:
+    imported = [imported_run(ctx, r) for r in ctx.runs if r.imported]
     runs = [r for r in ctx.runs if r.history]
     if not runs:
-        return None
+        return (
+            {"trained": False, "imported": imported, "dataset": ctx.id_short()}
+            if imported
+            else None
+        )
     ctx.define_terms("terminal", threshold=num(TERMINAL_ACCURACY, 2))
     config = runs[0].manifest["config"]
     per_run = []
@@ -261,6 +348,8 @@ def build(ctx: ReportContext) -> dict | None:
     )
     texts = model_text(ctx, runs[0])
     return {
+        "trained": True,
+        "imported": imported,
         "dataset": ctx.id_short(),
         "model": texts[0],
         "width_note": texts[1] if len(texts) > 1 else None,

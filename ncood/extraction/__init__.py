@@ -1,0 +1,6 @@
+"""Extraction of a model trained anywhere into an ordinary ncood run (``ncood extract``).
+
+``inputs`` turns datasets, loaders or tensors into batches, ``stream`` writes one features file
+from a model and its head, ``imported`` writes the run (one features file per checkpoint and a
+manifest with ``source: imported``), ``api`` is ``ncood.extract`` for notebooks.
+"""

@@ -1,0 +1,1 @@
+"""Model architectures for ``ncood extract``: each module implements only ``register_models``."""
