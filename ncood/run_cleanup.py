@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from ncood.atomic import clean_stale
+from ncood.atomic import clean_stale, stale_writer
 from ncood.errors import NcoodError
 from ncood.run import MANIFEST, RUN_FORMAT
 
@@ -66,3 +66,17 @@ def clear_run(root: Path) -> list[Path]:
             with contextlib.suppress(OSError):  # it holds someone else's files
                 path.rmdir()
     return kept
+
+
+def foreign_files(root: Path) -> list[Path]:
+    """Files in ``root`` that ncood did not write (symbolic links included)."""
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if relative == ".ncood.lock" or stale_writer(name):
+                continue
+            if path.is_symlink() or not OWN_FILES.match(relative):
+                found.append(path)
+    return sorted(found)

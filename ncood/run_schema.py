@@ -66,8 +66,8 @@ MANIFEST = {
         "train_size": INT,
         "test_size": INT,
         "ood": {str: INT},
-        "mean": [NUMBER],
-        "std": [NUMBER],
+        "mean": ([NUMBER], None),  # null for an imported run without them
+        "std": ([NUMBER], None),
     },
     "model": {"name": TEXT, "width": INT, "feature_dim": INT},
     "files": {str: TEXT},
@@ -135,6 +135,12 @@ def check(value: Any, spec: Any, where: str, keys: str = "") -> None:
             check(item, spec[0], where, f"{keys}[{index}]")
         return
     kinds = spec if isinstance(spec, tuple) else (spec,)
+    nested = [k for k in kinds if isinstance(k, dict | list)]
+    if nested:  # e.g. ([NUMBER], None): a list of numbers, or null
+        if value is None and None in kinds:
+            return
+        check(value, nested[0], where, keys)
+        return
     if not any(_is(value, k) for k in kinds):
         _refuse(where, keys, _describe(spec), value)
     if keys.rsplit(".", 1)[-1] in _NON_NEGATIVE and _is(value, INT) and value < 0:

@@ -227,3 +227,21 @@ def test_resume_without_state_after_finished_epochs_is_refused(small_run, tmp_pa
         "finished 2 epoch(s)",
     )
     assert snapshot(run) == before
+
+
+def test_extract_force_replaces_only_an_ncood_run_holding_nothing_else(small_run, tmp_path):
+    """The sibling of train --force: ``ncood extract --force`` replaces its --out whole."""
+    from ncood.errors import NcoodError
+    from ncood.extraction.imported import prepare_out
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "manifest.json").write_text('{"name": "web app"}')
+    with pytest.raises(NcoodError, match="not an ncood run"):
+        prepare_out(project, force=True)
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    prepare_out(run, force=True)  # only ncood's files: may be replaced
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(NcoodError, match=r"holds files that are not ncood's \(notes.txt\)"):
+        prepare_out(run, force=True)
