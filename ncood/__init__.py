@@ -1,7 +1,14 @@
-"""ncood: Neural Collapse and out-of-distribution detection, from training to report."""
+"""ncood: Neural Collapse and out-of-distribution detection, from training to report.
 
+The public Python API (docs/plugins.md, "Python API"); everything else stays importable but is
+internal. Names load on first use (PEP 562), so ``import ncood`` — which every plugin does for
+``hookimpl`` — imports neither numpy nor torch.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
+from ncood.errors import NcoodError
 from ncood.hookspecs import hookimpl
 
 try:
@@ -9,21 +16,37 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+source"
 
-# The public functions load their modules (torch, numpy) on first use: `import ncood`, which
-# every plugin does for `hookimpl`, stays cheap (PEP 562).
+# name → the module that defines it
 _LAZY = {
+    "load_features": "ncood.features",
+    "save_features": "ncood.features",
+    "FeatureDump": "ncood.features",
+    "Split": "ncood.features",
+    "Head": "ncood.features",
+    "ood_metrics": "ncood.conventions",
+    "ReportSection": "ncood.report.context",
+    "list_scorers": "ncood.api",
+    "list_analyses": "ncood.api",
+    "create_scorer": "ncood.api",
+    "create_analysis": "ncood.api",
+    "evaluate": "ncood.api",
+    "open_run": "ncood.api",
     "extract": "ncood.extraction.api",
     "list_models": "ncood.models.registry",
     "create_model": "ncood.models.registry",
 }
 
+__all__ = ["__version__", "hookimpl", "NcoodError", *_LAZY]
+
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ncood' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # the next access skips this function
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ncood' has no attribute {name!r}")
 
-
-__all__ = ["__version__", "create_model", "extract", "hookimpl", "list_models"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

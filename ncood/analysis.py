@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ncood.arrays_file import arrays_path, save_arrays
 from ncood.bootstrap import DEFAULT_RESAMPLES
 from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
@@ -68,6 +69,8 @@ class AnalysisOutcome:
 
     def reasons(self) -> dict[str, str]:
         return {name: self.results["errors"].get(name, "?") for name in self.failures}
+
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # analysis → arrays
 
 
 def select(
@@ -221,6 +224,9 @@ def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome) -> N
     if not isinstance(returned, dict):
         raise NcoodError(f"run() returned a {type(returned).__name__}, not a dict")
     outcome.results[contribution.name] = to_json(returned, "run()")
+    arrays = getattr(built, "arrays", None)
+    if isinstance(arrays, dict) and arrays:
+        outcome.arrays[contribution.name] = arrays
 
 
 def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
@@ -267,6 +273,9 @@ def analyse_file(
         outcome.results, outcome.kept = write_merged(
             out_dir, outcome.results, outcome.scores, outcome.failures, discard_failed
         )
+        for name, arrays in outcome.arrays.items():
+            if name not in outcome.failures:
+                save_arrays(arrays_path(out_dir, name), arrays)
     return outcome
 
 

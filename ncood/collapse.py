@@ -10,8 +10,14 @@ Conventions, written once here and in the docs:
   r = min(C − 1, D, numerical rank of the centred means);
 * standard deviations are population ones (ddof = 0); pairs of classes are unordered (c < c').
 
-Σ_W is never formed: Tr(Σ_W Σ_B†) = (1/N) Σ_i ‖Λ^{-1/2} Vᵀ (h_i − μ_{y_i})‖², one pass over the
-features in chunks, which is what makes 50,000 × 512 take well under a second.
+Everything is streamed over the split in chunks (:meth:`ncood.features.Split.chunks`), memory
+O(chunk·(D + C) + D² + C·D) whatever N. The class sums and the within-class scatter
+N·Σ_W = Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ come from the shared train moments
+(:func:`ncood.stats.train_moments`: two passes, the scatter of the residuals
+themselves, so nothing cancels); then Tr(Σ_W Σ_B†) = Σ_k v_kᵀ Σ_W v_k / λ_k in O(D²·r). The
+per-class variances are accumulated in the same pass. Only the nearest-class-centre predictions
+need one more pass, in float32 with the rows whose two best classes are too close to call
+recomputed in float64 (so the predictions are those of the float64 formula).
 """
 
 from __future__ import annotations
@@ -19,11 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.distance import pdist
 
+from ncood.chunked import fold_chunks, map_chunks
 from ncood.errors import NcoodError
+from ncood.features import Split
+from ncood.stats import (
+    TrainMoments,
+    require_every_class,
+    train_moments,
+)
 
-CHUNK_ROWS = 8192
+CHUNK_ROWS: int | None = None  # rows per chunk of the streamed passes (None: about 32 MiB)
+FLOAT32_EPS = float(np.finfo(np.float32).eps) / 2  # unit roundoff u of float32
 
 
 @dataclass(frozen=True)
@@ -70,26 +83,29 @@ class TrainPass:
     notes: list[str] = field(default_factory=list)
 
 
-def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> ClassMeans:
-    """Class means in float64; a class without a sample is a user error (its mean is undefined)."""
+def as_split(features: np.ndarray, labels: np.ndarray | None = None) -> Split:
+    """Arrays seen as a split (features only), for the array-level functions below."""
+    n = features.shape[0]
+    labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels)
+    return Split(features, np.empty((n, 0), np.float32), labels)
+
+
+def collapse_moments(split: Split, num_classes: int, part: str = "features") -> TrainMoments:
+    """The shared train moments of ``split``'s ``part``, after the checks NC needs: at least
+    two classes, and a sample in each (else class means, hence the metrics, are undefined)."""
     if num_classes < 2:
         raise NcoodError(f"Neural Collapse needs at least 2 classes, the head has {num_classes}")
-    labels = np.asarray(labels)
-    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
-    if np.any(counts == 0):
-        missing = np.flatnonzero(counts == 0).tolist()
-        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
-        raise NcoodError(
-            f"{len(missing)} class(es) have no train sample ({shown}); "
-            "their class means, hence the NC metrics, are undefined"
-        )
-    sums = np.zeros((num_classes, features.shape[1]))
-    for start in range(0, features.shape[0], CHUNK_ROWS):
-        chunk = np.asarray(features[start : start + CHUNK_ROWS], dtype=np.float64)
-        one_hot = np.zeros((chunk.shape[0], num_classes))
-        one_hot[np.arange(chunk.shape[0]), labels[start : start + CHUNK_ROWS]] = 1.0
-        sums += one_hot.T @ chunk
-    return ClassMeans(sums / counts[:, None], counts.astype(np.int64))
+    require_every_class(np.bincount(split.labels, minlength=num_classes)[:num_classes])
+    return train_moments(split, num_classes, part, CHUNK_ROWS)
+
+
+def means_of(moments: TrainMoments) -> ClassMeans:
+    return ClassMeans(moments.class_means, moments.class_counts.astype(np.int64))
+
+
+def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> ClassMeans:
+    """Class means in float64; a class without a sample is a user error (its mean is undefined)."""
+    return means_of(collapse_moments(as_split(features, labels), num_classes))
 
 
 def between_class(stats: ClassMeans) -> BetweenClass:
@@ -112,28 +128,25 @@ def between_class(stats: ClassMeans) -> BetweenClass:
 def train_pass(
     features: np.ndarray, labels: np.ndarray, stats: ClassMeans, between: BetweenClass
 ) -> TrainPass:
-    """NC1, Tr Σ_W, per-class variances and NCC predictions in one chunked pass."""
-    n, c = features.shape[0], stats.num_classes
-    centred_means = stats.centred
-    global_mean = stats.global_mean
-    whitening = between.vectors / np.sqrt(between.values)  # D×r: Σ_B† = whitening · whiteningᵀ
-    half_sq_norms = 0.5 * np.einsum("cd,cd->c", centred_means, centred_means)
-    projected_sum = 0.0
-    per_class_sq = np.zeros(c)
-    predictions = np.empty(n, dtype=np.int64)
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, n)
-        y = labels[start:stop]
-        shifted = np.asarray(features[start:stop], dtype=np.float64) - global_mean
-        predictions[start:stop] = np.argmax(shifted @ centred_means.T - half_sq_norms, axis=1)
-        residual = shifted - centred_means[y]
-        projected = residual @ whitening
-        projected_sum += float(np.einsum("ij,ij->", projected, projected))
-        per_class_sq += np.bincount(
-            y, weights=np.einsum("ij,ij->i", residual, residual), minlength=c
-        )
+    """NC1, Tr Σ_W, per-class variances and NCC predictions of arrays (see :func:`pass_of`)."""
+    split = as_split(features, labels)
+    return pass_of(split, collapse_moments(split, stats.num_classes), stats, between)
+
+
+def pass_of(
+    split: Split,
+    moments: TrainMoments,
+    stats: ClassMeans,
+    between: BetweenClass,
+    part: str = "features",
+) -> TrainPass:
+    """NC1 = Tr(Σ_W Σ_B†)/C from the within-class scatter, the variances, NCC on ``split``."""
+    n, c = moments.count, stats.num_classes
+    vectors = between.vectors
+    quadratic = np.einsum("dk,dk->k", vectors, moments.within_scatter @ vectors)  # v_kᵀ N·Σ_W v_k
+    nc1 = float(np.sum(quadratic / between.values) / n / c)
     notes = []
-    d = features.shape[1]
+    d = moments.dim
     if between.rank == 0:  # Σ_B = 0: NC1 = Tr(Σ_W Σ_B†)/C would read 0, "perfect collapse"
         notes.append("the class means coincide (Sigma_B = 0): NC1 is undefined")
     elif d < c - 1:
@@ -152,31 +165,69 @@ def train_pass(
             f"classes {singletons[:10]} have one train sample: their within-class variance is 0"
         )
     return TrainPass(
-        nc1=projected_sum / n / c if between.rank > 0 else None,
-        trace_within=float(per_class_sq.sum() / n),
-        class_variance=per_class_sq / stats.counts,
-        ncc_predictions=predictions,
+        nc1=nc1 if between.rank > 0 else None,
+        trace_within=float(moments.class_within.sum() / n),
+        class_variance=moments.class_within / stats.counts,
+        ncc_predictions=ncc_predictions(split, stats, part),
         notes=notes,
     )
 
 
 def ncc_predict(features: np.ndarray, stats: ClassMeans) -> np.ndarray:
-    """Nearest class centre: argmin_c ‖h − μ_c‖², computed as argmax_c ⟨h − μ_G, m_c⟩ − ‖m_c‖²/2."""
-    centred_means = stats.centred
-    half_sq_norms = 0.5 * np.einsum("cd,cd->c", centred_means, centred_means)
-    out = np.empty(features.shape[0], dtype=np.int64)
-    for start in range(0, features.shape[0], CHUNK_ROWS):
-        shifted = np.asarray(features[start : start + CHUNK_ROWS], dtype=np.float64)
-        shifted = shifted - stats.global_mean
-        out[start : start + CHUNK_ROWS] = np.argmax(
-            shifted @ centred_means.T - half_sq_norms, axis=1
-        )
+    """Nearest class centre of each row of an array (see :func:`ncc_predictions`)."""
+    return ncc_predictions(as_split(features), stats)
+
+
+def ncc_predictions(split: Split, stats: ClassMeans, part: str = "features") -> np.ndarray:
+    """Nearest class centre: argmin_c ‖h − μ_c‖² = argmax_c ⟨h − μ_G, m_c⟩ − ‖m_c‖²/2.
+
+    The product runs in float32 (half the time of float64 at ImageNet size); a row whose two
+    best scores are closer than twice a bound on the float32 rounding error — γ_D‖s‖·max‖m_c‖
+    for the product (γ_D = D·u/(1 − D·u), u the float32 unit roundoff), plus the rounding of
+    s = h − μ_G, of m_c and of ‖m_c‖²/2 — is recomputed in float64, so every prediction is the
+    float64 formula's.
+    """
+    centred = stats.centred
+    half = 0.5 * np.einsum("cd,cd->c", centred, centred)
+    global_mean = stats.global_mean
+    centred32, half32 = centred.astype(np.float32), half.astype(np.float32)
+    mean32 = global_mean.astype(np.float32)
+    d = centred.shape[1]
+    gamma = d * FLOAT32_EPS / (1 - d * FLOAT32_EPS)
+    top_norm = float(np.sqrt(np.max(np.einsum("cd,cd->c", centred, centred))))
+    mean_norm = float(np.linalg.norm(global_mean))
+
+    def piece(chunk) -> tuple[slice, np.ndarray]:
+        features = chunk.part(part)
+        shifted = np.asarray(features, np.float32) - mean32
+        scores = shifted @ centred32.T
+        scores -= half32
+        predictions = np.argmax(scores, axis=1)
+        if scores.shape[1] > 1:
+            best_two = np.partition(scores, -2, axis=1)[:, -2:]
+            margin = best_two[:, 1].astype(np.float64) - best_two[:, 0]
+            shifted_norm = np.linalg.norm(shifted, axis=1).astype(np.float64)
+            row_norm = np.linalg.norm(np.asarray(features, np.float32), axis=1).astype(np.float64)
+            bound = (gamma + 2 * FLOAT32_EPS) * shifted_norm * top_norm
+            bound += 2 * FLOAT32_EPS * (row_norm + mean_norm) * top_norm
+            bound += 2 * FLOAT32_EPS * float(half.max())
+            close = np.flatnonzero(margin <= 2 * bound)
+            if close.size:
+                exact = np.asarray(features[close], np.float64) - global_mean
+                predictions[close] = np.argmax(exact @ centred.T - half, axis=1)
+        return chunk.rows, predictions
+
+    out = np.empty(len(split), np.int64)
+    for rows, predictions in map_chunks(split, piece, (part,), CHUNK_ROWS):
+        out[rows] = predictions
     return out
 
 
 def cdnv(stats: ClassMeans, class_variance: np.ndarray) -> float | None:
     """Class-distance normalised variance (Galanti et al., 2022), averaged over pairs c < c':
     (Var_c + Var_c') / (2 ‖μ_c − μ_c'‖²). ``None`` when two class means coincide."""
+    from scipy.spatial.distance import pdist  # scipy.spatial: 0.4 s, paid when NC is measured
+
     sq_distances = pdist(stats.means, "sqeuclidean")
     if np.any(sq_distances == 0):
         return None
@@ -238,17 +289,15 @@ def ood_orthodev(means: np.ndarray, ood_mean: np.ndarray) -> float | None:
     return float(np.mean(np.abs(unit @ (ood_mean / norm))))
 
 
-def feature_mean(features: np.ndarray) -> np.ndarray:
-    """Mean of a split's features, accumulated in float64."""
-    total = np.zeros(features.shape[1])
-    for start in range(0, features.shape[0], CHUNK_ROWS):
-        total += np.asarray(features[start : start + CHUNK_ROWS], dtype=np.float64).sum(axis=0)
-    return total / features.shape[0]
+def feature_mean(features: np.ndarray | Split, part: str = "features") -> np.ndarray:
+    """Mean of a split's features (or of an array), accumulated in float64, streamed."""
+    split = features if isinstance(features, Split) else as_split(features)
 
+    def piece(chunk) -> tuple[np.ndarray]:
+        return (np.asarray(chunk.part(part), np.float64).sum(axis=0),)
 
-def network_predictions(logits: np.ndarray) -> np.ndarray:
-    """The network's decision: argmax of the dumped logits (ties go to the lowest class)."""
-    return np.argmax(logits, axis=1)
+    (total,) = fold_chunks(split, piece, (part,), CHUNK_ROWS)
+    return total / len(split)
 
 
 def share(mask: np.ndarray) -> float:
@@ -264,6 +313,8 @@ def class_geometry(stats: ClassMeans, class_variance: np.ndarray, weight: np.nda
     c = stats.num_classes
     distances = np.zeros((c, c))
     first, second = np.triu_indices(c, k=1)
+    from scipy.spatial.distance import pdist
+
     distances[first, second] = np.sqrt(pdist(stats.means, "sqeuclidean"))
     distances += distances.T
     unit_w, unit_m = _unit_rows(np.asarray(weight, np.float64)), _unit_rows(stats.centred)

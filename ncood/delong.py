@@ -10,8 +10,24 @@ the O(m·n) pair comparisons. ID is the positive class (`ncood.conventions`), ti
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr
-from scipy.stats import rankdata
+
+
+def rankdata(values: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Midranks along ``axis`` (ties share the mean of their ranks), as
+    ``scipy.stats.rankdata(method="average")`` computes them, in NumPy: importing scipy.stats
+    costs ``ncood analyze`` a second before any work."""
+    values = np.moveaxis(np.asarray(values), axis, -1)
+    order = np.argsort(values, axis=-1, kind="mergesort")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    ranks = np.empty(values.shape, np.float64)
+    for row in np.ndindex(values.shape[:-1]):
+        sorted_row = ordered[row]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_row[1:] != sorted_row[:-1]]))
+        counts = np.diff(np.concatenate([starts, [sorted_row.size]]))
+        # ranks starts+1 … starts+count: their mean is starts + (count + 1) / 2
+        mean_rank = np.repeat(starts + 0.5 * (counts + 1), counts)
+        ranks[row + (order[row],)] = mean_rank
+    return np.moveaxis(ranks, -1, axis)
 
 
 def structural_components(
@@ -63,6 +79,8 @@ def pairwise_pvalues(
     degenerate = variance <= 1e-12 * np.maximum(diagonal[:, None] + diagonal[None, :], 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.abs(difference) / scale
+    from scipy.special import ndtr  # the normal CDF; imported when p-values are computed
+
     pvalues = 2.0 * ndtr(-z)
     tied = np.abs(difference) <= 1e-12
     pvalues = np.where(degenerate, np.where(tied, 1.0, 0.0), pvalues)

@@ -3,3 +3,11 @@
 
 class NcoodError(Exception):
     """A problem the user can fix: bad input, a missing file, an unknown name."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know but that is not an error
+    (a slow path taken, a setting worth changing)."""
+    import sys
+
+    print(f"ncood: warning: {message}", file=sys.stderr, flush=True)

@@ -41,8 +41,8 @@ def compare_with_best(
     others = [k for k in range(len(names)) if k != best]
     raw = [float(pvalues[best, k]) for k in others]
     adjusted = holm(raw)
-    tied = [best] + [k for k, p in zip(others, adjusted, strict=True) if p >= alpha]
-    tied.sort(key=lambda k: (-auroc[k], names[k]))
+    tied = [k for k, p in zip(others, adjusted, strict=True) if p >= alpha]
+    tied = [best] + sorted(tied, key=lambda k: (-auroc[k], names[k]))
     return {
         "best": names[best],
         "alpha": alpha,

@@ -108,6 +108,11 @@ class RunDir:
     def results(self, epoch: int) -> Path:
         return self.analysis_dir(epoch) / "results.json"
 
+    @property
+    def epochs(self) -> list[int]:
+        """The checkpoint epochs that have features, ascending."""
+        return self.feature_epochs()
+
     def feature_epochs(self) -> list[int]:
         folder = self.root / "features"
         if not folder.is_dir():

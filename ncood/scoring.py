@@ -13,12 +13,14 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ncood.errors import NcoodError
-from ncood.features import FeatureDump, Head, Split
+
+if TYPE_CHECKING:  # this module is imported to load plugins: it must not pull in numpy
+    import numpy as np
+
+    from ncood.features import FeatureDump, Head, Split
 
 
 class Scorer(Protocol):
@@ -56,17 +58,39 @@ class Contribution:
             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
 
+    def create(self, **params: Any) -> Any:
+        """Instantiate with typed parameters (the defaults fill the rest); an unknown name or a
+        value of the wrong type is a :class:`NcoodError` naming the known parameters."""
+        return self._instantiate(self._checked(params))[0]
+
     def build(self, overrides: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Instantiate with string overrides coerced to each default's type."""
-        params = self.defaults()
-        for key, raw in (overrides or {}).items():
-            if key not in params:
-                known = ", ".join(sorted(params)) or "none"
+        """Instantiate from ``--set`` strings, each coerced to its default's type first; returns
+        the object and every parameter's value."""
+        self._checked(dict(overrides or {}), typed=False)
+        hints, defaults = self.hints(), self.defaults()
+        typed = {
+            key: coerce(raw, defaults[key], f"{self.name}.{key}", hints.get(key))
+            for key, raw in (overrides or {}).items()
+        }
+        return self._instantiate(self._checked(typed))
+
+    def _checked(self, params: dict[str, Any], typed: bool = True) -> dict[str, Any]:
+        defaults = self.defaults()
+        for key, value in params.items():
+            if key not in defaults:
+                known = ", ".join(sorted(defaults)) or "none"
                 raise NcoodError(
                     f"{self.kind} {self.name!r} has no parameter {key!r} (known: {known})"
                 )
-            hint = self.hints().get(key) if params[key] is None else None
-            params[key] = coerce(raw, params[key], f"{self.name}.{key}", hint)
+            if typed and not accepts(value, defaults[key], self.hints().get(key)):
+                raise NcoodError(
+                    f"{self.kind} {self.name!r}: parameter {key!r} expects "
+                    f"{type_name(defaults[key], self.hints().get(key))}, got {value!r}"
+                )
+        return params
+
+    def _instantiate(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        params = {**self.defaults(), **params}
         try:
             built = self.factory(**params)
         except (TypeError, ValueError) as exc:  # a value the factory refuses is a user error
@@ -80,6 +104,33 @@ class Contribution:
             return typing.get_type_hints(target)
         except Exception:  # unresolvable annotations only cost the typing of None defaults
             return {}
+
+
+def accepts(value: Any, default: Any, hint: Any = None) -> bool:
+    """Whether a typed value suits a parameter: the type of its default (an int is a float),
+    or for a None default its annotation when it names bool, int, float or str."""
+    if default is None:
+        if value is None or hint is None:
+            return True
+        kinds = [k for k in (bool, int, float, str) if k is hint or k in typing.get_args(hint)]
+        return not kinds or any(_is(value, kind) for kind in kinds)
+    return _is(value, type(default))
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def type_name(default: Any, hint: Any = None) -> str:
+    if default is None:
+        return str(hint).replace("typing.", "") if hint is not None else "any value"
+    return type(default).__name__
 
 
 def coerce(raw: str, default: Any, where: str, hint: Any = None) -> Any:

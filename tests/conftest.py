@@ -52,3 +52,39 @@ def demo_run(tmp_path_factory):
     for epoch in run.feature_epochs():
         analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
     return run
+
+
+@pytest.fixture
+def plugin_host():
+    """``add(plugin, name)`` registers a test plugin (not built in) on the process-wide host;
+    every one is removed afterwards."""
+    from ncood.plugins import host
+
+    added: list[str] = []
+
+    def add(plugin: object, name: str) -> None:
+        host().add(plugin, name, distribution="ncood-test-plugin", version="0.0", builtin=False)
+        added.append(name)
+
+    yield add
+    for name in added:
+        host().remove(name)
+
+
+@pytest.fixture
+def third_party_sections_only(monkeypatch):
+    """The report builds only the sections of non-built-in plugins (the built-ins draw many
+    figures, which is not what the tests using this are about)."""
+    from ncood.plugins import host
+    from ncood.registry import Registry
+    from ncood.report import build as build_module
+
+    class Host:
+        def report_sections(self):
+            sections = Registry("report section")
+            for name, section in host().report_sections().items():
+                if not host().info[section.plugin].builtin:
+                    sections.add(name, section)
+            return sections
+
+    monkeypatch.setattr(build_module, "host", Host)

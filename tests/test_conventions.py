@@ -38,3 +38,42 @@ def test_fpr95_takes_the_first_threshold_on_a_straight_stretch_of_the_curve():
 def test_empty_sets_are_refused():
     with pytest.raises(ValueError):
         ood_metrics(np.array([]), np.array([1.0]))
+
+
+@pytest.mark.parametrize("case", ["continuous", "ties", "float32", "tiny", "separated"])
+def test_metrics_equal_scikit_learns_to_the_last_bit(case):
+    """The NumPy curves are scikit-learn's, operation for operation (the slow reference)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    from ncood.conventions import roc_points, threshold_at_recall
+
+    rng = np.random.default_rng(7)
+    id_scores, ood_scores = rng.normal(1.0, 1.0, 3000), rng.normal(0.0, 1.3, 1700)
+    if case == "ties":  # few distinct values: whole groups share a threshold
+        id_scores, ood_scores = np.round(id_scores, 1), np.round(ood_scores, 1)
+    elif case == "float32":
+        id_scores, ood_scores = id_scores.astype(np.float32), ood_scores.astype(np.float32)
+    elif case == "tiny":
+        id_scores, ood_scores = np.array([0.3, 0.3, 0.9]), np.array([0.3, 0.1])
+    elif case == "separated":
+        ood_scores = ood_scores - 20.0
+    is_id = np.concatenate([np.ones(len(id_scores)), np.zeros(len(ood_scores))])
+    scores = np.concatenate([id_scores, ood_scores]).astype(np.float64)
+    fpr, tpr, thresholds = roc_curve(is_id, scores, drop_intermediate=False)  # FPR@95's curve
+    index = np.searchsorted(tpr, 0.95, side="left")
+    expected = {
+        "auroc": float(roc_auc_score(is_id, scores)),
+        "aupr_in": float(average_precision_score(is_id, scores)),
+        "aupr_out": float(average_precision_score(1 - is_id, -scores)),
+        "fpr95": float(fpr[index]),
+    }
+    assert ood_metrics(id_scores, ood_scores) == expected  # exact, not approx
+    assert threshold_at_recall(id_scores, ood_scores) == thresholds[index]
+    fpr, tpr, _ = roc_curve(is_id, scores)  # the plotted curve: sklearn's default
+    ours_fpr, ours_tpr = roc_points(id_scores, ood_scores)
+    assert np.array_equal(ours_fpr, fpr) and np.array_equal(ours_tpr, tpr)
+
+
+def test_non_finite_scores_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        ood_metrics(np.array([1.0, np.nan]), np.array([0.0]))

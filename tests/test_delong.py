@@ -94,3 +94,18 @@ def test_type_one_error_is_near_alpha():
         y = base_ood + rng.normal(0, 0.6, (2, 150))
         rejected += pairwise_pvalues(x, y)[1][0, 1] < 0.05
     assert 0.025 <= rejected / 400 <= 0.08
+
+
+def test_midranks_equal_scipys():
+    """ncood.delong.rankdata is scipy.stats.rankdata's average method, to the last bit."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    from ncood.delong import rankdata
+
+    rng = np.random.default_rng(3)
+    for values in (
+        rng.normal(size=(3, 500)),
+        np.round(rng.normal(size=(4, 300)), 1),  # many ties
+        rng.integers(0, 3, (2, 40)).astype(np.float64),
+    ):
+        assert np.array_equal(rankdata(values, axis=1), scipy_rankdata(values, axis=1))

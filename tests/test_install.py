@@ -66,7 +66,25 @@ def test_regular_install_ships_plugins_and_templates(tmp_path, demo_run):
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
     assert {"scorers.logits", "analyses.neural_collapse", "sections.intro"} <= set(rows)
+    assert {"models.openood", "models.torchvision", "models.resnet_cifar"} <= set(rows)
     assert all(row["builtin"] for row in rows.values())
+
+    # ncood extract from the installed copy (its model registry and extraction packages)
+    from safetensors.torch import save_file
+
+    from ncood.engine.model import ResNet18
+
+    save_file(ResNet18(10, width=4).state_dict(), str(tmp_path / "w.safetensors"))
+    options = "--dataset digits --ood noise --limit 8 --image-size 16 --quiet".split()  # noqa: SIM905
+    done = subprocess.run(
+        [ncood, "extract", "--model", "resnet18-cifar", "--model-arg", "width=4"]
+        + ["--weights", tmp_path / "w.safetensors", "--out", tmp_path / "imported", *options],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "imported" / "features" / "epoch-0001.safetensors").is_file()
 
     where = subprocess.run(
         [

@@ -41,3 +41,11 @@ def test_best_and_the_scorers_it_cannot_be_told_from():
     assert verdict["p_adjusted"]["c"] < 1e-6
     assert verdict["correction"] == "holm" and verdict["alpha"] == pytest.approx(0.05)
     assert set(verdict["p"]) == set(names) - {verdict["best"]}
+
+
+def test_the_best_comes_first_even_when_a_tie_sorts_before_it():
+    auroc = np.array([1.0, 1.0, 0.6])
+    pvalues = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    verdict = compare_with_best(["msp", "energy", "poor"], auroc, pvalues)
+    assert verdict["best"] == "msp"
+    assert verdict["indistinguishable"] == ["msp", "energy"]

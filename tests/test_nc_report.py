@@ -102,3 +102,45 @@ def test_a_single_checkpoint_gives_one_column_and_no_trend(tmp_path):
     assert "as expected" not in tex and "unlike what is expected" not in tex
     assert data["runs"][0]["tsne"]["epochs"] == [4]
     assert render(ctx, "sections/nc5.tex.j2", report_nc5.build(ctx)).count("epoch 4") >= 1
+
+
+def test_geometry_comes_from_the_arrays_the_analysis_saved(tmp_path, monkeypatch):
+    """The report draws the class geometry the nc analysis kept; it never reloads features."""
+    import numpy as np
+
+    import ncood.features
+    from ncood import collapse
+    from ncood.arrays_file import arrays_path, load_arrays
+    from ncood.features import load_features
+
+    run = analysed_run(tmp_path / "run", {2: 1.0})
+    dump = load_features(run.features(2))
+    stats = collapse.class_means(dump.train.features, dump.train.labels, dump.num_classes)
+    passed = collapse.train_pass(
+        dump.train.features, dump.train.labels, stats, collapse.between_class(stats)
+    )
+    expected = collapse.class_geometry(stats, passed.class_variance, dump.head.weight)
+    saved = load_arrays(arrays_path(run.analysis_dir(2), "nc"))
+    assert set(saved) == set(expected)
+    for key, value in expected.items():
+        assert np.array_equal(saved[key], value)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report reloaded a features file")
+
+    monkeypatch.setattr(ncood.features, "load_features", refuse)
+    geometry = report_nc.geometry(context(tmp_path, [run]), load_analysed_run(run.root))
+    assert geometry is not None and geometry["epoch"] == 2
+
+
+def test_geometry_of_many_classes_draws_a_stated_random_subset(tmp_path):
+    """Beyond 100 classes the three matrices show 40 classes drawn at random (seeded), the
+    caption says so, and the sentences still use every class."""
+    run = analysed_run(tmp_path / "many", {1: 1.0}, with_layers=False, classes=130)
+    ctx = context(tmp_path, [run])
+    geometry = report_nc.geometry(ctx, ctx.runs[0])
+    assert "40 of the 130 classes, chosen at random (seed 0)" in str(geometry["subset"])
+    assert (ctx.tex_dir / geometry["figure"]).is_file()
+    few = analysed_run(tmp_path / "few", {1: 1.0}, with_layers=False)
+    few_ctx = context(tmp_path / "few-report", [few])
+    assert report_nc.geometry(few_ctx, few_ctx.runs[0])["subset"] is None

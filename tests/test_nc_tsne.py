@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from nc_builders import analysed_run
@@ -60,7 +62,9 @@ def test_cache_is_reused_then_invalidated_by_settings_or_features(tmp_path, monk
     assert calls == [1]
 
     dump = load_features(run.features(1))  # a changed features file: a new checksum
-    dump.test.features[:] += 1.0
-    save_features(run.features(1), dump)
+    shifted = replace(
+        dump.test, features=np.asarray(dump.test.features) + 1.0
+    )  # views are read-only
+    save_features(run.features(1), replace(dump, test=shifted))
     cached_embedding(run, 1, TsneSettings(max_points=100, max_classes=4))
     assert calls == [1, 1]

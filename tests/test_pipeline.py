@@ -28,7 +28,8 @@ def test_run_directory_follows_the_format(demo_run):
     assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc"} <= set(history[0])
     results = demo_run.results_for(2)
     assert set(results["ood"]) == {"photos", "noise"}
-    assert {"auroc", "aupr_in", "aupr_out", "fpr95"} <= set(results["ood"]["photos"]["msp"])
+    metrics = ("auroc", "aupr_in", "aupr_out", "fpr95")  # each with its bootstrap interval
+    assert {*metrics, *(f"{m}_ci" for m in metrics)} == set(results["ood"]["photos"]["msp"])
 
 
 def test_existing_run_is_not_overwritten(demo_run):

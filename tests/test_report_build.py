@@ -74,20 +74,6 @@ def french(two_runs, tmp_path_factory):
 
 
 @pytest.fixture
-def plugin_host():
-    """Register test plugins on the process-wide host; every one is removed afterwards."""
-    added: list[str] = []
-
-    def add(plugin: object, name: str) -> None:
-        host().add(plugin, name, distribution="ncood-test-plugin", version="0.0", builtin=False)
-        added.append(name)
-
-    yield add
-    for name in added:
-        host().remove(name)
-
-
-@pytest.fixture
 def light_sections(monkeypatch):
     """Only the cheap built-in sections (and any test plugin's): for tests of the build
     machinery, not of the Neural Collapse or OOD sections."""

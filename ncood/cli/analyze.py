@@ -74,6 +74,13 @@ def analyze(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the scorers that can use an accelerator there (e.g. cuda): sets the "
+            "'device' parameter of each selected scorer that has one, unless --set does."
+        ),
+    ] = None,
 ) -> None:
     """Score OOD detection and measure Neural Collapse on dumped features.
 
@@ -95,6 +102,10 @@ def analyze(
     scorers, analyses = select(host(), names)
     warn_broken_plugins(host())
     settings = parse_settings(set_ or [])
+    if device:
+        for contribution in scorers:
+            if "device" in contribution.defaults():
+                settings.setdefault(contribution.name, {}).setdefault("device", device)
     options = OodOptions(
         bootstrap=bootstrap,
         bootstrap_seed=bootstrap_seed,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from ncood.arrays_file import arrays_path, load_arrays
 from ncood.errors import NcoodError
 from ncood.integrity import verify_files
 from ncood.report.latex import escape, num, printable
@@ -127,6 +128,14 @@ class AnalysedRun:
             check_scores_fit(scores, self.manifest, self.run.analysis_dir(epoch))
             cache[epoch] = scores
         return cache[epoch]
+
+    def arrays_at(self, epoch: int, analysis: str) -> dict[str, Any]:
+        """The arrays ``analysis`` saved beside results.json at ``epoch`` ({} if none)."""
+        cache = self.__dict__.setdefault("_arrays", {})
+        if (epoch, analysis) not in cache:
+            path = arrays_path(self.run.analysis_dir(epoch), analysis)
+            cache[epoch, analysis] = load_arrays(path)
+        return cache[epoch, analysis]
 
     def ood_sets(self, scorer: str | None = None) -> list[str]:
         """OOD sets with results at the last epoch (for ``scorer`` when given), in the order

@@ -12,9 +12,12 @@ import numbers
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
 from markupsafe import Markup
+
+if TYPE_CHECKING:
+    import jinja2
 
 _SPECIALS = {
     "\\": r"\textbackslash{}",
@@ -177,6 +180,8 @@ def sci(value: object, digits: int = 3) -> Markup:
 
 
 def environment(template_dirs: Iterable[Path]) -> jinja2.Environment:
+    import jinja2  # only the report renders templates; plugins import this module for escape()
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         block_start_string=r"\BLOCK{",

@@ -176,9 +176,19 @@ def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
     return ctx.save_figure(fig, "nc-layers", tight=False)
 
 
-def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: int):
+def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: int, shown=None):
     """The assignment's three figures at one epoch: distances between class means,
-    within-class variance per class, cosines of classifier rows against centred means."""
+    within-class variance per class, cosines of classifier rows against centred means.
+    ``shown``: the classes drawn (all by default; a subset keeps 1,000 classes readable)."""
+    if shown is not None:
+        pick = np.ix_(shown, shown)
+        geometry = {
+            "mean_distances": geometry["mean_distances"][pick],
+            "within_variance": geometry["within_variance"][shown],
+            "weight_mean_cosines": None
+            if geometry["weight_mean_cosines"] is None
+            else geometry["weight_mean_cosines"][pick],
+        }
     fig, (dist_axis, var_axis, cos_axis) = new_figure(3, (7.0, 2.55))
     distances = geometry["mean_distances"]
     c = distances.shape[0]
@@ -191,7 +201,7 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
     )
     var_axis.grid(alpha=0.3, lw=0.4, axis="y")
     integer_ticks(var_axis.xaxis)
-    cosines = geometry["weight_mean_cosines"]
+    cosines = geometry.get("weight_mean_cosines")
     if cosines is not None:
         image = cos_axis.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         fig.colorbar(image, ax=cos_axis, fraction=0.046, pad=0.04)
@@ -204,6 +214,13 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
         if c <= 12:
             axis.set_xticks(range(c))
             axis.set_yticks(range(c))
+    if shown is not None:  # the ticks name the classes drawn, not their positions
+        ticks = list(range(0, c, max(1, c // 4)))
+        labels = [str(int(shown[i])) for i in ticks]
+        for axis in (dist_axis, var_axis, cos_axis):
+            axis.set_xticks(ticks, labels)
+        for axis in (dist_axis, cos_axis):
+            axis.set_yticks(ticks, labels)
     return ctx.save_figure(fig, f"nc-geometry-{ctx.run_slug(run)}-{epoch}")
 
 

@@ -15,30 +15,33 @@ import numpy as np
 import ncood
 from ncood import collapse as m
 from ncood.features import FeatureDump, Split
+from ncood.stats import predicted_classes
 
 
-def collapse_of(
-    train: Split, test: Split, num_classes: int, train_features=None, test_features=None
-):
-    """Class means, Σ_B, one train pass and NCC on test, for one set of features."""
-    train_features = train.features if train_features is None else train_features
-    test_features = test.features if test_features is None else test_features
-    stats = m.class_means(train_features, train.labels, num_classes)
+def collapse_of(train: Split, test: Split, num_classes: int, part: str = "features"):
+    """Class means, Σ_B, the train statistics and NCC on test, for one set of features
+    (``part``: the penultimate ``"features"`` or a stage, ``"layers/<stage>"``), streamed."""
+    moments = m.collapse_moments(train, num_classes, part)
+    stats = m.means_of(moments)
     between = m.between_class(stats)
-    passed = m.train_pass(train_features, train.labels, stats, between)
-    return stats, between, passed, m.ncc_predict(test_features, stats)
+    passed = m.pass_of(train, moments, stats, between, part)
+    return stats, between, passed, m.ncc_predictions(test, stats, part)
 
 
 class NeuralCollapse:
-    """NC1–NC5 of the penultimate features; the keys are listed in docs/neural-collapse.md."""
+    """NC1–NC5 of the penultimate features; the keys are listed in docs/neural-collapse.md.
+
+    ``arrays`` keeps the class geometry (distances between class means, within-class variances,
+    classifier-row/mean cosines) for the report's figure, saved beside results.json.
+    """
 
     def run(self, dump: FeatureDump) -> dict[str, Any]:
         c = dump.num_classes
         stats, between, passed, ncc_test = collapse_of(dump.train, dump.test, c)
         weight = np.asarray(dump.head.weight, dtype=np.float64)
         centred = stats.centred
-        net_train = m.network_predictions(dump.train.logits)
-        net_test = m.network_predictions(dump.test.logits)
+        net_train = predicted_classes(dump.train)
+        net_test = predicted_classes(dump.test)
         agree_train = m.share(net_train == passed.ncc_predictions)
         agree_test = m.share(net_test == ncc_test)
         results: dict[str, Any] = {
@@ -63,12 +66,14 @@ class NeuralCollapse:
             "ncc_acc_test": m.share(ncc_test == dump.test.labels),
         }
         for name, split in dump.ood.items():
-            ood_mean = m.feature_mean(split.features)
+            ood_mean = m.feature_mean(split)
             results[f"nc5_orthodev/{name}"] = m.ood_orthodev(stats.means, ood_mean)
             results[f"nc5_orthodev_centred/{name}"] = m.ood_orthodev(
                 centred, ood_mean - stats.global_mean
             )
         results["notes"] = passed.notes
+        geometry = m.class_geometry(stats, passed.class_variance, weight)
+        self.arrays = {k: v for k, v in geometry.items() if v is not None}
         return results
 
 
@@ -79,12 +84,11 @@ class NeuralCollapseLayers:
         stages = sorted(set(dump.train.layers) & set(dump.test.layers))
         out: dict[str, Any] = {}
         for stage in stages:
-            train_x, test_x = dump.train.layers[stage], dump.test.layers[stage]
             stats, between, passed, ncc_test = collapse_of(
-                dump.train, dump.test, dump.num_classes, train_x, test_x
+                dump.train, dump.test, dump.num_classes, f"layers/{stage}"
             )
             out[stage] = {
-                "feature_dim": int(train_x.shape[1]),
+                "feature_dim": int(dump.train.layers[stage].shape[1]),
                 "nc1": passed.nc1,
                 "nc1_rank": between.rank,
                 "nc1_cdnv": m.cdnv(stats, passed.class_variance),

@@ -8,11 +8,11 @@ TP's Mahalanobis column (AUROC 0.149) got wrong.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 import ncood
+from ncood.chunked import map_rows
 from ncood.features import Head, Split
-from ncood.stats import cholesky, map_rows, ridged, train_moments
+from ncood.stats import cholesky, ridged, train_moments
 
 DEFAULT_RIDGE = 1e-6
 
@@ -25,6 +25,8 @@ class Whitener:
         self.origin = origin
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
+        from scipy.linalg import solve_triangular  # imported when a Mahalanobis scorer runs
+
         shifted = np.asarray(points, np.float64) - self.origin
         return solve_triangular(self.chol, shifted.T, lower=True, check_finite=False).T
 
@@ -56,14 +58,12 @@ class Mahalanobis:
         )
         self.centres = self.whiten(moments.class_means)
 
-    def min_squared_distance(self, features: np.ndarray) -> np.ndarray:
-        return map_rows(
-            lambda rows: nearest_squared_distance(self.whiten(features[rows]), self.centres),
-            features.shape[0],
-        )
-
     def score(self, split: Split) -> np.ndarray:
-        return -self.min_squared_distance(split.features)
+        return map_rows(
+            split,
+            lambda chunk: -nearest_squared_distance(self.whiten(chunk.features), self.centres),
+            ("features",),
+        )
 
 
 class RelativeMahalanobis(Mahalanobis):
@@ -80,13 +80,12 @@ class RelativeMahalanobis(Mahalanobis):
         )
 
     def score(self, split: Split) -> np.ndarray:
-        def block(rows: slice) -> np.ndarray:
-            features = split.features[rows]
-            background = self.background(features)
+        def block(chunk) -> np.ndarray:
+            background = self.background(chunk.features)
             md0 = np.einsum("ij,ij->i", background, background)
-            return md0 - nearest_squared_distance(self.whiten(features), self.centres)
+            return md0 - nearest_squared_distance(self.whiten(chunk.features), self.centres)
 
-        return map_rows(block, len(split))
+        return map_rows(split, block, ("features",))
 
 
 class NearestMeanL2:
@@ -98,11 +97,11 @@ class NearestMeanL2:
         self.centres = moments.class_means - moments.mean
 
     def score(self, split: Split) -> np.ndarray:
-        def block(rows: slice) -> np.ndarray:
-            shifted = np.asarray(split.features[rows], np.float64) - self.origin
+        def block(chunk) -> np.ndarray:
+            shifted = np.asarray(chunk.features, np.float64) - self.origin
             return -np.sqrt(nearest_squared_distance(shifted, self.centres))
 
-        return map_rows(block, len(split))
+        return map_rows(split, block, ("features",))
 
 
 def _num_classes(train: Split, head: Head | None) -> int:

@@ -10,12 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.chunked import fold_chunks, map_rows
 from ncood.features import Head, Split
 from ncood.stats import class_sums, head_arrays, predicted_classes
 
 
 def _norms(values: np.ndarray) -> np.ndarray:
     return np.linalg.norm(values, axis=1)
+
+
+def feature_mean(split: Split) -> np.ndarray:
+    """The float64 mean of a split's features, streamed."""
+    (total,) = fold_chunks(
+        split, lambda c: (c.features.sum(axis=0, dtype=np.float64),), ("features",)
+    )
+    return total / len(split)
 
 
 class NCI:
@@ -30,17 +39,20 @@ class NCI:
 
     def fit(self, train: Split, head: Head) -> None:
         self.weight, _ = head_arrays(head)
-        self.global_mean = train.features.mean(axis=0, dtype=np.float64)
+        self.global_mean = feature_mean(train)
 
     def score(self, split: Split) -> np.ndarray:
-        features = split.features.astype(np.float64)
+        return map_rows(split, self.of_chunk, ("features", "logits"))
+
+    def of_chunk(self, chunk) -> np.ndarray:
+        features = chunk.features.astype(np.float64)
         centred = features - self.global_mean
-        rows = self.weight[predicted_classes(split)]
+        rows = self.weight[predicted_classes(chunk.logits)]
         length = _norms(centred)
         proximity = np.divide(
             np.einsum("ij,ij->i", rows, centred),
             length,
-            out=np.zeros(len(split)),
+            out=np.zeros(len(chunk)),
             where=length > 0,
         )
         return proximity + self.alpha * np.abs(features).sum(axis=1)
@@ -65,17 +77,20 @@ class FDBD:
         )
         np.fill_diagonal(gaps, 0.0)
         self.inverse_gap = np.divide(1.0, gaps, out=np.zeros_like(gaps), where=gaps > 0)
-        self.global_mean = train.features.mean(axis=0, dtype=np.float64)
+        self.global_mean = feature_mean(train)
 
     def score(self, split: Split) -> np.ndarray:
-        logits = split.logits.astype(np.float64)
-        predicted = predicted_classes(split)
-        margins = logits[np.arange(len(split)), predicted][:, None] - logits  # 0 at ŷ itself
+        return map_rows(split, self.of_chunk, ("features", "logits"))
+
+    def of_chunk(self, chunk) -> np.ndarray:
+        logits = chunk.logits.astype(np.float64)
+        predicted = predicted_classes(chunk.logits)
+        margins = logits[np.arange(len(chunk)), predicted][:, None] - logits  # 0 at ŷ itself
         num_classes = logits.shape[1]
         mean_distance = (margins * self.inverse_gap[predicted]).sum(axis=1) / (num_classes - 1)
-        features = split.features.astype(np.float64)
+        features = chunk.features.astype(np.float64)
         scale = _norms(features - self.global_mean if self.center else features)
-        return np.divide(mean_distance, scale, out=np.zeros(len(split)), where=scale > 0)
+        return np.divide(mean_distance, scale, out=np.zeros(len(chunk)), where=scale > 0)
 
 
 class SHE:
@@ -88,16 +103,24 @@ class SHE:
     def fit(self, train: Split, head: Head) -> None:
         num_classes = train.logits.shape[1]
         labels = train.labels
-        kept = predicted_classes(train) == labels
+        kept = predicted_classes(train.logits) == labels
         missing = np.bincount(labels[kept], minlength=num_classes) == 0
         kept |= missing[labels]  # a class never classified right falls back to all its samples
         counts = np.bincount(labels[kept], minlength=num_classes)
-        sums = class_sums(train.features[kept], labels[kept], num_classes)
-        self.patterns = sums / np.maximum(counts, 1)[:, None]
+
+        def sums(chunk) -> tuple[np.ndarray]:
+            rows = kept[chunk.rows]
+            return (class_sums(chunk.features[rows], chunk.labels[rows], num_classes),)
+
+        (total,) = fold_chunks(train, sums, ("features", "labels"))
+        self.patterns = total / np.maximum(counts, 1)[:, None]
 
     def score(self, split: Split) -> np.ndarray:
-        patterns = self.patterns[predicted_classes(split)]
-        return np.einsum("ij,ij->i", split.features.astype(np.float64), patterns)
+        def block(chunk) -> np.ndarray:
+            patterns = self.patterns[predicted_classes(chunk.logits)]
+            return np.einsum("ij,ij->i", chunk.features.astype(np.float64), patterns)
+
+        return map_rows(split, block, ("features", "logits"))
 
 
 @ncood.hookimpl

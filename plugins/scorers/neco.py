@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.chunked import map_rows
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood.stats import map_rows, symmetric_eigh, train_moments
+from ncood.stats import symmetric_eigh, train_moments
 
 
 def default_dim(num_classes: int, feature_dim: int) -> int:
@@ -47,16 +48,17 @@ class NECO:
         self.components = np.ascontiguousarray(eigvecs[:, ::-1][:, :dim], np.float32)
 
     def score(self, split: Split) -> np.ndarray:
-        def block(rows: slice) -> np.ndarray:
-            standardised = (split.features[rows] - self.mean) * self.inv_scale
+        def block(chunk) -> np.ndarray:
+            standardised = (chunk.features - self.mean) * self.inv_scale
             total = np.linalg.norm(standardised.astype(np.float64), axis=1)
             kept = np.linalg.norm((standardised @ self.components).astype(np.float64), axis=1)
-            return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+            out = np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+            if self.maxlogit:
+                out *= chunk.logits.max(axis=1).astype(np.float64)
+            return out
 
-        out = map_rows(block, len(split))
-        if self.maxlogit:
-            out *= split.logits.max(axis=1).astype(np.float64)
-        return out
+        parts = ("features", "logits") if self.maxlogit else ("features",)
+        return map_rows(split, block, parts)
 
 
 @ncood.hookimpl

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.chunked import map_rows
 from ncood.features import Head, Split
-from ncood.stats import head_arrays, logsumexp_rows
+from ncood.stats import head_arrays, logsumexp_rows, percentile
 
 
 class ReAct:
@@ -21,14 +22,17 @@ class ReAct:
 
     def fit(self, train: Split, head: Head) -> None:
         weight, bias = head_arrays(head)
-        self.threshold = float(np.percentile(train.features, self.percentile))
+        self.threshold = percentile(train, self.percentile)  # streamed, exact
         self.resolved_params = {"percentile": self.percentile, "threshold": self.threshold}
         self.weight_t = np.ascontiguousarray(weight.T)
         self.bias = bias
 
     def score(self, split: Split) -> np.ndarray:
-        clipped = np.minimum(split.features, np.float32(self.threshold)).astype(np.float64)
-        return logsumexp_rows(clipped @ self.weight_t + self.bias)
+        def block(chunk) -> np.ndarray:
+            clipped = np.minimum(chunk.features, np.float32(self.threshold)).astype(np.float64)
+            return logsumexp_rows(clipped @ self.weight_t + self.bias)
+
+        return map_rows(split, block, ("features",))
 
 
 @ncood.hookimpl

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.chunked import map_rows
 from ncood.errors import NcoodError
 from ncood.features import Head, Split
-from ncood.stats import head_arrays, logsumexp_rows, map_rows, symmetric_eigh, train_moments
+from ncood.stats import head_arrays, logit_summary, logsumexp_rows, symmetric_eigh, train_moments
 
 
 def paper_dim(feature_dim: int) -> int:
@@ -62,24 +63,25 @@ class ViM:
         # eigh sorts eigenvalues ascending: the first D − dim vectors span the residual space.
         self.residual_basis = np.ascontiguousarray(eigvecs[:, : feature_dim - dim], np.float32)
         self.origin32 = self.origin.astype(np.float32)
-        train_residual = self.residual_norm(train.features).mean()
+        residuals = map_rows(train, lambda chunk: self.residual_norm(chunk.features), ("features",))
+        train_residual = residuals.mean()
         if not train_residual > 0:
             raise NcoodError(
                 f"the ID train features have no residual outside a {dim}-dimensional principal "
                 "space; lower vim.dim"
             )
-        self.alpha = float(train.logits.max(axis=1).astype(np.float64).mean() / train_residual)
+        self.alpha = float(logit_summary(train).mean_max_logit / train_residual)
 
     def residual_norm(self, features: np.ndarray) -> np.ndarray:
-        def block(rows: slice) -> np.ndarray:
-            projected = (features[rows] - self.origin32) @ self.residual_basis
-            return np.linalg.norm(projected.astype(np.float64), axis=1)
-
-        return map_rows(block, features.shape[0])
+        """‖r(f)‖ of each row of a block of features."""
+        projected = (features - self.origin32) @ self.residual_basis
+        return np.linalg.norm(projected.astype(np.float64), axis=1)
 
     def score(self, split: Split) -> np.ndarray:
-        energy = logsumexp_rows(split.logits)
-        return energy - self.alpha * self.residual_norm(split.features)
+        def block(chunk) -> np.ndarray:
+            return logsumexp_rows(chunk.logits) - self.alpha * self.residual_norm(chunk.features)
+
+        return map_rows(split, block, ("features", "logits"))
 
 
 @ncood.hookimpl

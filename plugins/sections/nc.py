@@ -12,9 +12,7 @@ import numpy as np
 from markupsafe import Markup
 
 import ncood
-from ncood import collapse as m
 from ncood.errors import NcoodError
-from ncood.features import load_features
 from ncood.report import nc_figures as figures
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.latex import percent, sci
@@ -36,6 +34,9 @@ TABLE_METRICS = (
     "nc4_test",
 )
 TSNE = TsneSettings()
+GEOMETRY_ALL_UP_TO = 100  # every class is drawn up to this many (CIFAR-100's matrices)
+GEOMETRY_SUBSET = 40  # beyond: this many classes drawn at random, stated in the caption
+GEOMETRY_SEED = 0
 
 
 def nc_runs(ctx: ReportContext) -> list[AnalysedRun]:
@@ -159,17 +160,16 @@ def layer_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
 def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
     """The assignment's figures at the run's last analysed epoch, and what they show."""
     epoch = run.last_epoch
-    path = run.run.features(epoch)
-    if not path.is_file():
+    geo = run.arrays_at(epoch, "nc")  # what the nc analysis kept (see NeuralCollapse.arrays)
+    if "mean_distances" not in geo:
         return None
-    dump = load_features(path)
-    stats = m.class_means(dump.train.features, dump.train.labels, dump.num_classes)
-    between = m.between_class(stats)
-    passed = m.train_pass(dump.train.features, dump.train.labels, stats, between)
-    geo = m.class_geometry(stats, passed.class_variance, dump.head.weight)
-    c = dump.num_classes
+    c = geo["mean_distances"].shape[0]
     off = ~np.eye(c, dtype=bool)
     distances = geo["mean_distances"][off]
+    shown = None
+    if c > GEOMETRY_ALL_UP_TO:  # a readable subset; the sentences still use every class
+        rng = np.random.default_rng(GEOMETRY_SEED)
+        shown = np.sort(rng.choice(c, GEOMETRY_SUBSET, replace=False))
     sentence_values = {
         "label": ctx.label(run),
         "epoch": epoch,
@@ -178,7 +178,7 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
         "var_max": sci(geo["within_variance"].max()),
     }
     sentences = [ctx.t("nc_geometry_distances", **sentence_values)]
-    if geo["weight_mean_cosines"] is not None:
+    if geo.get("weight_mean_cosines") is not None:
         cosines = geo["weight_mean_cosines"]
         sentences.append(
             ctx.t(
@@ -188,8 +188,12 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
                 etf=-1.0 / (c - 1),
             )
         )
+    subset = None
+    if shown is not None:
+        subset = ctx.t("nc_geometry_subset", shown=len(shown), classes=c, seed=GEOMETRY_SEED)
     return {
-        "figure": figures.draw_geometry(ctx, run, geo, epoch),
+        "figure": figures.draw_geometry(ctx, run, geo, epoch, shown),
+        "subset": subset,
         "epoch": epoch,
         "label": ctx.label(run),
         "slug": ctx.run_slug(run),

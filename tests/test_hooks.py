@@ -1,0 +1,209 @@
+"""Every hook is documented and works for a plugin that is not built in (datasette's rule).
+
+A test fails when ``ncood/hookspecs.py`` gains a hook that docs/plugins.md has no section for,
+or that no test here registers a non-built-in plugin for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import ncood
+from ncood import hookspecs
+from ncood.cli import app
+from ncood.features import save_features
+from ncood.report.context import ReportSection
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+runner = CliRunner()
+
+
+def hook_names() -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(hookspecs).items()
+        if callable(value) and hasattr(value, "ncood_spec")
+    )
+
+
+@pytest.fixture
+def dump_file(tiny_dump, tmp_path) -> Path:
+    path = tmp_path / "features.safetensors"
+    save_features(path, tiny_dump)
+    return path
+
+
+def test_hooks_exist():
+    assert hook_names() == [
+        "register_analyses",
+        "register_models",
+        "register_report_sections",
+        "register_scorers",
+    ]
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_is_documented(hook):
+    headings = re.findall(r"^### `(\w+)\(", DOCS.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert hook in headings, f"docs/plugins.md has no '### `{hook}(…)`' section"
+
+
+def test_every_hook_has_a_test_with_a_non_builtin_plugin():
+    assert set(HOOK_TESTS) == set(hook_names())
+
+
+def check_scorers(plugin_host, dump_file, tiny_dump, tmp_path):
+    class FeatureNorm:
+        def __init__(self, power: float = 1.0) -> None:
+            self.power = power
+
+        def fit(self, train, head):
+            pass
+
+        def score(self, split):
+            return np.linalg.norm(split.features, axis=1) ** self.power
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_scorers(self, register):
+            register("test_norm", FeatureNorm, "the feature norm", title="|f|")
+
+    plugin_host(Plugin(), "test_scorer_plugin")
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(dump_file),
+            "--plugins",
+            "test_norm",
+            "--set",
+            "test_norm.power=2",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["params"]["test_norm"] == {"power": 2.0}
+    # OOD blobs sit at the origin, ID clusters far from it: the norm separates them
+    assert written["ood"]["blobs"]["test_norm"]["auroc"] == 1.0
+
+
+def check_analyses(plugin_host, dump_file, tiny_dump, tmp_path):
+    class MeanNorm:
+        def run(self, dump):
+            return {"train": float(np.linalg.norm(dump.train.features, axis=1).mean())}
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_analyses(self, register):
+            register("test_meannorm", MeanNorm, "mean feature norm of ID train")
+
+    plugin_host(Plugin(), "test_analysis_plugin")
+    result = runner.invoke(
+        app, ["analyze", str(dump_file), "--plugins", "test_meannorm", "--json", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    expected = float(np.linalg.norm(tiny_dump.train.features, axis=1).mean())
+    assert json.loads(result.output)["test_meannorm"] == {"train": pytest.approx(expected)}
+    assert "analysis test_meannorm" in runner.invoke(app, ["plugins"]).output
+
+
+def check_report_sections(plugin_host, demo_run, tmp_path):
+    templates = tmp_path / "templates"
+    (templates / "sections").mkdir(parents=True)
+    (templates / "sections" / "count.tex.j2").write_text(
+        "\\section{Count}\nThis report covers \\VAR{data.epochs} checkpoints.\n"
+    )
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_report_sections(self, register):
+            register(
+                ReportSection(
+                    "test-count",
+                    500,
+                    "sections/count.tex.j2",
+                    lambda ctx: {"epochs": sum(len(r.results) for r in ctx.runs)},
+                    template_dir=templates,
+                )
+            )
+
+    plugin_host(Plugin(), "test_section_plugin")
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(demo_run.root), "--out", str(out), "--no-pdf"])
+    assert result.exit_code == 0, result.output
+    tex = (out / "ncood-report-fr.tex").read_text()
+    epochs = len(demo_run.analysed_epochs())
+    assert f"This report covers {epochs} checkpoints." in tex
+    assert "% ncood-section: test-count (plugin test_section_plugin)" in tex
+
+
+def check_models(plugin_host, tmp_path):
+    import torch
+    from torch import nn
+
+    from ncood.features import load_features
+
+    class TinyNet(nn.Module):
+        def __init__(self, num_classes: int, width: int = 4) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+            self.fc = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.body(x), 1))
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_models(self, register):
+            register("test-tinynet", TinyNet, "a tiny CNN")
+
+    plugin_host(Plugin(), "test_model_plugin")
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pth"
+    torch.save({"state_dict": TinyNet(10, width=5).state_dict()}, weights)
+    out = tmp_path / "run"
+    args = ["extract", "--model", "test-tinynet", "--model-arg", "width=5", "--weights"]
+    args += [str(weights), "--dataset", "digits", "--ood", "noise", "--image-size", "8"]
+    args += ["--limit", "40", "--out", str(out), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (features,) = sorted((out / "features").glob("*.safetensors"))
+    dump = load_features(features)
+    assert dump.train.features.shape[1] == 5 and dump.head.weight.shape == (10, 5)
+    assert "model test-tinynet" in runner.invoke(app, ["plugins"]).output
+
+
+HOOK_TESTS = {
+    "register_scorers": check_scorers,
+    "register_analyses": check_analyses,
+    "register_report_sections": check_report_sections,
+    "register_models": check_models,
+}
+
+
+def test_a_non_builtin_scorer_plugin(plugin_host, dump_file, tiny_dump, tmp_path):
+    check_scorers(plugin_host, dump_file, tiny_dump, tmp_path)
+
+
+def test_a_non_builtin_analysis_plugin(plugin_host, dump_file, tiny_dump, tmp_path):
+    check_analyses(plugin_host, dump_file, tiny_dump, tmp_path)
+
+
+def test_a_non_builtin_report_section_plugin(
+    plugin_host, third_party_sections_only, demo_run, tmp_path
+):
+    check_report_sections(plugin_host, demo_run, tmp_path)
+
+
+def test_a_non_builtin_model_plugin(plugin_host, tmp_path):
+    check_models(plugin_host, tmp_path)
