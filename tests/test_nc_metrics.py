@@ -7,7 +7,6 @@ import pytest
 from nc_reference import reference_nc
 
 from ncood import collapse as m
-from ncood import stats as stats_module
 from ncood.errors import NcoodError
 from ncood.stats import predicted_classes
 
@@ -156,7 +155,7 @@ def test_orthodev_of_orthogonal_and_parallel_means():
 
 
 def test_chunked_pass_equals_the_reference_on_random_imbalanced_data(monkeypatch):
-    monkeypatch.setattr(stats_module, "BLOCK_ROWS", 97)  # several blocks, a ragged last one
+    monkeypatch.setattr(m, "CHUNK_ROWS", 97)  # several chunks, a ragged last one
     rng = np.random.default_rng(5)
     c, d = 7, 20
     labels = rng.integers(0, c, 900)
