@@ -102,9 +102,13 @@ def main() -> None:
                 whole.append(seconds(subprocess.run, command, check=True, capture_output=True)[0])
                 took, result = seconds(build_report, runs, lang=lang, out_dir=out, pdf=False)
                 source.append(took)
-                latex.append(seconds(compile_pdf, result.tex, out / f".cold-{repeat}")[0])
+                latex.append(
+                    seconds(
+                        compile_pdf, result.tex, out / f"cold-{repeat}.pdf", inputs=result.figures
+                    )[0]
+                )
                 blank = empty_document(out, lang)
-                empty.append(seconds(compile_pdf, blank, out / f".empty-{repeat}")[0])
+                empty.append(seconds(compile_pdf, blank, out / f"empty-{repeat}.pdf")[0])
             med = {
                 k: statistics.median(v)
                 for k, v in (

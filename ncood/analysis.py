@@ -1,7 +1,10 @@
 """``ncood analyze``: fit each scorer on ID train, score test and every OOD set, run analyses.
 
-A scorer or analysis that raises does not stop the others: its error is recorded in
-results.json and the caller reports a non-zero exit.
+A scorer or analysis that raises anything (``sys.exit`` included; only Ctrl-C passes) does not
+stop the others: its error is recorded in results.json and the caller reports a non-zero exit.
+What a plugin returns is checked and converted to JSON here, at the boundary (numpy scalars to
+numbers, NaN/Inf to null), so one plugin's odd value cannot lose the others' results. The
+results of an epoch are merged per plugin with those already there (ncood.result_merge).
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ from typing import Any
 import numpy as np
 
 from ncood.arrays_file import arrays_path, save_arrays
-from ncood.atomic import write_json
 from ncood.bootstrap import DEFAULT_RESAMPLES
 from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
 from ncood.features import FeatureDump, load_features
 from ncood.ood_groups import TestSets, check_available
 from ncood.ood_statistics import add_statistics
-from ncood.plugins import PluginHost
-from ncood.scores_file import save_scores
+from ncood.plugin_output import RESERVED_KEYS, to_json
+from ncood.plugins import PluginHost, describe
+from ncood.result_merge import write_merged
 from ncood.scoring import Contribution
 from ncood.tuning import DEFAULT_FRACTION, DEFAULT_SEED, check_validation_set, tune
 
@@ -62,6 +65,11 @@ class AnalysisOutcome:
         default_factory=dict
     )  # scorer → split → scores
     failures: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # failed, but their previous result stays
+
+    def reasons(self) -> dict[str, str]:
+        return {name: self.results["errors"].get(name, "?") for name in self.failures}
+
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # analysis → arrays
 
 
@@ -80,7 +88,11 @@ def select(
             chosen_analyses.append(analyses.get(name))
         else:
             known = ", ".join(sorted([*scorers.names(), *analyses.names()]))
-            raise NcoodError(f"unknown plugin {name!r} (known: {known})")
+            broken = ", ".join(sorted(info.name for info in host.broken()))
+            raise NcoodError(
+                f"unknown plugin {name!r} (known: {known}"
+                + (f"; broken plugins, see `ncood plugins`: {broken})" if broken else ")")
+            )
     return chosen_scorers, chosen_analyses
 
 
@@ -119,11 +131,10 @@ def analyse_dump(
             seed=options.tune_seed,
         )
     dump = replace(dump, ood={name: dump.ood[name] for name in test_sets})
-    built = {c.name: c.build(settings.get(c.name)) for c in [*scorers, *analyses]}
     outcome = AnalysisOutcome(
         results={
             "ood": {name: {} for name in dump.ood},
-            "params": {name: params for name, (_, params) in built.items()},
+            "params": {},
             "timings": {},
             "errors": {},
             "test": {"num_classes": dump.num_classes, "feature_dim": dump.feature_dim},
@@ -131,25 +142,23 @@ def analyse_dump(
     )
     if tuning is not None:
         outcome.results["tuning"] = tuning
-    for contribution in scorers:
-        scorer, _ = built[contribution.name]
-        started = time.perf_counter()
+    built: dict[str, Any] = {}
+    for contribution in [*scorers, *analyses]:  # a bad --set fails before any work
         try:
-            per_split = fit_and_score(scorer, dump)
-            resolved = getattr(scorer, "resolved_params", None)
-            if isinstance(resolved, dict):
-                outcome.results["params"][contribution.name].update(resolved)
-            for ood_name in dump.ood:
-                outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
-                    per_split["test"], per_split[f"ood/{ood_name}"]
-                )
-            outcome.scores[contribution.name] = per_split
-        except Exception as exc:  # one scorer's failure must not cost the others' results
-            outcome.results["errors"][contribution.name] = describe(exc)
-            outcome.failures.append(contribution.name)
-        outcome.results["timings"][contribution.name] = time.perf_counter() - started
-        if on_step:
-            on_step(contribution.name)
+            built[contribution.name], params = contribution.build(settings.get(contribution.name))
+        except NcoodError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the factory itself is broken: only this plugin fails
+            built[contribution.name] = exc
+            continue
+        try:
+            outcome.results["params"][contribution.name] = to_json(params, "its parameters")
+        except NcoodError as exc:
+            built[contribution.name] = exc
+    for contribution in scorers:
+        _run_guarded(contribution, built, dump, outcome, on_step)
     started = time.perf_counter()
     try:
         add_statistics(
@@ -164,20 +173,60 @@ def analyse_dump(
         outcome.failures.append("statistics")
     outcome.results["timings"]["statistics"] = time.perf_counter() - started
     for contribution in analyses:
-        analysis, _ = built[contribution.name]
-        started = time.perf_counter()
-        try:
-            outcome.results[contribution.name] = analysis.run(dump)
-            arrays = getattr(analysis, "arrays", None)
-            if isinstance(arrays, dict) and arrays:
-                outcome.arrays[contribution.name] = arrays
-        except Exception as exc:  # likewise for analyses
-            outcome.results["errors"][contribution.name] = describe(exc)
-            outcome.failures.append(contribution.name)
-        outcome.results["timings"][contribution.name] = time.perf_counter() - started
-        if on_step:
-            on_step(contribution.name)
+        _run_guarded(contribution, built, dump, outcome, on_step)
     return outcome
+
+
+def _run_guarded(contribution: Contribution, built: dict, dump, outcome, on_step) -> None:
+    """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes."""
+    started = time.perf_counter()
+    try:
+        instance = built[contribution.name]
+        if isinstance(instance, BaseException):
+            raise instance
+        _run_one(contribution, instance, dump, outcome)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        _fail(outcome, contribution, describe(exc))
+    outcome.results["timings"][contribution.name] = time.perf_counter() - started
+    if on_step:
+        on_step(contribution.name)
+
+
+def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> None:
+    outcome.results["errors"][contribution.name] = reason
+    outcome.failures.append(contribution.name)
+    outcome.scores.pop(contribution.name, None)
+    for per_scorer in outcome.results["ood"].values():
+        per_scorer.pop(contribution.name, None)
+    if contribution.kind == "analysis" and contribution.name not in RESERVED_KEYS:
+        outcome.results.pop(contribution.name, None)
+
+
+def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome) -> None:
+    if contribution.kind == "scorer":
+        per_split = fit_and_score(built, dump)
+        resolved = getattr(built, "resolved_params", None)
+        if isinstance(resolved, dict):
+            outcome.results["params"][contribution.name].update(
+                to_json(resolved, "resolved_params")
+            )
+        for ood_name in dump.ood:
+            outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
+                per_split["test"], per_split[f"ood/{ood_name}"]
+            )
+        outcome.scores[contribution.name] = per_split
+        return
+    if contribution.name in RESERVED_KEYS:
+        raise NcoodError(f"an analysis may not be named {contribution.name!r} (reserved)")
+    returned = built.run(dump)
+    if not isinstance(returned, dict):
+        raise NcoodError(f"run() returned a {type(returned).__name__}, not a dict")
+    outcome.results[contribution.name] = to_json(returned, "run()")
+    arrays = getattr(built, "arrays", None)
+    if isinstance(arrays, dict) and arrays:
+        outcome.arrays[contribution.name] = arrays
 
 
 def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
@@ -187,7 +236,10 @@ def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
     for split_name, split in [("test", dump.test)] + [
         (f"ood/{name}", split) for name, split in dump.ood.items()
     ]:
-        values = np.asarray(scorer.score(split), dtype=np.float64)
+        try:
+            values = np.asarray(scorer.score(split), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise NcoodError(f"score() returned something that is not numbers ({exc})") from None
         if values.shape != (len(split),):
             raise NcoodError(
                 f"score() returned shape {values.shape} for split {split_name!r}, "
@@ -200,11 +252,6 @@ def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
     return per_split
 
 
-def describe(exc: Exception) -> str:
-    """A user error reads as its message; anything else also names the exception type."""
-    return str(exc) if isinstance(exc, NcoodError) else f"{type(exc).__name__}: {exc}"
-
-
 def analyse_file(
     features_path: Path,
     out_dir: Path | None,
@@ -214,18 +261,21 @@ def analyse_file(
     *,
     options: OodOptions | None = None,
     on_step=None,
+    discard_failed: bool = False,
 ) -> AnalysisOutcome:
-    """Analyse one features file; write results.json (and the scores) into ``out_dir``."""
+    """Analyse one features file; merge its results (and scores) into ``out_dir``'s."""
     dump = load_features(features_path)
     outcome = analyse_dump(dump, scorers, analyses, settings, options=options, on_step=on_step)
     outcome.results["features"] = str(features_path)
     if "epoch" in dump.metadata:
         outcome.results["epoch"] = int(dump.metadata["epoch"])
     if out_dir is not None:
-        write_json(out_dir / "results.json", outcome.results)
-        save_scores(out_dir / "scores.safetensors", outcome.scores)
+        outcome.results, outcome.kept = write_merged(
+            out_dir, outcome.results, outcome.scores, outcome.failures, discard_failed
+        )
         for name, arrays in outcome.arrays.items():
-            save_arrays(arrays_path(out_dir, name), arrays)
+            if name not in outcome.failures:
+                save_arrays(arrays_path(out_dir, name), arrays)
     return outcome
 
 

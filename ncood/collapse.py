@@ -76,7 +76,7 @@ class BetweenClass:
 class TrainPass:
     """What one pass over the train features yields."""
 
-    nc1: float
+    nc1: float | None  # None when the class means coincide (undefined, not 0)
     trace_within: float  # Tr Σ_W
     class_variance: np.ndarray  # C: mean ‖h − μ_c‖² over class c (0 for a one-sample class)
     ncc_predictions: np.ndarray  # N int64
@@ -147,7 +147,9 @@ def pass_of(
     nc1 = float(np.sum(quadratic / between.values) / n / c)
     notes = []
     d = moments.dim
-    if d < c - 1:
+    if between.rank == 0:  # Σ_B = 0: NC1 = Tr(Σ_W Σ_B†)/C would read 0, "perfect collapse"
+        notes.append("the class means coincide (Sigma_B = 0): NC1 is undefined")
+    elif d < c - 1:
         notes.append(
             f"feature dimension D={d} < C-1={c - 1}: the class means cannot form a simplex ETF; "
             f"NC1 uses the top {between.rank} eigenpairs of Sigma_B"
@@ -163,7 +165,7 @@ def pass_of(
             f"classes {singletons[:10]} have one train sample: their within-class variance is 0"
         )
     return TrainPass(
-        nc1=nc1,
+        nc1=nc1 if between.rank > 0 else None,
         trace_within=float(moments.class_within.sum() / n),
         class_variance=moments.class_within / stats.counts,
         ncc_predictions=ncc_predictions(split, stats, part),

@@ -29,6 +29,7 @@ from safetensors.numpy import save_file
 from ncood.atomic import atomic_path
 from ncood.errors import NcoodError
 from ncood.mapped import MappedFile, MappedFileError
+from ncood.tensor_header import FLOATS, INTEGERS, check_dtypes
 
 FORMAT_NAME = "ncood-features"
 FORMAT_VERSION = "1"
@@ -227,10 +228,12 @@ def check_readable(path: str | os.PathLike) -> None:
     if not path.is_file():
         raise NcoodError(f"features file not found: {path}")
     try:
-        with safe_open(str(path), framework="numpy"):
-            pass
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise NcoodError(f"{path} is not a readable safetensors file ({exc})") from None
+    check_metadata(path, metadata)
+    check_dtypes(path, _allowed_dtypes)
 
 
 def open_features(path: str | os.PathLike) -> MappedFile:
@@ -338,6 +341,21 @@ def load_features(path: str | os.PathLike, *, check_finite: bool = True) -> Feat
         head=Head(weight, bias),
         metadata=dict(mapped.metadata),
     )
+
+
+def _allowed_dtypes(name: str) -> tuple[str, ...]:
+    """Labels are whole numbers (integers, or floats holding whole values); the rest floats."""
+    return (*INTEGERS, *FLOATS) if name.endswith("/labels") else FLOATS
+
+
+def check_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """The metadata ncood reads must say what it is: a features file, a whole epoch."""
+    form = metadata.get("format")
+    if form is not None and form != FORMAT_NAME:
+        raise NcoodError(f"{Path(path).name} is a {form!r} file, not {FORMAT_NAME!r}")
+    epoch = metadata.get("epoch")
+    if epoch is not None and not (epoch.isascii() and epoch.isdigit() and len(epoch) < 10):
+        raise NcoodError(f"{Path(path).name}: metadata epoch {epoch[:20]!r} is not an epoch")
 
 
 def count_non_finite(values: np.ndarray) -> int:

@@ -45,6 +45,7 @@ class PluginInfo:
     version: str
     builtin: bool
     hooks: list[str] = field(default_factory=list)
+    error: str = ""  # why the plugin is broken (failed to import or to register); "" if fine
 
 
 class PluginHost:
@@ -90,11 +91,20 @@ class PluginHost:
                 continue
             self.pending.remove(ep)
             dist = ep.dist.name if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else "?"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not break the tool
-                raise NcoodError(f"plugin {ep.name!r} ({dist}) failed to load: {exc}") from exc
-            version = ep.dist.version if ep.dist is not None else "?"
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a broken plugin is listed as such, never fatal
+                self.info[ep.name] = PluginInfo(
+                    ep.name,
+                    dist,
+                    version,
+                    _is_builtin(ep),
+                    error=f"failed to import: {describe(exc)}",
+                )
+                continue
             self.add(plugin, ep.name, distribution=dist, version=version, builtin=_is_builtin(ep))
             if declared is not None:
                 self._check_declared(ep.name, declared)
@@ -111,10 +121,17 @@ class PluginHost:
                 f"name its entry point without the {group + '.'!r} prefix"
             )
 
+    def broken(self) -> list[PluginInfo]:
+        """Plugins that failed to import or to register what they contribute."""
+        return [info for info in self.info.values() if info.error]
+
     def plugins(self) -> list[PluginInfo]:
         self.load()
         for name, info in self.info.items():
             plugin = self.pm.get_plugin(name)
+            if plugin is None:  # failed to import
+                info.hooks = []
+                continue
             info.hooks = sorted(
                 caller.name
                 for caller in self.pm.get_hookcallers(plugin) or []
@@ -126,15 +143,31 @@ class PluginHost:
         self.load(hook_name)
         registry: Registry = Registry(kind)
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            if impl.plugin_name in self.info and self.info[impl.plugin_name].error:
+                continue
+            offered: list[Any] = []
 
-            def register(*args, _plugin=impl.plugin_name, **kwargs):
-                item = make(_plugin, *args, **kwargs)
-                try:
-                    registry.add(item.name, item)
-                except ValueError as exc:
-                    raise NcoodError(f"plugin {_plugin!r}: {exc}") from None
+            def register(*args, _plugin=impl.plugin_name, _offered=offered, **kwargs):
+                _offered.append(make(_plugin, *args, **kwargs))
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+                names = [item.name for item in offered]
+                for name in names:
+                    if not name or not isinstance(name, str):
+                        raise ValueError(f"a {kind} needs a non-empty string name, got {name!r}")
+                    if name in registry or names.count(name) > 1:
+                        raise ValueError(f"{kind} {name!r} is registered twice")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # this plugin is broken; the others still work
+                info = self.info.get(impl.plugin_name)
+                if info is None:
+                    raise NcoodError(f"plugin {impl.plugin_name!r}: {describe(exc)}") from None
+                info.error = f"{hook_name} failed: {describe(exc)}"
+                continue
+            for item in offered:
+                registry.add(item.name, item)
         return registry
 
     def scorers(self) -> Registry[Contribution]:
@@ -193,3 +226,14 @@ def host() -> PluginHost:
     plugin_host = PluginHost()
     plugin_host.load_entry_points()
     return plugin_host
+
+
+def describe(exc: BaseException) -> str:
+    """One line for what a plugin raised: a user error's message, else the type and message
+    (``sys.exit`` from a plugin reads as such, not as an exit of ncood)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    if isinstance(exc, NcoodError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

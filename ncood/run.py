@@ -22,6 +22,7 @@ from typing import Any
 
 from ncood.atomic import write_json
 from ncood.errors import NcoodError
+from ncood.run_schema import check_history, check_manifest
 
 MANIFEST = "manifest.json"
 HISTORY = "history.json"
@@ -52,6 +53,10 @@ def read_json(path: Path, what: str) -> Any:
         raise NcoodError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NcoodError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise NcoodError(f"{path} is not valid JSON (nested too deeply)") from None
+    except OSError as exc:
+        raise NcoodError(f"cannot read {what} {path} ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -136,9 +141,9 @@ class RunDir:
 
     def manifest(self) -> dict[str, Any]:
         manifest = read_json(self.manifest_path, "run manifest")
-        if manifest.get("format") != RUN_FORMAT:
+        if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
             raise NcoodError(f"{self.manifest_path} is not an ncood run manifest")
-        return manifest
+        return check_manifest(manifest, self.manifest_path)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.manifest_path, manifest)
@@ -146,7 +151,7 @@ class RunDir:
     def history(self) -> list[dict[str, Any]]:
         if not self.history_path.is_file():
             return []
-        return read_json(self.history_path, "history")
+        return check_history(read_json(self.history_path, "history"), self.history_path)
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         write_json(self.history_path, history)
@@ -159,3 +164,11 @@ class RunDir:
         files = sorted((self.root / "checkpoints").glob("*.safetensors"))
         files += sorted((self.root / "features").glob("*.safetensors"))
         return {str(p.relative_to(self.root)): sha256(p) for p in files}
+
+    def file_stats(self, relative_paths) -> dict[str, dict[str, int]]:
+        """Size and modification time of each file, so a later read can check it cheaply."""
+        stats = {}
+        for relative in relative_paths:
+            info = (self.root / relative).stat()
+            stats[relative] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+        return stats

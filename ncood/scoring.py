@@ -9,6 +9,7 @@ JSON-able dict. Both are built by a factory whose keyword arguments are their pa
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -156,11 +157,11 @@ def coerce(raw: str, default: Any, where: str, hint: Any = None) -> Any:
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            return finite(float(raw), raw, where)
         if default is None:
             for kind in (int, float):
                 try:
-                    return kind(raw)
+                    return finite(kind(raw), raw, where)
                 except ValueError:
                     pass
             return None if raw.lower() in ("none", "auto") else raw
@@ -169,6 +170,13 @@ def coerce(raw: str, default: Any, where: str, hint: Any = None) -> Any:
             f"--set {where}={raw}: expected a value of type {type(default).__name__}"
         ) from None
     return raw
+
+
+def finite(value, raw: str, where: str):
+    """NaN and ±Inf pass ``float()`` but mean nothing as a parameter (and break the JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NcoodError(f"--set {where}={raw}: expected a finite number")
+    return value
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:

@@ -69,7 +69,7 @@ def test_results_are_strict_json_even_when_metrics_are_undefined(tmp_path):
     )
     got = NeuralCollapse().run(dump)
     assert got["nc1_cdnv"] is None and got["nc2_equiangular_means"] is None
-    assert got["nc1_rank"] == 0 and got["nc1"] == 0.0
+    assert got["nc1_rank"] == 0 and got["nc1"] is None  # undefined, not "perfect collapse"
     write_json(tmp_path / "r.json", got)  # allow_nan=False: no NaN or infinity slipped through
 
 

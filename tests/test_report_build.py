@@ -234,13 +234,13 @@ def test_no_shell_escape_even_when_a_template_asks(
         "escape_section",
     )
     commands = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
     def spy(command, *args, **kwargs):
         commands.append(command)
-        return real_run(command, *args, **kwargs)
+        return real_popen(command, *args, **kwargs)
 
-    monkeypatch.setattr("ncood.report.compile.subprocess.run", spy)
+    monkeypatch.setattr("ncood.report.compile.subprocess.Popen", spy)
     result = build_report([demo_run.root], out_dir=tmp_path / "out")
     assert result.pdf.is_file() and not marker.exists()
     assert commands and all("-no-shell-escape" in c for c in commands)
@@ -312,6 +312,7 @@ class HostileScorer:
 
 def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
     """Rename the ID dataset and OOD sets everywhere the report reads them."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -327,7 +328,9 @@ def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
         tensors = load_file(str(path))
         for old, new in ood.items():
             tensors = {k.replace(f"/ood/{old}", f"/ood/{new}"): v for k, v in tensors.items()}
-        save_file(tensors, str(path), metadata={"format": "ncood-scores"})
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata()  # keeps the id results.json records
+        save_file(tensors, str(path), metadata=metadata)
 
 
 @needs_tex

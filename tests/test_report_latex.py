@@ -188,7 +188,8 @@ def test_french_figures_get_decimal_commas():
 
 
 def test_latexmk_never_allows_shell_escape(tmp_path):
-    command_line = latexmk_command(tmp_path / "r.tex", tmp_path)
+    command_line = latexmk_command("r.tex")
+    assert "-norc" in command_line
     assert "-no-shell-escape" in command_line
     assert not any("shell-escape" in a and a != "-no-shell-escape" for a in command_line)
     assert "-halt-on-error" in command_line and "-file-line-error" in command_line

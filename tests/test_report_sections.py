@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from ncood.conventions import fpr_at_recall
@@ -41,7 +42,9 @@ def edit_results(run: Path, change) -> None:
 def set_scores(run: Path, change) -> None:
     for path in sorted((run / "analysis").glob("epoch-*/scores.safetensors")):
         tensors = change(dict(load_file(str(path))))
-        save_file(tensors, str(path), metadata={"format": "ncood-scores"})
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata()  # keeps the id results.json records
+        save_file(tensors, str(path), metadata=metadata)
 
 
 @pytest.fixture
@@ -131,8 +134,11 @@ def test_neco_section_uses_the_scores_and_results(run_copy, tmp_path):
     rng = np.random.default_rng(0)
 
     def known_scores(tensors):
-        tensors["neco/test"] = rng.uniform(0.6, 1.0, 200).astype(np.float32)
-        tensors["neco/ood/photos"] = rng.uniform(0.0, 0.5, 150).astype(np.float32)
+        # as many samples as the run's sets: a scores file of another length is refused
+        tensors["neco/test"] = rng.uniform(0.6, 1.0, len(tensors["neco/test"])).astype(np.float32)
+        tensors["neco/ood/photos"] = rng.uniform(0.0, 0.5, len(tensors["neco/ood/photos"])).astype(
+            np.float32
+        )
         return tensors
 
     set_scores(run_copy, known_scores)

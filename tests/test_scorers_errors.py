@@ -90,7 +90,7 @@ def test_refused_dimension_is_recorded_and_the_others_kept(
         str(features_file), "--plugins", f"msp,{scorer}", "--set", setting, "--out", str(out)
     )
     assert result.exit_code == 1
-    assert f"these failed (see results.json): {scorer}" in result.output
+    assert f"ncood: error: {scorer} failed: {message}" in result.stderr
     results = json.loads((out / "results.json").read_text())
     assert message in results["errors"][scorer]
     assert results["ood"]["blobs"]["msp"]["auroc"] > 0.9
@@ -151,7 +151,13 @@ def test_a_raising_scorer_does_not_stop_the_others(tmp_path, features_file, brok
         str(features_file), "--plugins", "explodes,msp,nans,shape,energy", "--out", str(out)
     )
     assert result.exit_code == 1
-    assert "these failed (see results.json): explodes, nans, shape" in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ncood: error:")]
+    assert errors == [
+        "ncood: error: explodes failed: RuntimeError: boom",
+        "ncood: error: nans failed: score() returned 2 non-finite values for split 'test'",
+        "ncood: error: shape failed: score() returned shape (60, 2) for split 'test', "
+        "expected (60,)",
+    ]
     results = json.loads((out / "results.json").read_text())
     assert results["errors"] == {
         "explodes": "RuntimeError: boom",

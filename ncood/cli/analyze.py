@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, split_names, user_errors
+from ncood.cli.app import app, split_names, user_errors, warn_broken_plugins
+from ncood.errors import NcoodError
 
 _GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 
@@ -59,7 +60,20 @@ def analyze(
     ] = 0.1,
     tune_seed: Annotated[int, typer.Option(help="Seed of the held-out ID split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Check each features file's sha256 against the run's manifest."
+        ),
+    ] = False,
+    discard_failed: Annotated[
+        bool,
+        typer.Option(
+            "--discard-failed",
+            help="A plugin that fails loses its previous result (default: it is kept).",
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     device: Annotated[
         str | None,
         typer.Option(
@@ -75,7 +89,9 @@ def analyze(
     """
     from ncood.analysis import OodOptions, analyse_file, ood_set_names, select
     from ncood.features import check_readable
+    from ncood.integrity import verify_files
     from ncood.ood_groups import parse_ood
+    from ncood.outputs import one_line_os_errors, prepare_out_dir
     from ncood.plugins import host
     from ncood.progress import progress_bar
     from ncood.run import RunDir
@@ -84,6 +100,7 @@ def analyze(
 
     names = split_names(plugins)
     scorers, analyses = select(host(), names)
+    warn_broken_plugins(host())
     settings = parse_settings(set_ or [])
     if device:
         for contribution in scorers:
@@ -100,11 +117,16 @@ def analyze(
     )
 
     if source.is_file():
+        if out is not None:
+            prepare_out_dir(out)
         jobs = [(None, source, out)]
     else:
+        if out is not None:
+            raise NcoodError("--out is for a features file; a run's results go into the run")
         run = RunDir.open(source)
         epochs = run.select_feature_epochs(epoch)
         jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
+        verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=verify)
 
     for _, features_path, _ in jobs:
         check_readable(features_path)  # a bad file is one line, before any progress bar
@@ -114,21 +136,25 @@ def analyze(
     with progress_bar(not quiet) as progress:
         task = progress.add_task("analyze", total=steps * len(jobs), status="")
         for job_epoch, features_path, out_dir in jobs:
-            outcome = analyse_file(
-                features_path,
-                out_dir,
-                scorers,
-                analyses,
-                settings,
-                options=options,
-                on_step=lambda name, e=job_epoch: progress.update(
-                    task, advance=1, status=f"epoch {e} {name}" if e else name
-                ),
-            )
+            which = f"epoch {job_epoch}" if job_epoch is not None else str(features_path)
+            with one_line_os_errors(f"the results of {which} were not written (kept as they were)"):
+                outcome = analyse_file(
+                    features_path,
+                    out_dir,
+                    scorers,
+                    analyses,
+                    settings,
+                    options=options,
+                    on_step=lambda name, e=job_epoch: progress.update(
+                        task, advance=1, status=f"epoch {e} {name}" if e else name
+                    ),
+                    discard_failed=discard_failed,
+                )
             collected[job_epoch] = outcome.results
-            failures += [
-                f"{name} (epoch {job_epoch})" if job_epoch else name for name in outcome.failures
-            ]
+            for name, reason in outcome.reasons().items():
+                where = f"{name} (epoch {job_epoch})" if job_epoch is not None else name
+                kept = " (its previous result is kept)" if name in outcome.kept else ""
+                failures.append(f"{where} failed: {reason}{kept}")
 
     if as_json:
         payload = (
@@ -140,10 +166,9 @@ def analyze(
     else:
         for job_epoch, results in collected.items():
             _print_summary(job_epoch, results)
+    for failure in failures:
+        typer.echo(f"ncood: error: {failure}", err=True)
     if failures:
-        typer.echo(
-            f"ncood: error: these failed (see results.json): {', '.join(failures)}", err=True
-        )
         raise typer.Exit(1)
 
 
@@ -152,9 +177,14 @@ def _print_summary(epoch: int | None, results: dict) -> None:
     typer.echo(f"== {title}")
     for ood_name, per_scorer in results["ood"].items():
         for scorer, metrics in per_scorer.items():
+            auroc, fpr95 = (
+                metrics.get(k) if isinstance(metrics, dict) else None for k in ("auroc", "fpr95")
+            )
+            if not all(isinstance(v, int | float) for v in (auroc, fpr95)):
+                continue  # a kept entry of an older results.json that is not numbers
             typer.echo(
-                f"  {ood_name:10} {scorer:12} AUROC {metrics['auroc']:.4f}"
-                f"{_bounds(metrics.get('auroc_ci'))}  FPR@95 {metrics['fpr95']:.4f}"
+                f"  {ood_name:10} {scorer:12} AUROC {auroc:.4f}"
+                f"{_bounds(metrics.get('auroc_ci'))}  FPR@95 {fpr95:.4f}"
                 f"{_bounds(metrics.get('fpr95_ci'))}"
             )
         verdict = results.get("significance", {}).get("ood", {}).get(ood_name)
@@ -181,6 +211,7 @@ def _print_summary(epoch: int | None, results: dict) -> None:
             "test",
             "features",
             "epoch",
+            "scores_file",
             "significance",
             "ood_groups",
             "tuning",

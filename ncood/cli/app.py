@@ -3,7 +3,10 @@ user-error wrapper (one line on stderr, exit 1) and the parsers of comma-separat
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -15,6 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Click's own help layout: flags read as flags ("--quiet", "--flip / --no-flip"), where
+    # Typer's rich layout prints a "<bool>" metavar after every one of them
+    rich_markup_mode=None,
     help="Neural Collapse and OOD detection: train, analyse features, write the report.",
 )
 
@@ -25,7 +31,8 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with quiet_warnings():
+                return command(*args, **kwargs)
         except NcoodError as exc:
             typer.echo(f"ncood: error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -34,6 +41,28 @@ def user_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def quiet_warnings():
+    """Python warnings (numpy, scikit-learn, matplotlib) would be extra lines on stderr around
+    ncood's own; they stay hidden unless asked for with ``-W`` or ``PYTHONWARNINGS``."""
+    if sys.warnoptions:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def warn_broken_plugins(plugin_host) -> None:
+    """One line per plugin that failed to import or register: the command goes on without it."""
+    for info in plugin_host.broken():
+        typer.echo(
+            f"ncood: warning: plugin {info.name!r} ({info.distribution}) is broken and was "
+            f"skipped: {info.error}",
+            err=True,
+        )
 
 
 def _version(value: bool) -> None:

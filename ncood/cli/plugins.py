@@ -40,6 +40,7 @@ def list_plugins(
             "builtin": info.builtin,
             "hooks": info.hooks,
             "contributes": contributions.get(info.name, []),
+            "broken": info.error or None,
         }
         for info in plugin_host.plugins()
         if builtins or not info.builtin
@@ -49,6 +50,7 @@ def list_plugins(
         return
     for row in rows:
         origin = "built-in" if row["builtin"] else row["distribution"]
-        typer.echo(f"{row['name']} {row['version']} ({origin})")
+        broken = f" BROKEN: {row['broken']}" if row["broken"] else ""
+        typer.echo(f"{row['name']} {row['version']} ({origin}){broken}")
         for item in row["contributes"]:
             typer.echo(f"    {item}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, user_errors
+from ncood.cli.app import app, user_errors, warn_broken_plugins
 
 
 @app.command()
@@ -18,11 +18,17 @@ def report(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("reports"),
     name: Annotated[str | None, typer.Option(help="Base name of the .tex/.pdf.")] = None,
     no_pdf: Annotated[bool, typer.Option("--no-pdf", help="Write the .tex only.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Check each features file's sha256 against its manifest."),
+    ] = False,
 ) -> None:
     """Render figures and tables into a LaTeX report and compile it to PDF."""
+    from ncood.plugins import host
     from ncood.report.build import build_report
 
-    result = build_report(runs, lang=lang, out_dir=out, name=name, pdf=not no_pdf)
+    result = build_report(runs, lang=lang, out_dir=out, name=name, pdf=not no_pdf, verify=verify)
+    warn_broken_plugins(host())
     if result.pdf is not None:
         typer.echo(f"report written to {result.pdf}")
     else:

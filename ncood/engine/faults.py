@@ -10,6 +10,7 @@ from ncood.errors import NcoodError
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+NOT_A_FOLDER = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 
 
 def explain_write_error(exc: OSError, run_root: Path) -> NcoodError | None:
@@ -21,6 +22,8 @@ def explain_write_error(exc: OSError, run_root: Path) -> NcoodError | None:
         )
     if exc.errno in NOT_WRITABLE:
         return NcoodError(f"cannot write {where} ({exc.strerror})")
+    if exc.errno in NOT_A_FOLDER:
+        return NcoodError(f"cannot write {where} ({exc.strerror}: is --out a file, or under one?)")
     return None
 
 

@@ -104,6 +104,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if not isinstance(data, Mapping) or any(name not in data for name in required):
+            missing = [n for n in required if not isinstance(data, Mapping) or n not in data]
+            raise NcoodError(f"the run's configuration lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

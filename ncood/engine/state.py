@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ncood.atomic import write_json
+from ncood.engine.state_schema import check_state
 from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.run import RunDir, read_json
@@ -141,18 +142,26 @@ class SavedState:
 
 
 def read_state(run: RunDir) -> SavedState | None:
-    """The last complete state, or None when the run died before its first epoch ended."""
+    """The last complete state, or None when the run died before its first epoch ended.
+
+    A run that finished epochs but lost its state cannot continue exactly: refused, never
+    silently restarted from epoch 0."""
     if not run.state_path.is_file():
+        finished = len(run.history())
+        if finished or run.feature_epochs():
+            raise NcoodError(
+                f"{run.state_path} is missing but the run finished {finished} epoch(s): it "
+                f"cannot continue where it stopped (restore {run.state_dir}, or start again "
+                f"with --force)"
+            )
         return None
-    payload = read_json(run.state_path, "resume state")
-    if payload.get("format") != STATE_FORMAT:
-        raise NcoodError(f"{run.state_path} is not an ncood resume state")
-    path: Path = run.state_dir / str(payload.get("tensors", ""))
+    payload = check_state(read_json(run.state_path, "resume state"), run.state_path)
+    path: Path = run.state_dir / payload["tensors"]
     try:
         tensors = load_file(str(path))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise NcoodError(f"the resume state {path} is unreadable ({exc})") from None
-    return SavedState(int(payload["epoch"]), payload, tensors)
+    return SavedState(payload["epoch"], payload, tensors)
 
 
 def cuda_rng_key(names, device_index: int) -> str | None:
@@ -174,7 +183,24 @@ def restore(
     scheduler,
     device: torch.device | None = None,
 ) -> None:
-    """Load the saved state into freshly built objects (same config, same parameter order)."""
+    """Load the saved state into freshly built objects (same config, same parameter order);
+    a state that does not fit them (tampered, another model) is one line."""
+    try:
+        _restore(saved, model, optimizer, scheduler, device)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NcoodError(
+            f"the resume state does not fit this run's model and optimizer ({first:.200})"
+        ) from None
+
+
+def _restore(
+    saved: SavedState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device | None,
+) -> None:
     prefix = "model/"
     model.load_state_dict(
         {k[len(prefix) :]: v for k, v in saved.tensors.items() if k.startswith(prefix)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 import ncood
+from ncood.atomic import clean_stale
 from ncood.datasets import check_names
 from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
@@ -36,6 +36,7 @@ from ncood.engine.state import SavedState, StateWriter, read_state, snapshot
 from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
+from ncood.run_cleanup import clear_run
 
 
 def versions() -> dict[str, str]:
@@ -103,6 +104,8 @@ def train(
     lock = RunLock(run.lock_path) if cluster.main else None
 
     def claim() -> None:
+        if run.root.exists() and not run.root.is_dir():
+            raise NcoodError(f"--out {run.root} is a file, not a folder")
         with run_writes(run.root):
             lock.acquire()
             try:
@@ -112,7 +115,7 @@ def train(
                             f"{run.root} already holds a run (use another --out, --force to "
                             f"replace it, or --resume to continue it)"
                         )
-                    _clear(run.root, keep=LOCK)
+                    clear_run(run.root)  # an ncood run's own files only
             except BaseException:
                 lock.release()
                 raise
@@ -152,6 +155,7 @@ def resume(
         manifest = run.manifest()
         with run_writes(root):
             lock.acquire()
+            clean_stale(root, recursive=True)  # temp files a killed writer left
         if manifest.get("status") == "complete":
             lock.release()
             return {"complete": True}
@@ -196,16 +200,6 @@ def _remove_unstarted(root: Path) -> None:
     if root.is_dir() and {p.name for p in root.iterdir()} <= {LOCK}:
         (root / LOCK).unlink(missing_ok=True)
         root.rmdir()
-
-
-def _clear(root: Path, keep: str) -> None:
-    for entry in root.iterdir():
-        if entry.name == keep:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def _new_manifest(session: Session) -> dict[str, Any]:
@@ -403,6 +397,7 @@ def _finish(run: RunDir, writer: StateWriter, manifest: dict[str, Any]) -> None:
         manifest["status"] = "complete"
         manifest["finished"] = now()
         manifest["files"] = run.checksums()
+        manifest["file_stats"] = run.file_stats(manifest["files"])
         run.write_manifest(manifest)
 
 

@@ -25,6 +25,7 @@ from ncood.extraction.stream import extract_features
 from ncood.models.capture import choose_head
 from ncood.models.weights import fit_weights, read_checkpoint
 from ncood.run import RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, sha256
+from ncood.run_cleanup import foreign_files, is_ncood_run
 
 SOURCE_IMPORTED = "imported"
 _EPOCH_WORD = re.compile(r"(?i)(?:^|[^a-z])(?:epoch|ep|e)[_=-]?(\d+)")
@@ -92,8 +93,21 @@ def prepare_out(out: Path, force: bool) -> None:
     """Refuse, before any work, to replace something that is not ours to replace."""
     if out.exists() and not out.is_dir():
         raise NcoodError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise NcoodError(f"--out {out} is not empty; give --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise NcoodError(f"--out {out} is not empty; give --force to replace it")
+        if not is_ncood_run(out):  # --force replaces ncood runs only, never any folder
+            raise NcoodError(
+                f"--out {out} is not an ncood run; --force only replaces ncood runs "
+                f"(use another --out)"
+            )
+        foreign = foreign_files(out)
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise NcoodError(
+                f"--out {out} holds files that are not ncood's ({foreign[0].relative_to(out)}"
+                f"{more}); --force would delete them: move them, or use another --out"
+            )
 
 
 def write_imported_run(
@@ -198,6 +212,7 @@ def write_imported_run(
             "evaluation": evaluation,
             "files": run.checksums(),
         }
+        manifest["file_stats"] = run.file_stats(manifest["files"])
         run.write_manifest(manifest)
         _move_into_place(staging, out)
     except BaseException:

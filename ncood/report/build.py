@@ -8,6 +8,8 @@ LaTeX error can be traced back to the section and plugin that wrote the line.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ import matplotlib
 from markupsafe import Markup
 
 import ncood
-from ncood.atomic import atomic_path, write_text
+from ncood.atomic import clean_stale, default_mode, staging_dir
 from ncood.errors import NcoodError
-from ncood.plugins import host
+from ncood.outputs import DISK_FULL, one_line_os_errors, prepare_out_dir
+from ncood.plugins import describe, host
 from ncood.report.compile import INSTALL_HINT, LatexError, compile_pdf, latexmk_available
 from ncood.report.context import (
     ReportContext,
@@ -64,6 +67,7 @@ def build_report(
     out_dir: Path = Path("reports"),
     name: str | None = None,
     pdf: bool = True,
+    verify: bool = False,
 ) -> ReportResult:
     """Render every section for ``run_paths`` into ``out_dir/name.tex`` (and ``.pdf``)."""
     matplotlib.use("Agg")
@@ -74,17 +78,27 @@ def build_report(
     for path in resolved:
         if resolved.count(path) > 1:
             raise NcoodError(f"run {path} is given twice")
-    runs = group_by_seed([load_analysed_run(Path(p)) for p in run_paths])
+    runs = group_by_seed([load_analysed_run(Path(p), verify=verify) for p in run_paths])
     name = name or f"ncood-report-{lang}"
     if slugify(name) != name:
         raise NcoodError(f"--name {name!r}: use letters, digits and hyphens only")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures_dir = out_dir / f"{name}-figures"
-    if figures_dir.exists():
-        shutil.rmtree(figures_dir)
-    figures_dir.mkdir(parents=True)
+    out_dir = prepare_out_dir(Path(out_dir))
+    clean_stale(out_dir)  # what a killed report left: temp files, staging folders
+    with one_line_os_errors(f"nothing written, the previous report in {out_dir} is kept"):
+        stage = staging_dir(out_dir, name)
+        try:
+            return _build_in(stage, runs, lang, out_dir, name, pdf)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
+
+def _build_in(
+    stage: Path, runs: list, lang: str, out_dir: Path, name: str, pdf: bool
+) -> ReportResult:
+    """Build every file of the report in ``stage`` (a fresh folder in ``out_dir``), then move
+    them into place: a failure at any step leaves the previous report as it was."""
+    figures_dir = stage / f"{name}-figures"
+    figures_dir.mkdir()
     sections: list[ReportSection] = [s for _, s in host().report_sections().items()]
     sections.sort(key=lambda s: (s.order, s.name))
     template_dirs = [core_templates()] + [
@@ -94,7 +108,7 @@ def build_report(
         runs=runs,
         lang=lang,
         figures_dir=figures_dir,
-        tex_dir=out_dir,
+        tex_dir=stage,
         strings=load_strings(lang, template_dirs),
     )
     built = []
@@ -110,25 +124,40 @@ def build_report(
         .get_template(MAIN_TEMPLATE)
         .render(ctx=ctx, t=ctx.t, version=ncood.__version__, body=Markup("".join(rendered)))
     )
-    for path in included_graphics(document):
-        if not (out_dir / path).is_file():
+    graphics = included_graphics(document)
+    for path in graphics:
+        if not (stage / path).is_file():
             raise NcoodError(f"the report includes {path}, which no section wrote")
-    tex = out_dir / f"{name}.tex"
-    write_text(tex, document)
+    tex = stage / f"{name}.tex"
+    tex.write_text(document, encoding="utf-8")
+    os.chmod(tex, default_mode())
+    figures = [out_dir / p.relative_to(stage) for p in ctx.figures]
+    message, built_pdf = "", None
+    if pdf and not latexmk_available():
+        message = INSTALL_HINT
+    elif pdf:
+        built_pdf = stage / f"{name}.pdf"
+        try:
+            compile_pdf(tex, built_pdf, out_dir / f".{name}-build" / f"{name}.log", inputs=graphics)
+        except LatexError as exc:  # the source is still published (the error names its
+            notes = _where(exc, document)  # lines); the previous PDF stays
+            _publish(stage, out_dir, figures_dir.name, [tex])
+            raise LatexError(out_dir / tex.name, exc.problems, exc.log, notes) from None
+    _publish(stage, out_dir, figures_dir.name, [tex] + ([built_pdf] if built_pdf else []))
+    final_pdf = out_dir / built_pdf.name if built_pdf else None
+    return ReportResult(out_dir / tex.name, final_pdf, figures, message)
 
-    if not pdf:
-        return ReportResult(tex, None, ctx.figures)
-    if not latexmk_available():
-        return ReportResult(tex, None, ctx.figures, INSTALL_HINT)
-    try:
-        built_pdf = compile_pdf(tex, out_dir / f".{name}-build")
-    except LatexError as exc:
-        notes = _where(exc, document)
-        raise LatexError(exc.tex, exc.problems, exc.log, notes) from None
-    final = out_dir / f"{name}.pdf"
-    with atomic_path(final) as tmp:
-        shutil.copyfile(built_pdf, tmp)
-    return ReportResult(tex, final, ctx.figures)
+
+def _publish(stage: Path, out_dir: Path, figures_name: str, files: list[Path]) -> None:
+    """Figures first (the old folder swapped out in one rename), then the .tex, then the PDF."""
+    final_figures = out_dir / figures_name
+    if final_figures.is_symlink() or final_figures.is_file():
+        final_figures.unlink()
+    elif final_figures.exists():
+        os.replace(final_figures, stage / "previous-figures")
+    os.replace(stage / figures_name, final_figures)
+    for path in files:
+        os.replace(path, out_dir / path.name)
 
 
 def _build_section(section: ReportSection, ctx: ReportContext):
@@ -137,8 +166,14 @@ def _build_section(section: ReportSection, ctx: ReportContext):
         return section.build(ctx)
     except NcoodError as exc:
         raise NcoodError(f"{where}: {exc}") from exc
-    except Exception as exc:  # a plugin's bug: name it in one line instead of a traceback
+    except OSError as exc:
+        if exc.errno in DISK_FULL or exc.errno in (errno.EACCES, errno.EROFS):
+            raise  # not the plugin's fault: the one line of build_report says what was kept
         raise NcoodError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a plugin's bug (sys.exit too): one line, not an exit 0
+        raise NcoodError(f"{where} failed: {describe(exc)}") from exc
 
 
 _ENVIRONMENTS: dict[tuple[str, ...], jinja2.Environment] = {}
@@ -157,7 +192,9 @@ def _render_section(section: ReportSection, data: dict, ctx: ReportContext) -> s
     try:
         template = _environment(section).get_template(section.template)
         text = template.render(ctx=ctx, t=ctx.t, data=data)
-    except Exception as exc:  # a template's bug: name the section, template and line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a template's bug: name the section, template and line
         where = getattr(exc, "lineno", None) or _template_line(exc, section.template)
         raise NcoodError(
             f"report section {section.name!r} (plugin {section.plugin or '?'}): template "

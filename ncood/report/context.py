@@ -23,8 +23,10 @@ from markupsafe import Markup
 
 from ncood.arrays_file import arrays_path, load_arrays
 from ncood.errors import NcoodError
-from ncood.report.latex import escape, num
-from ncood.run import RunDir
+from ncood.integrity import verify_files
+from ncood.report.latex import escape, num, printable
+from ncood.results_schema import check_results
+from ncood.run import RunDir, epoch_name
 from ncood.scores_file import load_scores
 
 if TYPE_CHECKING:
@@ -120,7 +122,11 @@ class AnalysedRun:
         """Per-sample scores of each scorer at ``epoch`` (scorer → split → array)."""
         cache = self.__dict__.setdefault("_scores", {})
         if epoch not in cache:
-            cache[epoch] = load_scores(self.run.analysis_dir(epoch) / "scores.safetensors")
+            scores = load_scores(
+                self.run.analysis_dir(epoch) / "scores.safetensors", self.results[epoch]
+            )
+            check_scores_fit(scores, self.manifest, self.run.analysis_dir(epoch))
+            cache[epoch] = scores
         return cache[epoch]
 
     def arrays_at(self, epoch: int, analysis: str) -> dict[str, Any]:
@@ -171,12 +177,30 @@ class AnalysedRun:
         return dict(self.final.get("params", {}).get(scorer, {}) or {})
 
 
-def load_analysed_run(path: Path) -> AnalysedRun:
+def load_analysed_run(path: Path, verify: bool = False) -> AnalysedRun:
     run = RunDir.open(path)
     epochs = run.analysed_epochs()
     if not epochs:
         raise NcoodError(f"{path} has no analysis yet (run `ncood analyze {path} --epoch all`)")
-    return AnalysedRun(run, run.manifest(), run.history(), {e: run.results_for(e) for e in epochs})
+    manifest = run.manifest()
+    verify_files(run, [f"features/{epoch_name(e)}.safetensors" for e in epochs], full=verify)
+    results = {e: check_results(run.results_for(e), run.results(e)) for e in epochs}
+    return AnalysedRun(run, manifest, run.history(), results)
+
+
+def check_scores_fit(scores: dict, manifest: dict, where: Path) -> None:
+    """Scores of as many samples as the run's test and OOD sets hold (when it records them)."""
+    dataset = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
+    sizes = {"test": dataset.get("test_size")}
+    sizes.update({f"ood/{k}": v for k, v in (dataset.get("ood") or {}).items()})
+    for scorer, per_split in scores.items():
+        for split, values in per_split.items():
+            expected = sizes.get(split)
+            if isinstance(expected, int) and len(values) != expected:
+                raise NcoodError(
+                    f"{where}/scores.safetensors: {scorer!r} has {len(values)} {split} scores, "
+                    f"but the run's {split} set holds {expected}; run `ncood analyze` again"
+                )
 
 
 @dataclass
@@ -380,7 +404,7 @@ def _latex_value(value: Any) -> Markup:
 
 def plain(value: Any) -> str:
     """A string for matplotlib text: literal, with ``$`` escaped so mathtext never starts."""
-    return str(value).replace("$", r"\$")
+    return printable(str(value)).replace("$", r"\$")
 
 
 def load_strings(lang: str, template_dirs: list[Path]) -> dict[str, str]:

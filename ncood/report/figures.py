@@ -98,12 +98,18 @@ def localise(fig, lang: str) -> None:
 
 
 def save(fig, path: Path, tight: bool = True) -> Path:
-    """Vector PDF of ``fig`` at ``path``; closes the figure. ``tight=False`` keeps a layout
-    the caller arranged (room left for a figure-level legend, say)."""
-    if tight:
-        fig.tight_layout()
-    fig.savefig(path)
-    pyplot().close(fig)
+    """Vector PDF of ``fig`` at ``path``, written atomically; closes the figure.
+    ``tight=False`` keeps a layout the caller arranged (room left for a figure-level legend)."""
+    from ncood.atomic import atomic_path
+
+    path = Path(path)
+    try:
+        if tight:
+            fig.tight_layout()
+        with atomic_path(path) as tmp:  # a full disk leaves no truncated figure
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "pdf")
+    finally:
+        pyplot().close(fig)
     return path
 
 

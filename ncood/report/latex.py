@@ -103,11 +103,24 @@ _SPECIALS.update({char: rf"\ensuremath{{{latex}}}" for char, latex in _MATH.item
 _SPECIAL_RE = re.compile("|".join(re.escape(c) for c in _SPECIALS))
 
 
+MAX_VALUE_CHARS = 1000  # a longer value (a name, say) is cut: TeX reads lines of bounded size
+_LINE_BREAKS = re.compile(r"[\t\n\r\v\f\u0085\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """A value as one line TeX and matplotlib can set: line breaks become spaces (a blank line
+    would end the paragraph inside a caption), other control characters ``?``, and a value
+    longer than ``MAX_VALUE_CHARS`` is cut with an ellipsis."""
+    text = _CONTROL.sub("?", _LINE_BREAKS.sub(" ", text))
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
 def escape(value: object) -> Markup:
     """Escape a value for LaTeX text mode, in one regex pass; Markup passes through."""
     if isinstance(value, Markup):
         return value
-    return Markup(_SPECIAL_RE.sub(lambda m: _SPECIALS[m.group(0)], str(value)))
+    return Markup(_SPECIAL_RE.sub(lambda m: _SPECIALS[m.group(0)], printable(str(value))))
 
 
 def command(name: str, value: object) -> Markup:

@@ -1,0 +1,62 @@
+"""Output folders and the operating system's write errors, as one line a user can act on.
+
+``--out`` may be a file, lie under a file, be read-only, or the disk may fill up midway: each
+is a :class:`NcoodError` that says what happened and what was kept, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from ncood.errors import NcoodError
+
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{6}-\d+-[a-z0-9_]+\.tmp$")
+
+
+def shown_path(filename: object) -> str:
+    """A path for a message: a temp file is named after the file it was to become."""
+    if filename is None:
+        return "?"
+    path = Path(str(filename))
+    for part in path.parts:
+        match = _TEMP_NAME.match(part)
+        if match:
+            index = path.parts.index(part)
+            return str(Path(*path.parts[:index], match["target"]))
+    return str(path)
+
+
+def reason(exc: OSError) -> str:
+    if exc.errno in DISK_FULL:
+        return "no space left on device"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def prepare_out_dir(path: Path, option: str = "--out") -> Path:
+    """Create ``path`` (and its parents) or say in one line why it cannot be an output folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NcoodError(f"{option} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NcoodError(f"cannot create {option} {path}: {reason(exc)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise NcoodError(f"{option} {path} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def one_line_os_errors(kept: str) -> Iterator[None]:
+    """Inside, an ``OSError`` becomes ``<reason>: <file>; <kept>`` (e.g. "nothing written,
+    the previous report is kept")."""
+    try:
+        yield
+    except OSError as exc:
+        raise NcoodError(f"{reason(exc)}: {shown_path(exc.filename)}; {kept}") from None
