@@ -271,12 +271,38 @@ def analyse_file(
         outcome.results["epoch"] = int(dump.metadata["epoch"])
     if out_dir is not None:
         outcome.results, outcome.kept = write_merged(
-            out_dir, outcome.results, outcome.scores, outcome.failures, discard_failed
+            out_dir,
+            outcome.results,
+            outcome.scores,
+            outcome.failures,
+            discard_failed,
+            refresh=_statistics_over_all(outcome, options or OodOptions()),
         )
         for name, arrays in outcome.arrays.items():
             if name not in outcome.failures:
                 save_arrays(arrays_path(out_dir, name), arrays)
     return outcome
+
+
+def _statistics_over_all(outcome: AnalysisOutcome, options: OodOptions):
+    """When the merge keeps scorers of earlier runs, their intervals, the DeLong pairs and the
+    group means are recomputed over every scorer present (same seed: the same resamples)."""
+
+    def refresh(merged: dict[str, Any], scores: dict[str, dict[str, np.ndarray]]) -> None:
+        if set(scores) == set(outcome.scores):
+            return  # nothing kept from before: this run's statistics already cover it all
+        try:
+            add_statistics(
+                merged,
+                scores,
+                resamples=options.bootstrap,
+                seed=options.bootstrap_seed,
+                groups=options.test_sets.groups if options.test_sets else None,
+            )
+        except Exception as exc:  # intervals are extra: their failure keeps the point values
+            merged.setdefault("errors", {})["statistics"] = describe(exc)
+
+    return refresh
 
 
 def ood_set_names(features_path: Path) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,11 @@ def write_merged(
     new_scores: dict[str, dict[str, np.ndarray]],
     failures: list[str],
     discard_failed: bool = False,
+    refresh: Callable[[dict[str, Any], dict[str, dict[str, np.ndarray]]], None] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Merge ``new`` into ``out_dir``'s results and scores and write both; returns the merged
-    results and the failed plugins whose previous result was kept."""
+    results and the failed plugins whose previous result was kept. ``refresh(merged, scores)``
+    recomputes, before the write, what depends on every scorer kept (intervals, p-values)."""
     from safetensors.numpy import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +122,8 @@ def write_merged(
             scores.pop(name)  # an old scorer's scores of other features: not kept
             continue
         samples.update(lengths)
+    if refresh is not None:
+        refresh(merged, scores)
     file_id = uuid.uuid4().hex
     merged["scores_file"] = {"id": file_id, "samples": samples}
     text = json.dumps(merged, indent=2, allow_nan=False) + "\n"

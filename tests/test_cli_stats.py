@@ -57,6 +57,24 @@ def test_intervals_and_p_values_stored_beside_the_values(tmp_path, features):
     assert "auroc_ci" not in plain["ood"]["photos"]["msp"] and "bootstrap" not in plain["params"]
 
 
+def test_a_partial_rerun_recomputes_the_statistics_over_every_scorer_kept(tmp_path, features):
+    """analyze msp,energy then analyze mahalanobis into the same folder: the DeLong pairs and
+    the verdict cover all three (a merge per plugin must not leave them about the last run)."""
+    args = ("--bootstrap", "200", "--bootstrap-seed", "3")
+    assert analyze(features, tmp_path, "--plugins", "msp,energy", *args).exit_code == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert analyze(features, tmp_path, "--plugins", "mahalanobis", *args).exit_code == 0
+    merged = json.loads((tmp_path / "results.json").read_text())
+    photos = merged["significance"]["ood"]["photos"]
+    assert set(photos["pairs"]) == {"msp", "energy", "mahalanobis"}
+    together = tmp_path / "together"
+    assert analyze(features, together, "--plugins", "msp,energy,mahalanobis", *args).exit_code == 0
+    once = json.loads((together / "results.json").read_text())
+    assert photos == once["significance"]["ood"]["photos"]
+    # the same seed draws the same resamples: the kept scorers' intervals do not move
+    assert merged["ood"]["photos"]["msp"] == first["ood"]["photos"]["msp"]
+
+
 def test_ood_groups_select_test_sets_and_give_group_means(tmp_path, features):
     result = analyze(
         features,
