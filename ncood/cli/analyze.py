@@ -9,56 +9,78 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, split_names, user_errors, warn_broken_plugins
+from ncood.cli.app import Command, app, split_names, user_errors, warn_broken_plugins
 from ncood.errors import NcoodError
 
 _GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def analyze(
     source: Annotated[
-        Path, typer.Argument(help="A run directory or a features .safetensors file.")
+        Path,
+        typer.Argument(metavar="SOURCE", help="A run directory or a features .safetensors file."),
     ],
     plugins: Annotated[
         str | None,
-        typer.Option(help="Comma-separated scorers and analyses (default: all loaded)."),
+        typer.Option(
+            metavar="NAMES", help="Comma-separated scorers and analyses (default: all loaded)."
+        ),
     ] = None,
-    epoch: Annotated[str, typer.Option(help="Checkpoint epoch: N, 'last' or 'all'.")] = "last",
+    epoch: Annotated[
+        str, typer.Option(metavar="N|last|all", help="Checkpoint epoch: N, 'last' or 'all'.")
+    ] = "last",
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Parameter override NAME.PARAM=VALUE (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="NAME.PARAM=VALUE",
+            help="Parameter override NAME.PARAM=VALUE (repeatable).",
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Where results.json goes for a features file.")
+        Path | None,
+        typer.Option(metavar="DIR", help="Where results.json goes for a features file."),
     ] = None,
     ood: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="[GROUP:]SETS",
             help="Test OOD sets and their groups: near:cifar10,tin far:svhn,mnist,dtd "
             "(default: every OOD set of the features).",
         ),
     ] = None,
     bootstrap: Annotated[
         int,
-        typer.Option(help="Stratified bootstrap resamples for the 95 % intervals (0: none)."),
+        typer.Option(
+            metavar="N", help="Stratified bootstrap resamples for the 95 % intervals (0: none)."
+        ),
     ] = 1000,
-    bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+    bootstrap_seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed of the bootstrap resamples.")
+    ] = 0,
     tune_: Annotated[
         list[str] | None,
         typer.Option(
-            "--tune", help="Grid to choose from, NAME.PARAM=V1,V2,... (repeatable; --tune-on)."
+            "--tune",
+            metavar="NAME.PARAM=V1,V2,...",
+            help="Grid to choose from, NAME.PARAM=V1,V2,... (repeatable; --tune-on).",
         ),
     ] = None,
     tune_on: Annotated[
         str | None,
-        typer.Option(help="OOD validation set for --tune; must not be a test OOD set."),
+        typer.Option(
+            metavar="SET", help="OOD validation set for --tune; must not be a test OOD set."
+        ),
     ] = None,
     tune_fraction: Annotated[
-        float, typer.Option(help="Share of each class of ID train held out for --tune.")
+        float,
+        typer.Option(
+            metavar="FRACTION", help="Share of each class of ID train held out for --tune."
+        ),
     ] = 0.1,
-    tune_seed: Annotated[int, typer.Option(help="Seed of the held-out ID split.")] = 0,
+    tune_seed: Annotated[int, typer.Option(metavar="N", help="Seed of the held-out ID split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     verify: Annotated[
         bool,
@@ -77,8 +99,9 @@ def analyze(
     device: Annotated[
         str | None,
         typer.Option(
+            metavar="DEVICE",
             help="Run the scorers that can use an accelerator there (e.g. cuda): sets the "
-            "'device' parameter of each selected scorer that has one, unless --set does."
+            "'device' parameter of each selected scorer that has one, unless --set does.",
         ),
     ] = None,
 ) -> None:

@@ -10,6 +10,7 @@ import warnings
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 import ncood
 from ncood.errors import NcoodError
@@ -23,6 +24,40 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Neural Collapse and OOD detection: train, analyse features, write the report.",
 )
+
+
+class Command(TyperCommand):
+    """Every ncood command: an argument with a ``metavar`` is shown as that metavar alone.
+
+    Typer 0.29 uses an argument's metavar only as its name: the help row still appends the
+    type placeholder (``SOURCE <path>``) and the usage line wraps it in ``{}`` or ``[]``.
+    Options already print their metavar as given. Parsing is untouched."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument" and param.metavar and not param.hidden:
+                pieces.append(param.metavar)
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: typer.Context, formatter) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((param.metavar or record[0], record[1]))
+            elif param.param_type_name == "option":
+                opts.append(record)
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl(args)
+        if opts:
+            with formatter.section("Options"):
+                formatter.write_dl(opts)
 
 
 def user_errors(command):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, int_list, split_names, user_errors
+from ncood.cli.app import Command, app, int_list, split_names, user_errors
 from ncood.errors import NcoodError
 
 
@@ -27,22 +27,28 @@ def _expand(paths: list[Path]) -> list[Path]:
     return expanded
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def extract(
     model: Annotated[
         str,
         typer.Option(
+            metavar="ARCH",
             help="Architecture: resnet18-cifar, openood:resnet18_32x32, torchvision:NAME, "
-            "timm:NAME, package.module:callable, or one a plugin registers."
+            "timm:NAME, package.module:callable, or one a plugin registers.",
         ),
     ],
     weights: Annotated[
         list[Path],
-        typer.Option(help="Weights file(s): .safetensors, .pt, .pth, .ckpt; several = epochs."),
+        typer.Option(
+            metavar="FILE",
+            help="Weights file(s): .safetensors, .pt, .pth, .ckpt; several = epochs.",
+        ),
     ],
-    dataset: Annotated[str, typer.Option(help="In-distribution dataset, as for `ncood train`.")],
-    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    dataset: Annotated[
+        str, typer.Option(metavar="DATASET", help="In-distribution dataset, as for `ncood train`.")
+    ],
+    out: Annotated[Path, typer.Option(metavar="RUN_DIR", help="Run directory to write.")],
     more_weights: Annotated[
         list[Path] | None,
         typer.Argument(
@@ -50,36 +56,56 @@ def extract(
         ),
     ] = None,
     ood: Annotated[
-        str | None, typer.Option(help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …).")
+        str | None,
+        typer.Option(metavar="SETS", help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …)."),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."),
+        typer.Option(
+            metavar="DIR", help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."
+        ),
     ] = None,
     num_classes: Annotated[
-        int | None, typer.Option(help="The model's classes (must be the dataset's).")
+        int | None, typer.Option(metavar="N", help="The model's classes (must be the dataset's).")
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Resize images to SIZE×SIZE before normalising.")
+        int | None,
+        typer.Option(metavar="SIZE", help="Resize images to SIZE×SIZE before normalising."),
     ] = None,
     normalize: Annotated[
-        str, typer.Option(help="dataset (its mean/std), imagenet, or MEAN/STD (e.g. 0.5/0.25).")
+        str,
+        typer.Option(
+            metavar="dataset|imagenet|MEAN/STD",
+            help="dataset (its mean/std), imagenet, or MEAN/STD (e.g. 0.5/0.25).",
+        ),
     ] = "dataset",
     feature_layer: Annotated[
         str | None,
-        typer.Option(help="Module whose input (a Linear) or output gives the features."),
+        typer.Option(
+            metavar="MODULE", help="Module whose input (a Linear) or output gives the features."
+        ),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option(metavar="N", help="Images per forward pass.")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 …")
+    ] = "auto",
     epochs: Annotated[
-        str | None, typer.Option(help="Epochs of the weights files, in order: 10,20,30.")
+        str | None,
+        typer.Option(metavar="EPOCHS", help="Epochs of the weights files, in order: 10,20,30."),
     ] = None,
     model_arg: Annotated[
         list[str] | None,
-        typer.Option("--model-arg", help="KEY=VALUE passed to the architecture (repeatable)."),
+        typer.Option(
+            "--model-arg",
+            metavar="KEY=VALUE",
+            help="KEY=VALUE passed to the architecture (repeatable).",
+        ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="At most N images per split (a fixed random subset).")
+        int | None,
+        typer.Option(metavar="N", help="At most N images per split (a fixed random subset)."),
     ] = None,
     download: Annotated[
         bool, typer.Option(help="Download missing datasets when the network allows.")

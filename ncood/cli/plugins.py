@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, user_errors
+from ncood.cli.app import Command, app, user_errors
 
 
-@app.command("plugins")
+@app.command("plugins", cls=Command)
 @user_errors
 def list_plugins(
     builtins: Annotated[

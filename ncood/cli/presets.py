@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from ncood.cli.app import app, user_errors
+from ncood.cli.app import Command, app, user_errors
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def presets() -> None:
     """List the training presets."""

@@ -7,16 +7,23 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, user_errors, warn_broken_plugins
+from ncood.cli.app import Command, app, user_errors, warn_broken_plugins
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="One or more analysed run directories.")],
-    lang: Annotated[str, typer.Option(help="Language of the document: fr or en.")] = "fr",
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("reports"),
-    name: Annotated[str | None, typer.Option(help="Base name of the .tex/.pdf.")] = None,
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN_DIR...", help="One or more analysed run directories."),
+    ],
+    lang: Annotated[
+        str, typer.Option(metavar="fr|en", help="Language of the document: fr or en.")
+    ] = "fr",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Output folder.")] = Path("reports"),
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Base name of the .tex/.pdf.")
+    ] = None,
     no_pdf: Annotated[bool, typer.Option("--no-pdf", help="Write the .tex only.")] = False,
     verify: Annotated[
         bool,

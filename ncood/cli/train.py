@@ -9,78 +9,106 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import app, user_errors
+from ncood.cli.app import Command, app, user_errors
 from ncood.cli.app import int_list as _int_list
 from ncood.cli.app import split_names as _split_names
 from ncood.errors import NcoodError
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def train(
     preset: Annotated[
-        str | None, typer.Option(help="Named configuration (see `ncood presets`).")
+        str | None, typer.Option(metavar="NAME", help="Named configuration (see `ncood presets`).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory to create.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="RUN_DIR", help="Run directory to create.")
+    ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue this run from its last complete epoch (same config)."),
+        typer.Option(
+            metavar="RUN_DIR", help="Continue this run from its last complete epoch (same config)."
+        ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Number of epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed.")] = None,
     seeds: Annotated[
         str | None,
         typer.Option(
+            metavar="SEEDS",
             help="Several seeds, e.g. 0,1,2: one run each in OUT/seed-<s>/ (one per GPU under "
-            "torchrun)."
+            "torchrun).",
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
+    lr: Annotated[float | None, typer.Option(metavar="LR", help="Initial learning rate.")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global batch size (split across torchrun processes).")
+        int | None,
+        typer.Option(metavar="N", help="Global batch size (split across torchrun processes)."),
     ] = None,
-    schedule: Annotated[str | None, typer.Option(help="cosine or multistep.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(metavar="cosine|multistep", help="cosine or multistep.")
+    ] = None,
     milestones: Annotated[
-        str | None, typer.Option(help="Multistep milestones, e.g. 300,450.")
+        str | None, typer.Option(metavar="EPOCHS", help="Multistep milestones, e.g. 300,450.")
     ] = None,
-    gamma: Annotated[float | None, typer.Option(help="Multistep decay factor.")] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="SGD weight decay.")] = None,
-    width: Annotated[int | None, typer.Option(help="ResNet base width (64 = standard).")] = None,
+    gamma: Annotated[
+        float | None, typer.Option(metavar="FACTOR", help="Multistep decay factor.")
+    ] = None,
+    momentum: Annotated[
+        float | None, typer.Option(metavar="MOMENTUM", help="SGD momentum.")
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(metavar="DECAY", help="SGD weight decay.")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(metavar="N", help="ResNet base width (64 = standard).")
+    ] = None,
     crop_padding: Annotated[
-        int | None, typer.Option(help="Random-crop padding in pixels (0 = no crop).")
+        int | None,
+        typer.Option(metavar="PIXELS", help="Random-crop padding in pixels (0 = no crop)."),
     ] = None,
     flip: Annotated[bool | None, typer.Option(help="Random horizontal flips.")] = None,
     checkpoint_every: Annotated[
-        int | None, typer.Option(help="Checkpoint (and features) period in epochs.")
+        int | None, typer.Option(metavar="N", help="Checkpoint (and features) period in epochs.")
     ] = None,
     checkpoint_epochs: Annotated[
-        str | None, typer.Option(help="Explicit checkpoint epochs, e.g. 1,5,10,200.")
+        str | None,
+        typer.Option(metavar="EPOCHS", help="Explicit checkpoint epochs, e.g. 1,5,10,200."),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="In-distribution dataset: cifar100, cifar10, digits.")
+        str | None,
+        typer.Option(metavar="DATASET", help="In-distribution dataset: cifar100, cifar10, digits."),
     ] = None,
     ood: Annotated[
         str | None,
         typer.Option(
+            metavar="SETS",
             help="OOD sets, comma-separated: svhn, cifar10, cifar100, mnist, fashionmnist, "
-            "dtd, photos, noise, folder:PATH."
+            "dtd, photos, noise, folder:PATH.",
         ),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."),
+        typer.Option(
+            metavar="DIR", help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."
+        ),
     ] = None,
     download: Annotated[
         bool | None, typer.Option(help="Download missing datasets when the network allows.")
     ] = None,
     train_subset: Annotated[
-        int | None, typer.Option(help="Train on a fixed random subset of this many images.")
+        int | None,
+        typer.Option(metavar="N", help="Train on a fixed random subset of this many images."),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 …")
+    ] = None,
     precision: Annotated[
         str | None,
-        typer.Option(help="auto (bf16 autocast on GPUs with native bf16), fp32 or bf16."),
+        typer.Option(
+            metavar="auto|fp32|bf16",
+            help="auto (bf16 autocast on GPUs with native bf16), fp32 or bf16.",
+        ),
     ] = None,
     channels_last: Annotated[
         bool | None, typer.Option(help="channels_last layout (default: on for CUDA).")
