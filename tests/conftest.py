@@ -88,3 +88,14 @@ def third_party_sections_only(monkeypatch):
             return sections
 
     monkeypatch.setattr(build_module, "host", Host)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (small trainings are faster so on 2 shared cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

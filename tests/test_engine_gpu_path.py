@@ -36,12 +36,7 @@ CPU = torch.device("cpu")
 FP32 = Accel(CPU, None, False, False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 BACKEND_FLAGS = (

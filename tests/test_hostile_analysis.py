@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import cli_helpers
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -34,13 +35,7 @@ def results_of(out: Path) -> dict:
 
 
 def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    return cli_helpers.one_line_error(result, *fragments, stream="stderr")
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

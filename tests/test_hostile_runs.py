@@ -12,35 +12,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
-from typer.testing import CliRunner
+from cli_helpers import one_line_error, runner, train
 
 from ncood.cli import app
 
-runner = CliRunner()
-SMALL = ["--preset", "demo-standard", "--width", "4", "--train-subset", "128", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def train(*args: str):
-    return runner.invoke(app, ["train", *SMALL, *args])
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -196,6 +196,8 @@ def analyze(
 
 
 def _print_summary(epoch: int | None, results: dict) -> None:
+    from ncood.plugin_output import RESERVED_KEYS
+
     title = f"epoch {epoch}" if epoch is not None else results.get("features", "")
     typer.echo(f"== {title}")
     for ood_name, per_scorer in results["ood"].items():
@@ -226,19 +228,7 @@ def _print_summary(epoch: int | None, results: dict) -> None:
         chosen = ", ".join(f"{k}={v}" for k, v in tuned["chosen"].items())
         typer.echo(f"  tuned {scorer}: {chosen} (on {results['tuning']['ood']})")
     for key, value in results.items():
-        if key in (
-            "ood",
-            "params",
-            "timings",
-            "errors",
-            "test",
-            "features",
-            "epoch",
-            "scores_file",
-            "significance",
-            "ood_groups",
-            "tuning",
-        ):
+        if key in RESERVED_KEYS:  # not an analysis's own results
             continue
         if isinstance(value, dict):
             _print_numbers(key, value)
