@@ -51,6 +51,15 @@ def test_analyze_imports_only_what_it_uses(tiny_dump, tmp_path):
     assert {m for m in loaded if any(m == u or m.startswith(u + ".") for u in unused)} == set()
 
 
+def test_listing_plugins_imports_no_torch_and_no_report_library():
+    """`ncood plugins` imports every plugin module, the model plugins included: none may pull in
+    torch or the report's libraries at import (their builders import them when they build)."""
+    loaded = modules_after("from ncood.cli import app\napp(['plugins'], standalone_mode=False)")
+    assert "ncood_plugins.models.openood" in loaded and "ncood_plugins.sections.ood" in loaded
+    heavy = {"torch", "torchvision", "matplotlib", "jinja2", "sklearn", "scipy"}
+    assert {m for m in loaded if m.split(".")[0] in heavy} == set()
+
+
 def test_every_exported_name_resolves():
     for name in ncood.__all__:
         assert getattr(ncood, name) is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import ncood
-from ncood.engine.model import ResNet18
 
 _OPENOOD_SHORTCUT = re.compile(r"^(layer\d\.\d+)\.shortcut\.")
 
@@ -22,7 +21,9 @@ def _rename_openood_keys(module, state_dict, prefix, *args) -> None:
             state_dict[renamed] = state_dict.pop(key)
 
 
-def build(num_classes: int, width: int = 64) -> ResNet18:
+def build(num_classes: int, width: int = 64):
+    from ncood.engine.model import ResNet18  # torch: imported when a model is built
+
     model = ResNet18(num_classes, width=width)
     model.register_load_state_dict_pre_hook(_rename_openood_keys)
     return model
