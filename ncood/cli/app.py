@@ -7,6 +7,7 @@ import contextlib
 import functools
 import sys
 import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +15,14 @@ from typer.core import TyperCommand
 
 import ncood
 from ncood.errors import NcoodError
+
+# Options that mean the same in several commands, declared once.
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="DIR", help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."
+    ),
+]
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import Command, app, int_list, split_names, user_errors
+from ncood.cli.app import (
+    Command,
+    DataDirOption,
+    app,
+    int_list,
+    split_names,
+    user_errors,
+)
 from ncood.errors import NcoodError
 
 
@@ -59,12 +66,7 @@ def extract(
         str | None,
         typer.Option(metavar="SETS", help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …)."),
     ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR", help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     num_classes: Annotated[
         int | None, typer.Option(metavar="N", help="The model's classes (must be the dataset's).")
     ] = None,

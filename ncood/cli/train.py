@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import Command, app, user_errors
+from ncood.cli.app import Command, DataDirOption, app, user_errors
 from ncood.cli.app import int_list as _int_list
 from ncood.cli.app import split_names as _split_names
 from ncood.errors import NcoodError
@@ -87,12 +87,7 @@ def train(
             "dtd, photos, noise, folder:PATH.",
         ),
     ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR", help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     download: Annotated[
         bool | None, typer.Option(help="Download missing datasets when the network allows.")
     ] = None,
