@@ -11,3 +11,18 @@ def warn(message: str) -> None:
     import sys
 
     print(f"ncood: warning: {message}", file=sys.stderr, flush=True)
+
+
+_NOTED: set[str] = set()
+
+
+def note(message: str, once: str | None = None) -> None:
+    """One informational line on stderr; with ``once``, only the first time that key is seen
+    in this process (a note about every file of a run would bury the output)."""
+    import sys
+
+    if once is not None:
+        if once in _NOTED:
+            return
+        _NOTED.add(once)
+    print(f"ncood: note: {message}", file=sys.stderr, flush=True)

@@ -13,8 +13,6 @@ analysed in memory that does not grow with N.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -41,22 +39,6 @@ CHUNK_BYTES = 32 << 20
 CHUNK_ROWS_MAX = 4096
 CHUNK_ROWS: int | None = None  # if set, the default chunk in rows (tests force 1, 7, > N)
 PARTS = ("features", "logits", "labels")  # what ``Split.chunks`` reads unless told
-
-
-def _give_freed_chunks_back() -> None:
-    """Keep glibc from hoarding freed chunk buffers.
-
-    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-    chunk-sized arrays come from per-thread heaps whose pages are rarely returned: measured on
-    a 214 MB dump, RSS stayed 170 MB above its start after the Mahalanobis fit. A fixed
-    threshold keeps every buffer of 1 MiB or more its own mapping, unmapped when freed.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-
-
-_give_freed_chunks_back()
 
 
 @dataclass(frozen=True)
@@ -124,8 +106,11 @@ class Split:
         ``parts`` names what each chunk holds (default features, logits and labels; add
         ``"layers/<stage>"`` for a stage). ``rows`` defaults to 4,096 (fewer for wide rows: at
         most 32 MiB of those parts).
-        File-backed parts are read with ``preadv`` one chunk ahead of the consumer, into
-        buffers that are freed with the chunk, so memory stays O(rows · row size) whatever N.
+        File-backed parts are read with ``preadv`` one chunk ahead of the consumer, into a few
+        buffers reused from chunk to chunk (:class:`ChunkBuffers`), so memory stays
+        O(rows · row size) whatever N, and no allocator setting is needed to give it back.
+        A chunk the caller still holds when its buffer comes round again keeps its values: that
+        buffer is left to it and a new one is made.
         """
         parts = tuple(parts)
         arrays = {name: self.part(name) for name in parts}
@@ -141,10 +126,12 @@ class Split:
             if name in arrays and arrays[name] is view
         }
 
+        buffers = {name: ChunkBuffers(min(rows, len(self)), arrays[name]) for name in mapped}
+
         def read(start: int) -> Chunk:
             stop = min(start + rows, len(self))
             got = {
-                name: self._backing.file.read_rows(mapped[name], start, stop)
+                name: self._backing.file.read_rows(mapped[name], start, stop, buffers[name].free())
                 if name in mapped
                 else values[start:stop]
                 for name, values in arrays.items()
@@ -167,6 +154,38 @@ class Split:
                 pending = ahead
             if pending is not None:
                 yield pending.result()
+
+
+class ChunkBuffers:
+    """A few chunk-sized buffers for one part, handed out again once nobody holds them.
+
+    Allocating and freeing a fresh chunk buffer each time leaves glibc to decide whether the
+    freed memory goes back to the system (it raises its mmap threshold as large blocks are
+    freed, then keeps them in its heaps): reusing the same buffers keeps the resident set flat
+    without touching a process-wide allocator setting. Three are enough for a reader one chunk
+    ahead: the one being filled, the one waiting, the one the consumer works on.
+    """
+
+    KEEP = 3
+
+    def __init__(self, rows: int, like: np.ndarray) -> None:
+        self.shape = (rows, *like.shape[1:])
+        self.dtype = like.dtype
+        self.pool: list[np.ndarray] = []
+
+    def free(self) -> np.ndarray:
+        """A buffer no chunk refers to any more (a chunk still held keeps its own)."""
+        for buffer in self.pool:
+            # Referenced only by the pool list, this loop and getrefcount's argument: every
+            # view handed out on it (a chunk, a piece of one) is gone.
+            if sys.getrefcount(buffer) <= 3:
+                return buffer
+        buffer = np.empty(self.shape, self.dtype)
+        if len(self.pool) < self.KEEP:
+            self.pool.append(buffer)
+        else:  # chunks are being kept by the caller: stop pooling, let them own theirs
+            self.pool[len(self.pool) - 1] = buffer
+        return buffer
 
 
 def _row_bytes(values: np.ndarray) -> int:

@@ -1,5 +1,5 @@
 """A safetensors file opened, not loaded: tensors are views on one read-only memory map, and
-row blocks are read with ``os.preadv`` into fresh buffers.
+row blocks are read with ``os.preadv`` into buffers the caller may reuse.
 
 Why both: a mapped view is what a plugin indexing ``split.features`` expects (an ndarray, any
 rows, nothing read up front), but every page it touches stays in the process's resident set
@@ -93,12 +93,22 @@ class MappedFile:
         info = self.tensors[name]
         return self.read_rows(name, 0, info.shape[0]) if info.shape else self.array(name).copy()
 
-    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of tensor ``name``, read with ``preadv`` into a new array."""
+    def read_rows(
+        self, name: str, start: int, stop: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rows ``start:stop`` of tensor ``name``, read with ``preadv`` into ``out`` (C-contiguous,
+        of the tensor's dtype and row shape, at least that many rows: the rows read are its
+        first ones, returned as a view) or into a new array."""
         info = self.tensors[name]
         stop = min(stop, info.shape[0])
         start = min(start, stop)
-        out = np.empty((stop - start, *info.shape[1:]), info.dtype)
+        shape = (stop - start, *info.shape[1:])
+        if out is None:
+            out = np.empty(shape, info.dtype)
+        else:
+            if out.dtype != info.dtype or out.shape[1:] != shape[1:] or len(out) < shape[0]:
+                raise ValueError(f"buffer {out.dtype}{out.shape} cannot hold {name} {shape}")
+            out = out[: shape[0]]
         if out.size == 0:
             return out
         position = info.offset + start * info.row_bytes

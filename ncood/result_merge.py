@@ -21,7 +21,7 @@ import numpy as np
 from ncood.atomic import atomic_path, clean_stale
 from ncood.errors import NcoodError
 from ncood.plugin_output import RESERVED_KEYS
-from ncood.scores_file import FORMAT_NAME, load_scores, score_tensors
+from ncood.scores_file import load_scores, score_metadata, score_tensors
 
 RESULTS, SCORES = "results.json", "scores.safetensors"
 _GROUPS = ("params", "timings", "errors")
@@ -130,9 +130,5 @@ def write_merged(
     with atomic_path(out_dir / RESULTS) as results_tmp:
         results_tmp.write_text(text, encoding="utf-8")
         with atomic_path(out_dir / SCORES) as scores_tmp:
-            save_file(
-                score_tensors(scores),
-                str(scores_tmp),
-                metadata={"format": FORMAT_NAME, "id": file_id},
-            )
+            save_file(score_tensors(scores), str(scores_tmp), metadata=score_metadata(file_id))
     return merged, kept

@@ -1,8 +1,12 @@
 """The scores file: per-sample scores ``ncood analyze`` keeps beside results.json.
 
-``analysis/epoch-NNNN/scores.safetensors`` holds one float32 vector per scorer and split, keyed
-``<scorer>/test`` and ``<scorer>/ood/<set>`` (metadata ``format = ncood-scores`` and ``id``), so
-the report draws ROC curves and histograms without refitting. The two files are written
+``analysis/epoch-NNNN/scores.safetensors`` holds one float64 vector per scorer and split, keyed
+``<scorer>/test`` and ``<scorer>/ood/<set>`` (metadata ``format = ncood-scores``,
+``format_version = 2`` and ``id``), so the report draws ROC curves and histograms without
+refitting. Scores are stored at the precision they were computed in: every statistic — of a
+single run, of a partial rerun that recomputes intervals over the scorers it keeps, of the
+report — is computed from these same values, so all agree to the last bit. Version 1 files
+(before float64) held float32 copies; they are read, upcast, with a one-line note. The two files are written
 together and share an id (results.json's ``scores_file.id``, with the length of each split
 in ``scores_file.samples``): a scores file that is not the one its results were written with,
 or of the wrong length, is refused on read. See docs/run-format.md.
@@ -17,15 +21,21 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from ncood.atomic import atomic_path
-from ncood.errors import NcoodError
+from ncood.errors import NcoodError, note
 from ncood.tensor_header import check_dtypes
 
 FORMAT_NAME = "ncood-scores"
+FORMAT_VERSION = "2"  # 2: float64 scores; 1: float32 copies
+
+
+def score_metadata(file_id: str = "") -> dict[str, str]:
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}
+    return {**metadata, "id": file_id} if file_id else metadata
 
 
 def score_tensors(scores: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {
-        f"{scorer}/{split}": np.ascontiguousarray(values, dtype=np.float32)
+        f"{scorer}/{split}": np.ascontiguousarray(values, dtype=np.float64)
         for scorer, per_split in scores.items()
         for split, values in per_split.items()
     }
@@ -35,9 +45,8 @@ def save_scores(path: Path, scores: dict[str, dict[str, np.ndarray]], file_id: s
     """Per-sample scores, so the report can draw ROC curves and histograms without refitting."""
     from safetensors.numpy import save_file
 
-    metadata = {"format": FORMAT_NAME, **({"id": file_id} if file_id else {})}
     with atomic_path(path) as tmp:
-        save_file(score_tensors(scores), str(tmp), metadata=metadata)
+        save_file(score_tensors(scores), str(tmp), metadata=score_metadata(file_id))
 
 
 def load_scores(
@@ -67,6 +76,12 @@ def load_scores(
             f"run `ncood analyze` again"
         )
     samples = record.get("samples") if isinstance(record.get("samples"), dict) else {}
+    if any(values.dtype != np.float64 for values in tensors.values()):
+        note(
+            f"{path} holds float32 scores (written by an older ncood), read as they are; "
+            f"`ncood analyze` again stores the float64 scores the statistics are meant from",
+            once="float32-scores",
+        )
     scores: dict[str, dict[str, np.ndarray]] = {}
     for key, values in tensors.items():
         scorer, split = split_score_key(key)
@@ -78,7 +93,7 @@ def load_scores(
             )
         if not np.isfinite(values).all():
             raise NcoodError(f"{path}: {key!r} has non-finite scores")
-        scores.setdefault(scorer, {})[split] = values.astype(np.float32, copy=False)
+        scores.setdefault(scorer, {})[split] = values.astype(np.float64, copy=False)
     return scores
 
 
