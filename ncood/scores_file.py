@@ -6,10 +6,11 @@
 refitting. Scores are stored at the precision they were computed in: every statistic — of a
 single run, of a partial rerun that recomputes intervals over the scorers it keeps, of the
 report — is computed from these same values, so all agree to the last bit. Version 1 files
-(before float64) held float32 copies; they are read, upcast, with a one-line note. The two files are written
-together and share an id (results.json's ``scores_file.id``, with the length of each split
-in ``scores_file.samples``): a scores file that is not the one its results were written with,
-or of the wrong length, is refused on read. See docs/run-format.md.
+(before float64) held float32 copies; they are read, upcast, with a one-line note.
+
+The two files are written together and share an id (results.json's ``scores_file.id``, with
+the length of each split in ``scores_file.samples``): a scores file that is not the one its
+results were written with, or of the wrong length, is refused on read. See docs/run-format.md.
 """
 
 from __future__ import annotations
