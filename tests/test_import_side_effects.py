@@ -78,27 +78,47 @@ def snapshot():
     }
 
 
-before = snapshot()
-exec(sys.argv[1])  # a control's one change, made instead of importing ncood
-imported = []
-for package in () if sys.argv[1] else ("ncood", "ncood_plugins"):
-    root = importlib.import_module(package)
-    for info in pkgutil.walk_packages(root.__path__, package + "."):
-        if info.name.endswith("__main__"):
-            continue  # running it is the command line, not an import
-        importlib.import_module(info.name)
-        imported.append(info.name)
-after = snapshot()
-print(json.dumps({
-    "imported": imported,
-    "changed": {k: [before[k], after[k]] for k in before if before[k] != after[k]},
-}))
+def import_everything():
+    names = []
+    for package in ("ncood", "ncood_plugins"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, package + "."):
+            if not info.name.endswith("__main__"):  # running it is the command line
+                importlib.import_module(info.name)
+                names.append(info.name)
+    return names
+
+
+# Each step changes something (or should not), then the snapshot is compared with the last.
+report, last = {}, snapshot()
+for step in json.loads(sys.argv[1]):
+    imported = import_everything() if step == "import ncood" else exec(step)
+    now = snapshot()
+    report[step] = {
+        "imported": imported,
+        "changed": {k: [last[k], now[k]] for k in now if last[k] != now[k]},
+    }
+    last = now
+print(json.dumps(report))
 """
 
 
-def run_snapshot(change: str = "") -> dict:
+# the controls: each one process-wide change, which the snapshot must see
+CONTROLS = {
+    "ctypes.CDLL('libc.so.6').mallopt(-3, 1 << 20)": "malloc",
+    "torch.set_num_threads(1)": "torch threads",
+    "warnings.simplefilter('ignore')": "warnings filters",
+    "signal.signal(signal.SIGTERM, lambda *a: None)": "signal handlers",
+    "os.environ['OMP_NUM_THREADS'] = '1'": "environment",
+}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    """One fresh interpreter: import every module of ncood, then make each control's change."""
+    steps = ["import ncood", *CONTROLS]
     done = subprocess.run(
-        [sys.executable, "-c", SNAPSHOT, change],
+        [sys.executable, "-c", SNAPSHOT, json.dumps(steps)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -110,24 +130,15 @@ def run_snapshot(change: str = "") -> dict:
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc probes")
 
 
-def test_importing_every_ncood_module_changes_nothing_process_wide():
-    report = run_snapshot()
-    assert len(report["imported"]) > 80  # every module of the core and the plugins
-    assert "ncood.engine.train" in report["imported"]
-    assert "ncood_plugins.scorers.knn" in report["imported"]
-    assert report["changed"] == {}
+def test_importing_every_ncood_module_changes_nothing_process_wide(report):
+    imported = report["import ncood"]["imported"]
+    assert len(imported) > 80  # every module of the core and the plugins
+    assert "ncood.engine.train" in imported and "ncood_plugins.scorers.knn" in imported
+    assert report["import ncood"]["changed"] == {}
 
 
-@pytest.mark.parametrize(
-    ("change", "what"),
-    [
-        ("ctypes.CDLL('libc.so.6').mallopt(-3, 1 << 20)", "malloc"),
-        ("torch.set_num_threads(1)", "torch threads"),
-        ("warnings.simplefilter('ignore')", "warnings filters"),
-        ("signal.signal(signal.SIGTERM, lambda *a: None)", "signal handlers"),
-    ],
-)
-def test_the_snapshot_sees_each_kind_of_change(change, what):
-    """The controls: the same probe, with one process-wide change made, reports it."""
-    changed = run_snapshot(change)["changed"]
-    assert any(key.startswith(what) for key in changed), changed
+@pytest.mark.parametrize("change", list(CONTROLS))
+def test_the_snapshot_sees_each_kind_of_change(report, change):
+    """The controls: the same probe, after one process-wide change, reports it."""
+    changed = report[change]["changed"]
+    assert any(key.startswith(CONTROLS[change]) for key in changed), changed
