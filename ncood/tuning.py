@@ -6,6 +6,12 @@ the grid the scorer is fitted on the rest of ID train, scores the validation pai
 with the highest AUROC wins (the first in grid order on a tie). The test split and the test OOD
 sets are never passed to a scorer during the choice; the chosen parameters are then used as if
 given with ``--set``, fitted on the whole ID train split.
+
+The held-out rows are held out from the scorers' fit only: the network (its features and its
+head) was trained on those images, so the ID side of the validation is optimistic (training
+images sit closer to their class and get more confident logits than unseen ones). The validation
+AUROCs rank the grid; they are not an estimate of test AUROC. docs/conventions.md and the
+report's appendix say so.
 """
 
 from __future__ import annotations

@@ -43,9 +43,35 @@ def test_best_and_the_scorers_it_cannot_be_told_from():
     assert set(verdict["p"]) == set(names) - {verdict["best"]}
 
 
-def test_the_best_comes_first_even_when_a_tie_sorts_before_it():
+def test_a_tie_for_the_best_goes_to_the_name_that_sorts_first_whatever_the_order():
     auroc = np.array([1.0, 1.0, 0.6])
     pvalues = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    verdict = compare_with_best(["msp", "energy", "poor"], auroc, pvalues)
-    assert verdict["best"] == "msp"
-    assert verdict["indistinguishable"] == ["msp", "energy"]
+    names = ["msp", "energy", "poor"]
+    verdict = compare_with_best(names, auroc, pvalues)
+    assert verdict["best"] == "energy"
+    assert verdict["indistinguishable"] == ["energy", "msp"]
+    for order in ([1, 0, 2], [2, 1, 0], [2, 0, 1]):  # the same scorers, listed otherwise
+        shuffled = compare_with_best(
+            [names[k] for k in order], auroc[order], pvalues[np.ix_(order, order)]
+        )
+        assert shuffled == verdict
+
+
+def test_holm_rejects_an_adjusted_p_equal_to_alpha():
+    """Holm rejects at adjusted p ≤ α: 2 × 0.025 is exactly 0.05 in float64, so "weaker" is
+    rejected (told apart from the best); just above (adjusted 0.05 + 1e-12) it is not."""
+    assert holm([0.025])[0] * 2 == 0.05 and holm([0.025, 0.9]).tolist() == [0.05, 0.9]
+    names = ["best", "weaker", "other"]
+    auroc = np.array([0.9, 0.8, 0.7])
+    pvalues = np.ones((3, 3))
+    pvalues[0, 1] = pvalues[1, 0] = 0.025
+    pvalues[0, 2] = pvalues[2, 0] = 0.9
+    verdict = compare_with_best(names, auroc, pvalues)
+    assert verdict["p_adjusted"] == {"weaker": 0.05, "other": 0.9}
+    assert verdict["indistinguishable"] == ["best", "other"]
+    pvalues[0, 1] = pvalues[1, 0] = 0.025 + 5e-13
+    assert compare_with_best(names, auroc, pvalues)["indistinguishable"] == [
+        "best",
+        "weaker",
+        "other",
+    ]

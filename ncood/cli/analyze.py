@@ -216,7 +216,7 @@ def _print_summary(epoch: int | None, results: dict) -> None:
         if verdict:
             typer.echo(
                 f"  {ood_name:10} best {verdict['best']}; indistinguishable from it (DeLong, "
-                f"Holm, p >= 0.05): {', '.join(verdict['indistinguishable'][1:]) or 'none'}"
+                f"Holm, p > 0.05): {', '.join(verdict['indistinguishable'][1:]) or 'none'}"
             )
     for group, content in results.get("ood_groups", {}).items():
         for scorer, metrics in content["scorers"].items():

@@ -25,6 +25,7 @@ from ncood.report.uncertainty import (
     seeds_tied,
     significance_params,
     tied_with_best,
+    verdict,
 )
 
 HISTOGRAM_COLUMNS = 4
@@ -138,10 +139,21 @@ def ordered(scorers: list[str]) -> list[str]:
 
 
 def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> str | None:
+    """The best value's key; a tie goes to the name that sorts first, the DeLong verdict's rule
+    (`ncood.multiple_testing`), so the order results.json lists the scorers in does not count."""
     present = {k: v for k, v in values.items() if v is not None}
     if not present:
         return None
-    return (min if lower_is_better else max)(present, key=present.get)
+    return (min if lower_is_better else max)(sorted(present), key=present.get)
+
+
+def best_auroc(run: AnalysedRun, ood: str, values: dict[str, float | None]) -> str | None:
+    """The stored verdict's best where there is one (the † and the sentences are relative to
+    it; it breaks ties on the exact midrank AUROC), else the highest AUROC shown."""
+    found = verdict(run, ood)
+    if found and values.get(found.get("best")) is not None:
+        return found["best"]
+    return best_of(values)
 
 
 def metrics_table(ctx: ReportContext, ood: str) -> dict:
@@ -162,7 +174,8 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
     for key in ("aupr_in", "aupr_out", "fpr95"):
         values = {s: per_last.get(s, {}).get(key) for s in scorers}
         columns.append((last, key, values, key == "fpr95", []))
-    bests = [best_of(values, lower) for _, _, values, lower, _ in columns]
+    bests = [best_auroc(run, ood, values) for run, _, values, _, _ in columns[: len(ctx.runs)]]
+    bests += [best_of(values, lower) for _, _, values, lower, _ in columns[len(ctx.runs) :]]
     rows = [
         {
             "method": ctx.scorer_title(s),
