@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUNS := runs
 LANG_REPORT ?= fr
 
-.PHONY: setup system venv demo test lint clean
+.PHONY: setup system venv demo test test-quick lint clean
 
 setup: system venv
 
@@ -38,6 +38,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-quick: venv  # the suite without its end-to-end tests (tests/conftest.py: SLOW_MODULES)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

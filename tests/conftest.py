@@ -99,3 +99,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The end-to-end tests: they train, run LaTeX, install a wheel, start torchrun or kill a
+# process. `make test` (and CI) runs them; `make test-quick` (`pytest -m "not slow"`) skips them
+# for a fast loop while editing. A test is slow if it is in one of these modules or uses a
+# trained run (the session's `demo_run`).
+SLOW_MODULES = {
+    "test_distributed",
+    "test_engine_faults",
+    "test_extract_command",
+    "test_hostile_runs",
+    "test_install",
+    "test_memory_bound",
+    "test_pipeline",
+    "test_report_build",
+    "test_report_stats",
+    "test_resume",
+    "test_scorers_example",
+    "test_seeds",
+    "test_third_party",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or "demo_run" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
