@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ncood.errors import NcoodError
-from ncood.run import epoch_name
-from ncood.run_schema import ANY, HISTORY_RECORD, INT, check
+from ncood.store.run import epoch_name
+from ncood.store.run_schema import ANY, HISTORY_RECORD, INT, check
 
 STATE = {
     "format": "text",

@@ -131,7 +131,7 @@ def _one_line(exc: BaseException) -> str:
 
 def model_registry() -> ModelRegistry:
     """Every architecture the loaded plugins register."""
-    from ncood.plugins import host
+    from ncood.host.loading import host
 
     return host().models()
 

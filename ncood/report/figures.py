@@ -100,7 +100,7 @@ def localise(fig, lang: str) -> None:
 def save(fig, path: Path, tight: bool = True) -> Path:
     """Vector PDF of ``fig`` at ``path``, written atomically; closes the figure.
     ``tight=False`` keeps a layout the caller arranged (room left for a figure-level legend)."""
-    from ncood.atomic import atomic_path
+    from ncood.store.atomic import atomic_path
 
     path = Path(path)
     try:

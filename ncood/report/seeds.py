@@ -19,7 +19,7 @@ from typing import Any
 
 from ncood.errors import NcoodError
 from ncood.report.context import AnalysedRun
-from ncood.run import MANIFEST
+from ncood.store.run import MANIFEST
 
 SEED_FOLDER = "seed-"
 # Configuration fields that say where a run ran, not what it is.
