@@ -23,6 +23,7 @@ import pluggy
 
 from ncood.errors import NcoodError
 from ncood.host import hookspecs
+from ncood.host.models import ModelRegistry
 from ncood.host.registry import Registry
 from ncood.host.scoring import Contribution
 
@@ -184,9 +185,7 @@ class PluginHost:
         return self._collect("register_report_sections", make, "report section")
 
     def models(self):
-        """The architectures ``ncood extract`` builds (ncood.models.registry)."""
-        from ncood.models.registry import ModelRegistry
-
+        """The architectures ``ncood extract`` builds (ncood.models.registry names them)."""
         self.load("register_models")
         registry = ModelRegistry()
         for impl in reversed(self.pm.hook.register_models.get_hookimpls()):
