@@ -146,21 +146,6 @@ def grid(
     return fig, axes[:count], rows
 
 
-def plot_points(axis, points, *, log: bool = False, **kwargs) -> bool:
-    """A line with markers through (epoch, value) points; on a log axis only positive values.
-    False when there is nothing to draw."""
-    if log:
-        points = [(e, v) for e, v in points if v > 0]
-    if not points:
-        return False
-    epochs, values = zip(*points, strict=True)
-    kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
-    from ncood.report.seeds import plot_curve  # a mean over seeds gets its ±1 std band
-
-    plot_curve(axis, epochs, values, **kwargs)
-    return True
-
-
 def integer_epochs(axes) -> None:
     """Whole-number ticks on the x axis (epochs) of every panel."""
     for axis in axes:
