@@ -119,10 +119,10 @@ def main() -> None:
     plain_before = min(timed(plain_five, data) for _ in range(args.repeats))
     modules = import_everything()
 
-    from ncood import stats as class_stats
-    from ncood.analysis import analyse_dump, select
-    from ncood.features import FeatureDump, Head, Split
-    from ncood.plugins import host
+    from ncood.analyze.driver import analyse_dump, select
+    from ncood.host.loading import host
+    from ncood.maths import stats as class_stats
+    from ncood.store.features import FeatureDump, Head, Split
 
     def split(arrays) -> Split:
         return Split(arrays["features"], arrays["logits"], arrays["labels"])

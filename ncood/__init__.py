@@ -7,9 +7,14 @@ internal. Names load on first use (PEP 562), so ``import ncood`` — which every
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from os import path as _path
 
 from ncood.errors import NcoodError
-from ncood.hookspecs import hookimpl
+from ncood.host.hookspecs import hookimpl
+
+# The module paths before the core was grouped by concern (ncood.features, ncood.stats …) resolve
+# through this folder, to the very modules at their new places; nothing loads until one is used.
+__path__.append(_path.join(_path.dirname(__file__), "_old_paths"))
 
 try:
     __version__ = version("ncood")
@@ -18,12 +23,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # name → the module that defines it
 _LAZY = {
-    "load_features": "ncood.features",
-    "save_features": "ncood.features",
-    "FeatureDump": "ncood.features",
-    "Split": "ncood.features",
-    "Head": "ncood.features",
-    "ood_metrics": "ncood.conventions",
+    "load_features": "ncood.store.features",
+    "save_features": "ncood.store.features",
+    "FeatureDump": "ncood.store.features",
+    "Split": "ncood.store.features",
+    "Head": "ncood.store.features",
+    "ood_metrics": "ncood.ood.conventions",
     "ReportSection": "ncood.report.context",
     "list_scorers": "ncood.api",
     "list_analyses": "ncood.api",

@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ncood.features import FeatureDump, load_features
-from ncood.plugins import host
-from ncood.run import RunDir
+from ncood.host.loading import host
+from ncood.store.features import FeatureDump, load_features
+from ncood.store.run import RunDir
 
 
 def list_scorers(pattern: str = "*") -> list[str]:
@@ -56,7 +56,7 @@ def evaluate(
     of them its parameters (``vim={"dim": 256}``). A scorer or analysis that fails does not stop
     the others: its message is in ``results["errors"]``.
     """
-    from ncood.analysis import analyse_dump, select
+    from ncood.analyze.driver import analyse_dump, select
 
     if not isinstance(dump, FeatureDump):
         dump = load_features(Path(dump))

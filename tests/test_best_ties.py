@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import ncood
 from ncood.cli import app
-from ncood.features import save_features
+from ncood.store.features import save_features
 from ncood_plugins.sections.ood import best_of
 
 runner = CliRunner()

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import norm
 from test_delong import slow_delong
 
-from ncood.delong import pairwise_pvalues
+from ncood.ood.delong import pairwise_pvalues
 
 
 def psi(id_values: np.ndarray, ood_values: np.ndarray) -> np.ndarray:

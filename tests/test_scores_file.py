@@ -7,7 +7,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import ncood.errors
-from ncood.scores_file import FORMAT_VERSION, load_scores, save_scores
+from ncood.store.scores_file import FORMAT_VERSION, load_scores, save_scores
 
 
 def test_scores_round_trip_bit_for_bit_in_float64(tmp_path):

@@ -110,16 +110,16 @@ def analyze(
     Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
     DeLong p-value (docs/conventions.md).
     """
-    from ncood.analysis import OodOptions, analyse_file, ood_set_names, select
-    from ncood.features import check_readable
-    from ncood.integrity import verify_files
-    from ncood.ood_groups import parse_ood
-    from ncood.outputs import one_line_os_errors, prepare_out_dir
-    from ncood.plugins import host
+    from ncood.analyze.driver import OodOptions, analyse_file, ood_set_names, select
+    from ncood.host.loading import host
+    from ncood.host.scoring import parse_settings
+    from ncood.ood.groups import parse_ood
+    from ncood.ood.tuning import parse_tune
     from ncood.progress import progress_bar
-    from ncood.run import RunDir
-    from ncood.scoring import parse_settings
-    from ncood.tuning import parse_tune
+    from ncood.store.features import check_readable
+    from ncood.store.integrity import verify_files
+    from ncood.store.outputs import one_line_os_errors, prepare_out_dir
+    from ncood.store.run import RunDir
 
     names = split_names(plugins)
     scorers, analyses = select(host(), names)
@@ -196,7 +196,7 @@ def analyze(
 
 
 def _print_summary(epoch: int | None, results: dict) -> None:
-    from ncood.plugin_output import RESERVED_KEYS
+    from ncood.store.plugin_output import RESERVED_KEYS
 
     title = f"epoch {epoch}" if epoch is not None else results.get("features", "")
     typer.echo(f"== {title}")

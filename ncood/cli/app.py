@@ -140,11 +140,3 @@ def int_list(value: str | None) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-
-
-def main() -> None:
-    import sys
-
-    from ncood.cli.analyze import regroup_ood
-
-    app(args=regroup_ood(sys.argv[1:]), prog_name="ncood")

@@ -19,7 +19,7 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List the loaded plugins and what each contributes."""
-    from ncood.plugins import host
+    from ncood.host.loading import host
 
     plugin_host = host()
     contributions: dict[str, list[str]] = {}

@@ -31,7 +31,7 @@ def report(
     ] = False,
 ) -> None:
     """Render figures and tables into a LaTeX report and compile it to PDF."""
-    from ncood.plugins import host
+    from ncood.host.loading import host
     from ncood.report.build import build_report
 
     result = build_report(runs, lang=lang, out_dir=out, name=name, pdf=not no_pdf, verify=verify)

@@ -207,7 +207,7 @@ def _resume(root: Path, where: dict, *, dry_run: bool, quiet: bool) -> None:
 
     if dry_run:
         from ncood.engine.presets import TrainConfig
-        from ncood.run import RunDir
+        from ncood.store.run import RunDir
 
         roots = seed_runs(root) or [root]
         for path in roots:

@@ -3,6 +3,7 @@
 ``base`` holds the types and conversions; ``embedded`` the sets that need no download (digits,
 photos, noise, synthetic); ``torchvision_sets`` CIFAR, SVHN, MNIST, Fashion-MNIST, DTD;
 ``image_folder`` any folder of images (``folder:PATH``); ``loading`` turns names into data.
+It may import :mod:`ncood.host` (the registries), :mod:`ncood.progress` and :mod:`ncood.errors`.
 """
 
 from ncood.datasets.base import (

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncood.registry import Registry
+from ncood.host.registry import Registry
 
 IMAGE_SIZE = 32
 

@@ -23,7 +23,7 @@ from ncood.engine.accel import Accel, exact_fp32
 from ncood.engine.distributed import Cluster
 from ncood.engine.model import STAGES, ResNet18
 from ncood.engine.stream_writer import StreamedSafetensors
-from ncood.features import FORMAT_NAME, FORMAT_VERSION
+from ncood.store.features import FORMAT_NAME, FORMAT_VERSION
 
 
 def extract_batch_size(device: torch.device) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ncood.errors import NcoodError
-from ncood.registry import Registry
+from ncood.host.registry import Registry
 
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "multistep")

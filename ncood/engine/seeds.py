@@ -18,7 +18,7 @@ from pathlib import Path
 from ncood.engine.distributed import Cluster
 from ncood.engine.presets import TrainConfig
 from ncood.errors import NcoodError
-from ncood.run import MANIFEST, RunDir
+from ncood.store.run import MANIFEST, RunDir
 
 SEED_FOLDER = "seed-{seed}"
 _SEED_FOLDER = re.compile(r"seed-(\d+)")

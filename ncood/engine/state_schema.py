@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from ncood.errors import NcoodError
-from ncood.run import epoch_name
-from ncood.run_schema import ANY, HISTORY_RECORD, INT, check
+from ncood.store.run import epoch_name
+from ncood.store.run_schema import ANY, HISTORY_RECORD, INT, check
 
+STATE_FORMAT = "ncood-state"  # what state.json's "format" says (written by ncood.engine.state)
 STATE = {
     "format": "text",
     "format_version": INT,
@@ -27,8 +28,6 @@ REQUIRED = ("format", "epoch", "tensors", "optimizer", "scheduler", "rng", "hist
 
 
 def check_state(payload: Any, path: object) -> dict[str, Any]:
-    from ncood.engine.state import STATE_FORMAT
-
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         raise NcoodError(f"{path} is not an ncood resume state")
     missing = [key for key in REQUIRED if key not in payload]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncood.atomic import atomic_path
+from ncood.store.atomic import atomic_path
 
 _DTYPES = {
     np.dtype(np.float32): "F32",

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 import ncood
-from ncood.atomic import clean_stale
 from ncood.datasets import check_names
 from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
@@ -35,8 +34,9 @@ from ncood.engine.session import Session, open_session
 from ncood.engine.state import SavedState, StateWriter, read_state, snapshot
 from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
-from ncood.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
-from ncood.run_cleanup import clear_run
+from ncood.store.atomic import clean_stale
+from ncood.store.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
+from ncood.store.run_cleanup import clear_run
 
 
 def versions() -> dict[str, str]:

@@ -24,8 +24,8 @@ from ncood.extraction.inputs import Source
 from ncood.extraction.stream import extract_features
 from ncood.models.capture import choose_head
 from ncood.models.weights import fit_weights, read_checkpoint
-from ncood.run import RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, sha256
-from ncood.run_cleanup import foreign_files, is_ncood_run
+from ncood.store.run import RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, sha256
+from ncood.store.run_cleanup import foreign_files, is_ncood_run
 
 SOURCE_IMPORTED = "imported"
 _EPOCH_WORD = re.compile(r"(?i)(?:^|[^a-z])(?:epoch|ep|e)[_=-]?(\d+)")

@@ -18,8 +18,8 @@ from ncood.engine.accel import exact_fp32
 from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.extraction.inputs import Source
-from ncood.features import FORMAT_NAME, FORMAT_VERSION
 from ncood.models.capture import FeatureTap, HeadChoice, check_affine, head_tensors
+from ncood.store.features import FORMAT_NAME, FORMAT_VERSION
 
 ID_SPLITS = ("train", "test")
 

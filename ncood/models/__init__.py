@@ -2,4 +2,5 @@
 
 ``registry`` names builders (timm's ``register``/``list``/``create``), ``weights`` reads a
 checkpoint without running its code, ``capture`` finds the penultimate features of any model.
+It may import :mod:`ncood.host` (which holds what plugins register) and :mod:`ncood.errors`.
 """

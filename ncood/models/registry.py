@@ -9,129 +9,16 @@ and return a ``torch.nn.Module`` whose forward gives the logits.
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from ncood.errors import NcoodError
+from ncood.host.models import FAMILY_SUFFIX, ModelEntry, ModelRegistry
 
-FAMILY_SUFFIX = ":*"
-_USER_CODE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    builder: Callable[..., Any]
-    description: str = ""
-    plugin: str = ""
-
-    @property
-    def family(self) -> bool:
-        return self.name.endswith(FAMILY_SUFFIX)
-
-
-class ModelRegistry:
-    """What ``register_models`` hooks registered; duplicates and bad names are refused."""
-
-    kind = "model"
-
-    def __init__(self) -> None:
-        self._entries: dict[str, ModelEntry] = {}
-
-    def register(
-        self, name: str, builder: Callable[..., Any], description: str = "", *, plugin: str = ""
-    ) -> ModelEntry:
-        if not isinstance(name, str):
-            raise ValueError(f"a model needs a string name, got {name!r}")
-        base = name.removesuffix(FAMILY_SUFFIX)
-        if not base or "*" in base or (base != name and ":" in base):
-            raise ValueError(f"model {name!r}: give a name, or a family as 'prefix:*'")
-        if not callable(builder):
-            raise ValueError(f"model {name!r}: the builder {builder!r} is not callable")
-        if name in self._entries:
-            raise ValueError(f"model {name!r} is registered twice")
-        entry = ModelEntry(name, builder, description, plugin)
-        self._entries[name] = entry
-        return entry
-
-    def names(self, pattern: str = "*") -> list[str]:
-        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
-
-    def items(self) -> list[tuple[str, ModelEntry]]:
-        return [(n, self._entries[n]) for n in self.names()]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def resolve(self, name: str) -> tuple[ModelEntry, str | None]:
-        """The entry that builds ``name`` and, for a family, the variant it gets."""
-        if name in self._entries and not self._entries[name].family:
-            return self._entries[name], None
-        prefix, colon, variant = name.partition(":")
-        family = self._entries.get(prefix + FAMILY_SUFFIX)
-        if colon and family is not None:
-            if not variant:
-                raise NcoodError(f"model {name!r} needs a name after '{prefix}:'")
-            return family, variant
-        claimed = any(n.startswith(prefix + ":") for n in self._entries)
-        if colon and _USER_CODE.match(name) and not claimed:
-            return ModelEntry(name, _import_callable(name), "your own code"), None
-        known = ", ".join(self.names()) or "none"
-        raise NcoodError(
-            f"unknown model {name!r} (known: {known}; or package.module:callable for your own)"
-        )
-
-    def create(self, name: str, num_classes: int, **kwargs: Any):
-        """Build ``name`` for ``num_classes`` classes; a failing builder is one line."""
-        import torch
-
-        entry, variant = self.resolve(name)
-        args = () if variant is None else (variant,)
-        try:
-            model = entry.builder(*args, num_classes=num_classes, **kwargs)
-        except NcoodError:
-            raise
-        except Exception as exc:  # a builder's own error, said in one line
-            raise NcoodError(f"building model {name!r} failed: {_one_line(exc)}") from None
-        if not isinstance(model, torch.nn.Module):
-            raise NcoodError(
-                f"model {name!r}: the builder returned {type(model).__name__}, "
-                f"not a torch.nn.Module"
-            )
-        return model
-
-
-def _import_callable(name: str) -> Callable[..., Any]:
-    module_name, _, attribute = name.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise NcoodError(f"model {name!r}: cannot import {module_name!r} ({exc})") from None
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise NcoodError(f"model {name!r}: {module_name!r} has no {attribute!r}") from None
-    if not callable(target):
-        raise NcoodError(f"model {name!r}: {attribute!r} is not callable")
-    return target
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+__all__ = ["FAMILY_SUFFIX", "ModelEntry", "ModelRegistry", "create_model", "list_models"]
 
 
 def model_registry() -> ModelRegistry:
     """Every architecture the loaded plugins register."""
-    from ncood.plugins import host
+    from ncood.host.loading import host
 
     return host().models()
 

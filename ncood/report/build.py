@@ -21,10 +21,8 @@ import matplotlib
 from markupsafe import Markup
 
 import ncood
-from ncood.atomic import clean_stale, default_mode, staging_dir
 from ncood.errors import NcoodError
-from ncood.outputs import DISK_FULL, one_line_os_errors, prepare_out_dir
-from ncood.plugins import describe, host
+from ncood.host.loading import describe, host
 from ncood.report.compile import INSTALL_HINT, LatexError, compile_pdf, latexmk_available
 from ncood.report.context import (
     ReportContext,
@@ -36,6 +34,8 @@ from ncood.report.context import (
 )
 from ncood.report.latex import environment
 from ncood.report.seeds import expand_paths, group_by_seed
+from ncood.store.atomic import clean_stale, default_mode, staging_dir
+from ncood.store.outputs import DISK_FULL, one_line_os_errors, prepare_out_dir
 
 MAIN_TEMPLATE = "report.tex.j2"
 SECTION_MARK = "% ncood-section: "

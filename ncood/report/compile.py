@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ncood.atomic import atomic_path, clean_stale, private_temp_dir
 from ncood.errors import NcoodError
+from ncood.store.atomic import atomic_path, clean_stale, private_temp_dir
 
 INSTALL_HINT = (
     "TeX is not installed; the .tex and figures are written. To get the PDF on Debian/Ubuntu: "

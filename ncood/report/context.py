@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from ncood.arrays_file import arrays_path, load_arrays
 from ncood.errors import NcoodError
-from ncood.integrity import verify_files
 from ncood.report.latex import escape, num, printable
-from ncood.results_schema import check_results
-from ncood.run import RunDir, epoch_name
-from ncood.scores_file import load_scores
+from ncood.store.arrays_file import arrays_path, load_arrays
+from ncood.store.integrity import verify_files
+from ncood.store.results_schema import check_results
+from ncood.store.run import RunDir, epoch_name
+from ncood.store.scores_file import load_scores
 
 if TYPE_CHECKING:
-    from ncood.scoring import Contribution
+    from ncood.host.scoring import Contribution
 
 LANGUAGES = ("fr", "en")
 STANDARD_WIDTH = 64  # the ResNet-18 base width; the demo presets shrink it
@@ -379,7 +379,7 @@ class ReportContext:
 
     def scorer(self, name: str) -> Contribution | None:
         """The loaded scorer of that name, or None (results may name an uninstalled one)."""
-        from ncood.plugins import host
+        from ncood.host.loading import host
 
         scorers = host().scorers()
         return scorers.get(name) if name in scorers else None
@@ -391,7 +391,7 @@ class ReportContext:
 
     def fpr95_threshold(self, id_scores, ood_scores) -> float:
         """The score threshold of docs/conventions.md's FPR@95 (keeps 95 % of ID)."""
-        from ncood.conventions import threshold_at_recall
+        from ncood.ood.conventions import threshold_at_recall
 
         return threshold_at_recall(id_scores, ood_scores)
 

@@ -100,7 +100,7 @@ def localise(fig, lang: str) -> None:
 def save(fig, path: Path, tight: bool = True) -> Path:
     """Vector PDF of ``fig`` at ``path``, written atomically; closes the figure.
     ``tight=False`` keeps a layout the caller arranged (room left for a figure-level legend)."""
-    from ncood.atomic import atomic_path
+    from ncood.store.atomic import atomic_path
 
     path = Path(path)
     try:
@@ -144,21 +144,6 @@ def grid(
     for axis in axes[count:]:
         axis.set_visible(False)
     return fig, axes[:count], rows
-
-
-def plot_points(axis, points, *, log: bool = False, **kwargs) -> bool:
-    """A line with markers through (epoch, value) points; on a log axis only positive values.
-    False when there is nothing to draw."""
-    if log:
-        points = [(e, v) for e, v in points if v > 0]
-    if not points:
-        return False
-    epochs, values = zip(*points, strict=True)
-    kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
-    from ncood.report.seeds import plot_curve  # a mean over seeds gets its ±1 std band
-
-    plot_curve(axis, epochs, values, **kwargs)
-    return True
 
 
 def integer_epochs(axes) -> None:

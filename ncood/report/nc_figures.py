@@ -15,9 +15,8 @@ from ncood.report.figures import (
     integer_ticks,
     legend_handle,
     new_figure,
-    plot_points,
 )
-from ncood.report.seeds import plot_curve
+from ncood.report.seeds import plot_curve, plot_points
 
 STAGE_ORDER = ("layer1", "layer2", "layer3", "layer4")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ncood.errors import NcoodError
 from ncood.report.context import AnalysedRun
-from ncood.run import MANIFEST
+from ncood.store.run import MANIFEST
 
 SEED_FOLDER = "seed-"
 # Configuration fields that say where a run ran, not what it is.
@@ -248,3 +248,16 @@ def plot_curve(axis, x: list[Any], y: list[Any], **style):
             [float(v) for v in x], low, high, color=line.get_color(), alpha=BAND_ALPHA, lw=0
         )
     return line
+
+
+def plot_points(axis, points, *, log: bool = False, **kwargs) -> bool:
+    """A line with markers through (epoch, value) points; on a log axis only positive values.
+    False when there is nothing to draw."""
+    if log:
+        points = [(e, v) for e, v in points if v > 0]
+    if not points:
+        return False
+    epochs, values = zip(*points, strict=True)
+    kwargs = {"marker": "o", "ms": 2.5, "lw": 1.1, **kwargs}
+    plot_curve(axis, epochs, values, **kwargs)  # a mean over seeds gets its ±1 std band
+    return True

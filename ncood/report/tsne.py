@@ -16,10 +16,10 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from ncood.atomic import atomic_path
 from ncood.errors import NcoodError
-from ncood.mapped import MappedFile, MappedFileError
-from ncood.run import RunDir
+from ncood.store.atomic import atomic_path
+from ncood.store.mapped import MappedFile, MappedFileError
+from ncood.store.run import RunDir
 
 CACHE_NAME = "tsne.safetensors"
 CACHE_FORMAT = "ncood-tsne"

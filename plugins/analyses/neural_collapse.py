@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 import ncood
-from ncood import collapse as m
-from ncood.features import FeatureDump, Split
-from ncood.stats import predicted_classes
+from ncood.maths import collapse as m
+from ncood.maths.stats import predicted_classes
+from ncood.store.features import FeatureDump, Split
 
 
 def collapse_of(train: Split, test: Split, num_classes: int, part: str = "features"):

@@ -17,7 +17,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
-from ncood.features import Head, Split
+from ncood.store.features import Head, Split
 
 QUERY_BLOCK = 1024  # queries per matrix product
 BANK_BLOCK = 65_536  # bank rows per product: a 1024 × 65,536 float32 block is 256 MiB

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
-from ncood.chunked import map_rows
-from ncood.features import Head, Split
-from ncood.stats import logsumexp_rows
+from ncood.maths.stats import logsumexp_rows
+from ncood.store.chunked import map_rows
+from ncood.store.features import Head, Split
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
-from ncood.chunked import map_rows
-from ncood.features import Head, Split
-from ncood.stats import cholesky, ridged, train_moments
+from ncood.maths.stats import cholesky, ridged, train_moments
+from ncood.store.chunked import map_rows
+from ncood.store.features import Head, Split
 
 DEFAULT_RIDGE = 1e-6
 

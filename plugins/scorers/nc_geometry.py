@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
-from ncood.chunked import fold_chunks, map_rows
-from ncood.features import Head, Split
-from ncood.stats import class_sums, head_arrays, predicted_classes
+from ncood.maths.stats import class_sums, head_arrays, predicted_classes
+from ncood.store.chunked import fold_chunks, map_rows
+from ncood.store.features import Head, Split
 
 
 def _norms(values: np.ndarray) -> np.ndarray:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
-from ncood.chunked import map_rows
 from ncood.errors import NcoodError
-from ncood.features import Head, Split
-from ncood.stats import symmetric_eigh, train_moments
+from ncood.maths.stats import symmetric_eigh, train_moments
+from ncood.store.chunked import map_rows
+from ncood.store.features import Head, Split
 
 
 def default_dim(num_classes: int, feature_dim: int) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
-from ncood.chunked import map_rows
-from ncood.features import Head, Split
-from ncood.stats import head_arrays, logsumexp_rows, percentile
+from ncood.maths.stats import head_arrays, logsumexp_rows, percentile
+from ncood.store.chunked import map_rows
+from ncood.store.features import Head, Split
 
 
 class ReAct:

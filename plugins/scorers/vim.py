@@ -10,10 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
-from ncood.chunked import map_rows
 from ncood.errors import NcoodError
-from ncood.features import Head, Split
-from ncood.stats import head_arrays, logit_summary, logsumexp_rows, symmetric_eigh, train_moments
+from ncood.maths.stats import (
+    head_arrays,
+    logit_summary,
+    logsumexp_rows,
+    symmetric_eigh,
+    train_moments,
+)
+from ncood.store.chunked import map_rows
+from ncood.store.features import Head, Split
 
 
 def paper_dim(feature_dim: int) -> int:

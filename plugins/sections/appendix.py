@@ -4,7 +4,7 @@ they ran with, and the exact definitions and conventions used."""
 from __future__ import annotations
 
 import ncood
-from ncood.plugins import host
+from ncood.host.loading import host
 from ncood.report.context import ReportContext, ReportSection
 from ncood.report.latex import format_param
 from ncood.report.seeds import SeedGroup

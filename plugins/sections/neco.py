@@ -13,7 +13,7 @@ import numpy as np
 from markupsafe import Markup
 
 import ncood
-from ncood.conventions import ID_RECALL
+from ncood.ood.conventions import ID_RECALL
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import grid, line_style, new_figure
 from ncood.report.latex import command, format_param, join, num, percent

@@ -13,7 +13,7 @@ import numpy as np
 from markupsafe import Markup
 
 import ncood
-from ncood.conventions import roc_points
+from ncood.ood.conventions import roc_points
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, line_style, new_figure
 from ncood.report.latex import escape, num

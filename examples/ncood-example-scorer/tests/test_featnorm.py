@@ -7,9 +7,9 @@ import ncood_example_scorer
 import numpy as np
 import pytest
 
-from ncood.analysis import analyse_dump
-from ncood.features import FeatureDump, Head, Split
-from ncood.plugins import PluginHost
+from ncood.analyze.driver import analyse_dump
+from ncood.host.loading import PluginHost
+from ncood.store.features import FeatureDump, Head, Split
 
 
 @pytest.fixture

@@ -1,0 +1,7 @@
+"""``ncood.scoring`` is now :mod:`ncood.host.scoring`: one module, two names."""
+
+import sys
+
+from ncood.host import scoring
+
+sys.modules[__name__] = scoring

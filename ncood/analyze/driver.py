@@ -1,0 +1,318 @@
+"""``ncood analyze``: fit each scorer on ID train, score test and every OOD set, run analyses.
+
+A scorer or analysis that raises anything (``sys.exit`` included; only Ctrl-C passes) does not
+stop the others: its error is recorded in results.json and the caller reports a non-zero exit.
+What a plugin returns is checked and converted to JSON here, at the boundary (numpy scalars to
+numbers, NaN/Inf to null), so one plugin's odd value cannot lose the others' results. The
+results of an epoch are merged per plugin with those already there (ncood.result_merge).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncood.errors import NcoodError
+from ncood.host.loading import PluginHost, describe
+from ncood.host.scoring import Contribution
+from ncood.ood.bootstrap import DEFAULT_RESAMPLES
+from ncood.ood.conventions import ood_metrics
+from ncood.ood.groups import TestSets, check_available
+from ncood.ood.statistics import add_statistics
+from ncood.ood.tuning import DEFAULT_FRACTION, DEFAULT_SEED, check_validation_set, tune
+from ncood.store.arrays_file import arrays_path, save_arrays
+from ncood.store.features import FeatureDump, load_features
+from ncood.store.plugin_output import RESERVED_KEYS, to_json
+from ncood.store.result_merge import write_merged
+
+
+@dataclass(frozen=True)
+class OodOptions:
+    """Which OOD sets are test sets (and their groups), the bootstrap, and the tuning."""
+
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples; 0: no intervals
+    bootstrap_seed: int = 0
+    test_sets: TestSets | None = None  # None: every OOD set of the features
+    tune: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    tune_on: str | None = None
+    tune_fraction: float = DEFAULT_FRACTION
+    tune_seed: int = DEFAULT_SEED
+
+    def check(self, available: list[str]) -> list[str]:
+        """The test sets among ``available`` (the features' OOD sets); one-line errors."""
+        if bool(self.tune) != (self.tune_on is not None):
+            raise NcoodError("--tune and --tune-on go together: a grid and its validation set")
+        if self.bootstrap < 0:
+            raise NcoodError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
+        if self.test_sets is not None:
+            check_available(self.test_sets, available)
+            test = list(self.test_sets.sets)
+        else:
+            test = list(available)
+        if self.tune_on is not None:
+            check_validation_set(self.tune_on, available, test)
+        return test
+
+
+@dataclass
+class AnalysisOutcome:
+    results: dict[str, Any]
+    scores: dict[str, dict[str, np.ndarray]] = field(
+        default_factory=dict
+    )  # scorer → split → scores
+    failures: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # failed, but their previous result stays
+
+    def reasons(self) -> dict[str, str]:
+        return {name: self.results["errors"].get(name, "?") for name in self.failures}
+
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # analysis → arrays
+
+
+def select(
+    host: PluginHost, names: list[str] | None
+) -> tuple[list[Contribution], list[Contribution]]:
+    """Split the requested names into scorers and analyses; unknown names list what exists."""
+    scorers, analyses = host.scorers(), host.analyses()
+    if not names:
+        return [s for _, s in scorers.items()], [a for _, a in analyses.items()]
+    chosen_scorers, chosen_analyses = [], []
+    for name in names:
+        if name in scorers:
+            chosen_scorers.append(scorers.get(name))
+        elif name in analyses:
+            chosen_analyses.append(analyses.get(name))
+        else:
+            known = ", ".join(sorted([*scorers.names(), *analyses.names()]))
+            broken = ", ".join(sorted(info.name for info in host.broken()))
+            raise NcoodError(
+                f"unknown plugin {name!r} (known: {known}"
+                + (f"; broken plugins, see `ncood plugins`: {broken})" if broken else ")")
+            )
+    return chosen_scorers, chosen_analyses
+
+
+def check_settings(settings: dict[str, dict[str, str]], chosen: list[Contribution]) -> None:
+    names = {c.name for c in chosen}
+    for name in settings:
+        if name not in names:
+            raise NcoodError(
+                f"--set names {name!r}, which is not among the selected plugins "
+                f"({', '.join(sorted(names))})"
+            )
+
+
+def analyse_dump(
+    dump: FeatureDump,
+    scorers: list[Contribution],
+    analyses: list[Contribution],
+    settings: dict[str, dict[str, str]] | None = None,
+    *,
+    options: OodOptions | None = None,
+    on_step=None,
+) -> AnalysisOutcome:
+    settings = settings or {}
+    options = options or OodOptions()
+    check_settings(settings, [*scorers, *analyses])
+    test_sets = options.check(list(dump.ood))
+    tuning = None
+    if options.tune:
+        settings, tuning = tune(
+            dump,
+            scorers,
+            options.tune,
+            settings,
+            options.tune_on,
+            fraction=options.tune_fraction,
+            seed=options.tune_seed,
+        )
+    dump = replace(dump, ood={name: dump.ood[name] for name in test_sets})
+    outcome = AnalysisOutcome(
+        results={
+            "ood": {name: {} for name in dump.ood},
+            "params": {},
+            "timings": {},
+            "errors": {},
+            "test": {"num_classes": dump.num_classes, "feature_dim": dump.feature_dim},
+        }
+    )
+    if tuning is not None:
+        outcome.results["tuning"] = tuning
+    built: dict[str, Any] = {}
+    for contribution in [*scorers, *analyses]:  # a bad --set fails before any work
+        try:
+            built[contribution.name], params = contribution.build(settings.get(contribution.name))
+        except NcoodError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the factory itself is broken: only this plugin fails
+            built[contribution.name] = exc
+            continue
+        try:
+            outcome.results["params"][contribution.name] = to_json(params, "its parameters")
+        except NcoodError as exc:
+            built[contribution.name] = exc
+    for contribution in scorers:
+        _run_guarded(contribution, built, dump, outcome, on_step)
+    started = time.perf_counter()
+    try:
+        add_statistics(
+            outcome.results,
+            outcome.scores,
+            resamples=options.bootstrap,
+            seed=options.bootstrap_seed,
+            groups=options.test_sets.groups if options.test_sets else None,
+        )
+    except Exception as exc:  # intervals are extra: their failure keeps the point values
+        outcome.results["errors"]["statistics"] = describe(exc)
+        outcome.failures.append("statistics")
+    outcome.results["timings"]["statistics"] = time.perf_counter() - started
+    for contribution in analyses:
+        _run_guarded(contribution, built, dump, outcome, on_step)
+    return outcome
+
+
+def _run_guarded(contribution: Contribution, built: dict, dump, outcome, on_step) -> None:
+    """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes."""
+    started = time.perf_counter()
+    try:
+        instance = built[contribution.name]
+        if isinstance(instance, BaseException):
+            raise instance
+        _run_one(contribution, instance, dump, outcome)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        _fail(outcome, contribution, describe(exc))
+    outcome.results["timings"][contribution.name] = time.perf_counter() - started
+    if on_step:
+        on_step(contribution.name)
+
+
+def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> None:
+    outcome.results["errors"][contribution.name] = reason
+    outcome.failures.append(contribution.name)
+    outcome.scores.pop(contribution.name, None)
+    for per_scorer in outcome.results["ood"].values():
+        per_scorer.pop(contribution.name, None)
+    if contribution.kind == "analysis" and contribution.name not in RESERVED_KEYS:
+        outcome.results.pop(contribution.name, None)
+
+
+def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome) -> None:
+    if contribution.kind == "scorer":
+        per_split = fit_and_score(built, dump)
+        resolved = getattr(built, "resolved_params", None)
+        if isinstance(resolved, dict):
+            outcome.results["params"][contribution.name].update(
+                to_json(resolved, "resolved_params")
+            )
+        for ood_name in dump.ood:
+            outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
+                per_split["test"], per_split[f"ood/{ood_name}"]
+            )
+        outcome.scores[contribution.name] = per_split
+        return
+    if contribution.name in RESERVED_KEYS:
+        raise NcoodError(f"an analysis may not be named {contribution.name!r} (reserved)")
+    returned = built.run(dump)
+    if not isinstance(returned, dict):
+        raise NcoodError(f"run() returned a {type(returned).__name__}, not a dict")
+    outcome.results[contribution.name] = to_json(returned, "run()")
+    arrays = getattr(built, "arrays", None)
+    if isinstance(arrays, dict) and arrays:
+        outcome.arrays[contribution.name] = arrays
+
+
+def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
+    """Fit on ID train, score ID test and every OOD set; check each result is N finite floats."""
+    scorer.fit(dump.train, dump.head)
+    per_split = {}
+    for split_name, split in [("test", dump.test)] + [
+        (f"ood/{name}", split) for name, split in dump.ood.items()
+    ]:
+        try:
+            values = np.asarray(scorer.score(split), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise NcoodError(f"score() returned something that is not numbers ({exc})") from None
+        if values.shape != (len(split),):
+            raise NcoodError(
+                f"score() returned shape {values.shape} for split {split_name!r}, "
+                f"expected ({len(split)},)"
+            )
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise NcoodError(f"score() returned {bad} non-finite values for split {split_name!r}")
+        per_split[split_name] = values
+    return per_split
+
+
+def analyse_file(
+    features_path: Path,
+    out_dir: Path | None,
+    scorers: list[Contribution],
+    analyses: list[Contribution],
+    settings: dict[str, dict[str, str]] | None = None,
+    *,
+    options: OodOptions | None = None,
+    on_step=None,
+    discard_failed: bool = False,
+) -> AnalysisOutcome:
+    """Analyse one features file; merge its results (and scores) into ``out_dir``'s."""
+    dump = load_features(features_path)
+    outcome = analyse_dump(dump, scorers, analyses, settings, options=options, on_step=on_step)
+    outcome.results["features"] = str(features_path)
+    if "epoch" in dump.metadata:
+        outcome.results["epoch"] = int(dump.metadata["epoch"])
+    if out_dir is not None:
+        outcome.results, outcome.kept = write_merged(
+            out_dir,
+            outcome.results,
+            outcome.scores,
+            outcome.failures,
+            discard_failed,
+            refresh=_statistics_over_all(outcome, options or OodOptions()),
+        )
+        for name, arrays in outcome.arrays.items():
+            if name not in outcome.failures:
+                save_arrays(arrays_path(out_dir, name), arrays)
+    return outcome
+
+
+def _statistics_over_all(outcome: AnalysisOutcome, options: OodOptions):
+    """When the merge keeps scorers of earlier runs, their intervals, the DeLong pairs and the
+    group means are recomputed over every scorer present (same seed: the same resamples)."""
+
+    def refresh(merged: dict[str, Any], scores: dict[str, dict[str, np.ndarray]]) -> None:
+        if set(scores) == set(outcome.scores):
+            return  # nothing kept from before: this run's statistics already cover it all
+        try:
+            add_statistics(
+                merged,
+                scores,
+                resamples=options.bootstrap,
+                seed=options.bootstrap_seed,
+                groups=options.test_sets.groups if options.test_sets else None,
+            )
+        except Exception as exc:  # intervals are extra: their failure keeps the point values
+            merged.setdefault("errors", {})["statistics"] = describe(exc)
+
+    return refresh
+
+
+def ood_set_names(features_path: Path) -> list[str]:
+    """The OOD sets of a features file, from its header (to check options before any work)."""
+    from safetensors import safe_open
+
+    with safe_open(str(features_path), framework="numpy") as handle:
+        keys = list(handle.keys())
+    return sorted(
+        k[len("ood/") : -len("/labels")]
+        for k in keys
+        if k.startswith("ood/") and k.endswith("/labels")
+    )

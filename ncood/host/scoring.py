@@ -1,0 +1,191 @@
+"""What a scorer or an analysis is, and how ``--set name.param=value`` reaches it.
+
+A scorer (pytorch-ood's fit/predict split) fits on the in-distribution train split and the
+classifier head, then scores any split: ``fit(train, head)``, ``score(split) -> (N,)`` array,
+higher = more in-distribution. An analysis reads a whole :class:`FeatureDump` and returns a
+JSON-able dict. Both are built by a factory whose keyword arguments are their parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ncood.errors import NcoodError
+
+if TYPE_CHECKING:  # this module is imported to load plugins: it must not pull in numpy
+    import numpy as np
+
+    from ncood.store.features import FeatureDump, Head, Split
+
+
+class Scorer(Protocol):
+    def fit(self, train: Split, head: Head) -> None: ...
+
+    def score(self, split: Split) -> np.ndarray: ...
+
+
+class Analysis(Protocol):
+    def run(self, dump: FeatureDump) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A scorer or analysis as registered by a plugin."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+    kind: str  # "scorer" or "analysis"
+    title: str = ""  # how tables and legends name it; defaults to ``name``
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name
+
+    def defaults(self) -> dict[str, Any]:
+        """Parameters and their defaults, read from the factory's signature."""
+        params = inspect.signature(self.factory).parameters.values()
+        return {
+            p.name: p.default
+            for p in params
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+    def create(self, **params: Any) -> Any:
+        """Instantiate with typed parameters (the defaults fill the rest); an unknown name or a
+        value of the wrong type is a :class:`NcoodError` naming the known parameters."""
+        return self._instantiate(self._checked(params))[0]
+
+    def build(self, overrides: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Instantiate from ``--set`` strings, each coerced to its default's type first; returns
+        the object and every parameter's value."""
+        self._checked(dict(overrides or {}), typed=False)
+        hints, defaults = self.hints(), self.defaults()
+        typed = {
+            key: coerce(raw, defaults[key], f"{self.name}.{key}", hints.get(key))
+            for key, raw in (overrides or {}).items()
+        }
+        return self._instantiate(self._checked(typed))
+
+    def _checked(self, params: dict[str, Any], typed: bool = True) -> dict[str, Any]:
+        defaults = self.defaults()
+        for key, value in params.items():
+            if key not in defaults:
+                known = ", ".join(sorted(defaults)) or "none"
+                raise NcoodError(
+                    f"{self.kind} {self.name!r} has no parameter {key!r} (known: {known})"
+                )
+            if typed and not accepts(value, defaults[key], self.hints().get(key)):
+                raise NcoodError(
+                    f"{self.kind} {self.name!r}: parameter {key!r} expects "
+                    f"{type_name(defaults[key], self.hints().get(key))}, got {value!r}"
+                )
+        return params
+
+    def _instantiate(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        params = {**self.defaults(), **params}
+        try:
+            built = self.factory(**params)
+        except (TypeError, ValueError) as exc:  # a value the factory refuses is a user error
+            raise NcoodError(f"{self.kind} {self.name!r}: {exc}") from None
+        return built, params
+
+    def hints(self) -> dict[str, Any]:
+        """The factory's resolved type annotations (they type a parameter whose default is None)."""
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        try:
+            return typing.get_type_hints(target)
+        except Exception:  # unresolvable annotations only cost the typing of None defaults
+            return {}
+
+
+def accepts(value: Any, default: Any, hint: Any = None) -> bool:
+    """Whether a typed value suits a parameter: the type of its default (an int is a float),
+    or for a None default its annotation when it names bool, int, float or str."""
+    if default is None:
+        if value is None or hint is None:
+            return True
+        kinds = [k for k in (bool, int, float, str) if k is hint or k in typing.get_args(hint)]
+        return not kinds or any(_is(value, kind) for kind in kinds)
+    return _is(value, type(default))
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def type_name(default: Any, hint: Any = None) -> str:
+    if default is None:
+        return str(hint).replace("typing.", "") if hint is not None else "any value"
+    return type(default).__name__
+
+
+def coerce(raw: str, default: Any, where: str, hint: Any = None) -> Any:
+    """Turn a command-line string into the type of the parameter's default.
+
+    A parameter whose default is None ("automatic") takes its type from its annotation
+    (``dim: int | None = None`` accepts ``--set x.dim=256`` and ``--set x.dim=auto``).
+    """
+    if not isinstance(raw, str):
+        return raw
+    if default is None and hint is not None:
+        if raw.lower() in ("none", "auto"):
+            return None
+        for kind in (bool, int, float, str):
+            if kind in typing.get_args(hint) or hint is kind:
+                return coerce(raw, kind(), where)
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return finite(float(raw), raw, where)
+        if default is None:
+            for kind in (int, float):
+                try:
+                    return finite(kind(raw), raw, where)
+                except ValueError:
+                    pass
+            return None if raw.lower() in ("none", "auto") else raw
+    except ValueError:
+        raise NcoodError(
+            f"--set {where}={raw}: expected a value of type {type(default).__name__}"
+        ) from None
+    return raw
+
+
+def finite(value, raw: str, where: str):
+    """NaN and ±Inf pass ``float()`` but mean nothing as a parameter (and break the JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NcoodError(f"--set {where}={raw}: expected a finite number")
+    return value
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
+    """``["vim.dim=256", "energy.T=2"]`` → ``{"vim": {"dim": "256"}, "energy": {"T": "2"}}``."""
+    parsed: dict[str, dict[str, str]] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param:
+            raise NcoodError(f"--set expects NAME.PARAM=VALUE, got {item!r}")
+        parsed.setdefault(name, {})[param] = value.strip()
+    return parsed
