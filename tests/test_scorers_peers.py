@@ -163,3 +163,84 @@ def test_tscaling_fits_the_nll_optimum(dump):
     assert ncood_auroc(dump, "tscaling") == pytest.approx(
         peer_auroc(dump, peer.predict_logits, "logits"), abs=TOLERANCE
     )
+
+
+# --- activation shaping --------------------------------------------------------------------
+
+
+def as_maps(values: torch.Tensor, spatial: int = 1) -> torch.Tensor:
+    """N×(D·S) channel-major rows as N×D×S×1 maps (S = 1: pytorch-ood's N×D×1×1)."""
+    return values.reshape(len(values), DIM, spatial, 1)
+
+
+def pooled_head(dump: FeatureDump):
+    layer = linear(dump)
+    return lambda maps: layer(maps.mean(dim=(2, 3)))
+
+
+def test_dice(dump):
+    peer = peers.DICE(None, tensor(dump.head.weight), tensor(dump.head.bias), p=0.7)
+    peer.fit_features(*train_tensors(dump))
+    assert ncood_auroc(dump, "dice", p=70) == pytest.approx(
+        peer_auroc(dump, peer.predict_features), abs=TOLERANCE
+    )
+
+
+@pytest.mark.parametrize("variant", ["ash-p", "ash-b", "ash-s"])
+def test_ash_on_the_pooled_features(dump, variant):
+    peer = peers.ASH(None, pooled_head(dump), variant=variant, percentile=0.65)
+    assert ncood_auroc(dump, variant, percentile=65) == pytest.approx(
+        peer_auroc(dump, lambda x: peer.predict_feature_maps(as_maps(x))), abs=TOLERANCE
+    )
+
+
+@pytest.mark.parametrize("variant", ["ash-p", "ash-b", "ash-s"])
+def test_ash_on_the_maps(mapped_dump, variant):
+    peer = peers.ASH(None, pooled_head(mapped_dump), variant=variant, percentile=0.8)
+    expected = peer_auroc(
+        mapped_dump, lambda x: peer.predict_feature_maps(as_maps(x, 4)), "layers/maps"
+    )
+    assert ncood_auroc(mapped_dump, variant, percentile=80, maps="maps") == pytest.approx(
+        expected, abs=TOLERANCE
+    )
+    # on the maps, not on their pooled mean: the two AUROCs differ
+    assert abs(ncood_auroc(mapped_dump, variant, percentile=80) - expected) > TOLERANCE
+
+
+def test_scale_on_the_pooled_features_and_on_the_maps(dump, mapped_dump):
+    peer = peers.SCALE(None, pooled_head(dump), percentile=0.85)
+    assert ncood_auroc(dump, "scale") == pytest.approx(
+        peer_auroc(dump, lambda x: peer.predict_feature_maps(as_maps(x))), abs=TOLERANCE
+    )
+    peer = peers.SCALE(None, pooled_head(mapped_dump), percentile=0.6)
+    expected = peer_auroc(
+        mapped_dump, lambda x: peer.predict_feature_maps(as_maps(x, 4)), "layers/maps"
+    )
+    assert ncood_auroc(mapped_dump, "scale", percentile=60, maps="maps") == pytest.approx(
+        expected, abs=TOLERANCE
+    )
+
+
+def test_vra(dump, mapped_dump):
+    peer = peers.VRA(None, pooled_head(dump), lower_percentile=0.1, upper_percentile=0.9)
+    z, y = train_tensors(dump)
+    peer.fit_feature_maps(as_maps(z), y)
+    assert ncood_auroc(dump, "vra") == pytest.approx(
+        peer_auroc(dump, lambda x: peer.predict_feature_maps(as_maps(x))), abs=TOLERANCE
+    )
+    peer = peers.VRA(None, pooled_head(mapped_dump), lower_percentile=0.2, upper_percentile=0.95)
+    z, y = train_tensors(mapped_dump, "layers/maps")
+    peer.fit_feature_maps(as_maps(z, 4), y)
+    expected = peer_auroc(
+        mapped_dump, lambda x: peer.predict_feature_maps(as_maps(x, 4)), "layers/maps"
+    )
+    got = ncood_auroc(mapped_dump, "vra", lower_percentile=20, upper_percentile=95, maps="maps")
+    assert got == pytest.approx(expected, abs=TOLERANCE)
+
+
+def test_vra_thresholds_are_numpys_percentiles(dump):
+    scorer, _ = host().scorers().get("vra").build({"lower_percentile": "3", "maps": ""})
+    scorer.fit(dump.train, dump.head)
+    features = dump.train.features.astype(np.float64)
+    np.testing.assert_allclose(scorer.lower, np.percentile(features, 3, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scorer.upper, np.percentile(features, 90, axis=0), rtol=1e-12)
