@@ -244,3 +244,31 @@ def test_vra_thresholds_are_numpys_percentiles(dump):
     features = dump.train.features.astype(np.float64)
     np.testing.assert_allclose(scorer.lower, np.percentile(features, 3, axis=0), rtol=1e-12)
     np.testing.assert_allclose(scorer.upper, np.percentile(features, 90, axis=0), rtol=1e-12)
+
+
+# --- gradients -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("temperature", "bias"), [(1.0, False), (2.5, True)])
+def test_gradnorm_equals_autograd_per_sample(dump, temperature, bias):
+    """The closed form against torch autograd, sample by sample, in float64."""
+    layer = linear(dump).double()
+    selected = [layer.weight, layer.bias] if bias else [layer.weight]
+    features = tensor(dump.test.features[:50]).double()
+    expected = []
+    for row in features:
+        loss = -(layer(row[None]) / temperature).log_softmax(dim=1).mean()
+        grads = torch.autograd.grad(loss, selected)
+        expected.append(float(sum(g.abs().sum() for g in grads)))
+    scorer, _ = host().scorers().get("gradnorm").build({"T": str(temperature), "bias": str(bias)})
+    scorer.fit(dump.train, dump.head)
+    logits = features.numpy() @ dump.head.weight.T.astype(np.float64) + dump.head.bias
+    split = Split(dump.test.features[:50], logits.astype(np.float32), dump.test.labels[:50])
+    np.testing.assert_allclose(scorer.score(split), expected, rtol=1e-5)
+
+
+def test_gradnorm(dump):
+    peer = peers.GradNorm(linear(dump), param_filter=lambda name: name == "weight")
+    assert ncood_auroc(dump, "gradnorm") == pytest.approx(
+        peer_auroc(dump, peer.predict), abs=TOLERANCE
+    )
