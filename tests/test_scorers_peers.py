@@ -272,3 +272,37 @@ def test_gradnorm(dump):
     assert ncood_auroc(dump, "gradnorm") == pytest.approx(
         peer_auroc(dump, peer.predict), abs=TOLERANCE
     )
+
+
+# --- densities -----------------------------------------------------------------------------
+
+
+def test_nnguide(dump):
+    layer = linear(dump)
+    peer = peers.NNGuide(None, layer, k=10).fit_features(*train_tensors(dump))
+    assert ncood_auroc(dump, "nnguide", k=10) == pytest.approx(
+        peer_auroc(dump, peer.predict_features), abs=TOLERANCE
+    )
+
+
+def test_gmm(dump):
+    peer = peers.GMM(None).fit_features(*train_tensors(dump))
+    assert ncood_auroc(dump, "gmm") == pytest.approx(
+        peer_auroc(dump, peer.predict_features), abs=TOLERANCE
+    )
+
+
+@pytest.mark.parametrize(("tailsize", "alpha", "euclid_weight"), [(25, 10, 1.0), (40, 3, 0.5)])
+def test_openmax(dump, tailsize, alpha, euclid_weight):
+    peer = peers.OpenMax(None, tailsize=tailsize, alpha=alpha, euclid_weight=euclid_weight)
+    peer.fit_logits(*train_tensors(dump, "logits"))
+    # pytorch-ood measures the distances only to the classes that some sample of the batch
+    # predicts (the others stay 0): each batch gets one row predicted as each class, whose
+    # scores are then dropped, so that every distance is measured.
+    padding = 100 * torch.eye(NUM_CLASSES)
+
+    def predict(logits):
+        return peer.predict_logits(torch.cat([logits, padding]))[: len(logits)]
+
+    got = ncood_auroc(dump, "openmax", tailsize=tailsize, alpha=alpha, euclid_weight=euclid_weight)
+    assert got == pytest.approx(peer_auroc(dump, predict, "logits"), abs=TOLERANCE)
