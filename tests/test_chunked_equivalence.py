@@ -17,7 +17,7 @@ from ncood.analysis import analyse_dump, select
 from ncood.features import load_features, save_features
 from ncood.plugins import host
 
-FLOAT32_PRODUCTS = {"knn", "vim", "neco"}
+FLOAT32_PRODUCTS = {"knn", "vim", "neco", "nnguide"}
 SETTINGS = {"vim": {"dim": "10"}, "neco": {"dim": "6"}}
 
 
