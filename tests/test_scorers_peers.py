@@ -306,3 +306,46 @@ def test_openmax(dump, tailsize, alpha, euclid_weight):
 
     got = ncood_auroc(dump, "openmax", tailsize=tailsize, alpha=alpha, euclid_weight=euclid_weight)
     assert got == pytest.approx(peer_auroc(dump, predict, "logits"), abs=TOLERANCE)
+
+
+# --- coverage ------------------------------------------------------------------------------
+
+PEERED = {
+    "entropy", "klm", "tscaling", "webo", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra",
+    "gradnorm", "nnguide", "gmm", "openmax",
+}  # fmt: skip
+NEW_MODULES = ("softmax_shapes", "activation_shaping", "gradnorm", "density")
+
+
+def test_every_scorer_of_the_new_modules_has_a_peer_test_and_a_docs_row():
+    from pathlib import Path
+
+    registered = {
+        name
+        for name, item in host().scorers().items()
+        if item.plugin.removeprefix("scorers.") in NEW_MODULES
+    }
+    assert registered == PEERED
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "scorers.md").read_text("utf-8")
+    for name in host().scorers().names():
+        assert f"| `{name}` |" in docs, name
+
+
+def test_a_missing_or_misshapen_maps_stage_is_one_line(dump, mapped_dump):
+    from ncood.errors import NcoodError
+
+    scorer, _ = host().scorers().get("ash-s").build({"maps": "layer9"})
+    with pytest.raises(NcoodError, match="no stage 'layer9'.*stages: none"):
+        scorer.fit(dump.train, dump.head)
+    wide = Split(
+        dump.train.features,
+        dump.train.logits,
+        dump.train.labels,
+        {"odd": np.ones((900, 25), np.float32)},
+    )
+    scorer, _ = host().scorers().get("scale").build({"maps": "odd"})
+    with pytest.raises(NcoodError, match="25 values per sample, not a multiple of .* D = 24"):
+        scorer.fit(wide, dump.head)
+    scorer, _ = host().scorers().get("ash-p").build({"percentile": "100"})
+    with pytest.raises(NcoodError, match="keeps none of the 24"):
+        scorer.fit(dump.train, dump.head)
