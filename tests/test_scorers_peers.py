@@ -349,3 +349,16 @@ def test_a_missing_or_misshapen_maps_stage_is_one_line(dump, mapped_dump):
     scorer, _ = host().scorers().get("ash-p").build({"percentile": "100"})
     with pytest.raises(NcoodError, match="keeps none of the 24"):
         scorer.fit(dump.train, dump.head)
+
+
+def test_openmax_weibull_fit_is_scipys_maximum_likelihood():
+    from scipy.stats import exponweib
+
+    from ncood_plugins.scorers.density import weibull_fit
+
+    rng = np.random.default_rng(1)
+    for sample in (rng.gamma(3.0, 2.0, 25) + 9990.0, rng.weibull(1.5, 30) * 3):
+        _, shape, _, scale = exponweib.fit(sample, floc=0, f0=1)
+        fitted_shape, log_scale = weibull_fit(sample, 0)
+        assert fitted_shape == pytest.approx(shape, rel=1e-4)
+        assert np.exp(log_scale) == pytest.approx(scale, rel=1e-5)

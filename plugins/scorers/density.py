@@ -142,6 +142,44 @@ class GaussianMixture:
 TRANSLATION = 10_000.0  # libMR's shift of the distances before the Weibull fit (kept as is)
 
 
+def weibull_fit(x: np.ndarray, label: int) -> tuple[float, float]:
+    """Maximum-likelihood Weibull (location 0) of positive samples: shape c and log scale.
+
+    The same fit as libMR's and pytorch-ood's ``scipy.stats.exponweib.fit(x, floc=0, f0=1)``,
+    solved exactly instead of by Nelder–Mead (0.2 s a class, and 4 s to import scipy.stats):
+    c is the root of g(c) = Σ wᵢ ln xᵢ / Σ wᵢ − 1/c − mean(ln x), wᵢ = xᵢᶜ, increasing in c
+    (g' = Var_w(ln x) + 1/c²), by Newton's method kept inside a bisection bracket; then
+    scale = (mean xᶜ)^(1/c). Weights are taken relative to the largest x (c reaches
+    thousands on libMR's shifted distances).
+    """
+    logs = np.log(np.asarray(x, np.float64))
+    top, mean = logs.max(), logs.mean()
+    spread = logs.std()
+    if not spread > 0:
+        raise NcoodError(
+            f"openmax: the {len(logs)} tail distances of class {label} are all equal, a Weibull "
+            "cannot be fitted to them (raise openmax.tailsize)"
+        )
+    low, high = 0.0, np.inf
+    shape = 1.2825 / spread  # the method-of-moments start: sd(ln x) = π / (c √6)
+    for _ in range(200):
+        weights = np.exp(shape * (logs - top))
+        weights /= weights.sum()
+        centred = logs @ weights
+        value = centred - 1.0 / shape - mean
+        low, high = (shape, high) if value < 0 else (low, shape)
+        slope = weights @ (logs - centred) ** 2 + 1.0 / shape**2
+        step = shape - value / slope
+        if not low < step < high:
+            step = (low + high) / 2 if np.isfinite(high) else 2 * shape
+        if abs(step - shape) <= 1e-14 * shape:
+            shape = step
+            break
+        shape = step
+    log_mean = np.log(np.mean(np.exp(shape * (logs - top))))
+    return float(shape), float(top + log_mean / shape)
+
+
 class OpenMax:
     """OpenMax (Bendale & Boult, CVPR 2016): the logits of the α top classes are reduced by
     the Weibull CDF of their distance to that class's mean ID train logit vector, the removed
@@ -157,8 +195,6 @@ class OpenMax:
         self.tailsize, self.alpha, self.euclid_weight = tailsize, alpha, euclid_weight
 
     def fit(self, train: Split, head: Head) -> None:
-        from scipy.stats import exponweib  # 0.3 s to import: paid when openmax runs
-
         num_classes = int(train.logits.shape[1])
         counts = np.bincount(train.labels, minlength=num_classes)
         require_every_class(counts)
@@ -178,12 +214,11 @@ class OpenMax:
         )
         order = np.lexsort((own, train.labels))
         ends = np.cumsum(counts)
-        self.shift, self.shape, self.scale = (np.empty(num_classes) for _ in range(3))
+        self.shift, self.shape, self.log_scale = (np.empty(num_classes) for _ in range(3))
         for c in range(num_classes):
             tail = own[order[max(ends[c] - self.tailsize, ends[c] - counts[c]) : ends[c]]]
             self.shift[c] = TRANSLATION - tail.min()
-            _, shape, _, scale = exponweib.fit(tail + self.shift[c], floc=0, f0=1)
-            self.shape[c], self.scale[c] = shape, scale
+            self.shape[c], self.log_scale[c] = weibull_fit(tail + self.shift[c], c)
         self.top = min(self.alpha, num_classes)
         self.resolved_params = {"alpha": self.top}
 
@@ -209,8 +244,8 @@ class OpenMax:
             x = chunk.logits.astype(np.float64)
             top = np.argsort(-x, axis=1, kind="stable")[:, : self.top]
             distance = np.take_along_axis(self.distances(x), top, axis=1)
-            shifted = distance + self.shift[top]
-            outlier = 1.0 - np.exp(-((shifted / self.scale[top]) ** self.shape[top]))
+            log_ratio = np.log(distance + self.shift[top]) - self.log_scale[top]
+            outlier = -np.expm1(-np.exp(self.shape[top] * log_ratio))  # the Weibull CDF
             reduction = outlier * ranked[None, :]
             top_logits = np.take_along_axis(x, top, axis=1)
             unknown = np.sum(top_logits * reduction, axis=1)
