@@ -238,7 +238,12 @@ def test_vra(dump, mapped_dump):
     assert got == pytest.approx(expected, abs=TOLERANCE)
 
 
-def test_vra_thresholds_are_numpys_percentiles(dump):
+@pytest.mark.parametrize("path", ["partition", "radix"])
+def test_vra_thresholds_are_numpys_percentiles(dump, path, monkeypatch):
+    import ncood_plugins.scorers.activation_shaping as shaping
+
+    if path == "radix":
+        monkeypatch.setattr(shaping, "COLUMN_BLOCK_BYTES", 1)
     scorer, _ = host().scorers().get("vra").build({"lower_percentile": "3", "maps": ""})
     scorer.fit(dump.train, dump.head)
     features = dump.train.features.astype(np.float64)

@@ -213,6 +213,7 @@ class VRA(Shaper):
 # --- exact per-column percentiles, streamed -------------------------------------------------
 
 RADIX_BITS = 8  # four passes of 256 bins per column
+COLUMN_BLOCK_BYTES = 32 << 20  # float32 columns held at once by the partition path (a chunk's)
 
 
 def order_keys(values: np.ndarray) -> np.ndarray:
@@ -230,14 +231,49 @@ def key_values(keys: np.ndarray) -> np.ndarray:
 
 def column_percentiles(split: Split, part: str, qs: list[float]) -> list[np.ndarray]:
     """``np.percentile(values, q, axis=0)`` (linear) of each column of ``split``'s float32
-    ``part``, for each q, without holding the N rows: a most-significant-digit radix select
-    of the two neighbouring order statistics of every column, 8 bits a pass (four passes, in
-    which only the rows still matching each column's prefix are counted)."""
+    ``part``, for each q, exactly, in bounded memory.
+
+    The two neighbouring order statistics of every column come from ``np.partition`` of
+    blocks of columns holding at most ``COLUMN_BLOCK_BYTES`` (one streamed pass per block),
+    or, when that would take more passes than the radix select, from a most-significant-digit
+    radix select on the float32 bit patterns, 8 bits a pass (four passes, counting only the
+    rows that still match each column's prefix).
+    """
     n, width = len(split), split.part(part).shape[1]
     virtual = [(n - 1) * (q / 100) for q in qs]
     ranks = sorted(
         {r for v in virtual for r in (int(np.floor(v)), min(int(np.floor(v)) + 1, n - 1))}
     )
+    block = max(1, COLUMN_BLOCK_BYTES // (4 * n))
+    if -(-width // block) <= 32 // RADIX_BITS:
+        order = partitioned(split, part, ranks, block)
+    else:
+        order = radix_select(split, part, ranks)
+    out = []
+    for v in virtual:
+        below = int(np.floor(v))
+        lo, hi = order[below], order[min(below + 1, n - 1)]
+        out.append(lo + (hi - lo) * (v - below))
+    return out
+
+
+def partitioned(split: Split, part: str, ranks: list[int], block: int) -> dict[int, np.ndarray]:
+    width = split.part(part).shape[1]
+    found = {rank: np.empty(width) for rank in ranks}
+    for first in range(0, width, block):
+        columns = slice(first, min(first + block, width))
+        values = np.empty((len(split), columns.stop - first), np.float32)
+        for chunk in split.chunks(parts=(part,)):
+            values[chunk.rows] = chunk.part(part)[:, columns]
+        values.partition(ranks, axis=0)
+        for rank in ranks:
+            found[rank][columns] = values[rank]
+        del values
+    return found
+
+
+def radix_select(split: Split, part: str, ranks: list[int]) -> dict[int, np.ndarray]:
+    width = split.part(part).shape[1]
     targets = len(ranks)
     bins = 1 << RADIX_BITS
     columns = np.arange(width) * bins
@@ -272,13 +308,7 @@ def column_percentiles(split: Split, part: str, qs: list[float]) -> list[np.ndar
         )
         remaining -= before.astype(np.int64)
         prefix = (prefix << np.uint32(RADIX_BITS)) | digit.astype(np.uint32)
-    order = {rank: key_values(prefix[t]).astype(np.float64) for t, rank in enumerate(ranks)}
-    out = []
-    for v in virtual:
-        below = int(np.floor(v))
-        lo, hi = order[below], order[min(below + 1, n - 1)]
-        out.append(lo + (hi - lo) * (v - below))
-    return out
+    return {rank: key_values(prefix[t]).astype(np.float64) for t, rank in enumerate(ranks)}
 
 
 @ncood.hookimpl
