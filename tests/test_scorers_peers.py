@@ -118,6 +118,27 @@ def test_entropy(dump):
     )
 
 
+def test_entropy_where_float32_ties_holds_the_float64_definition(dump):
+    """Confident logits: pytorch-ood's float32 entropy (p clipped at 1e-7) ties samples and
+    loses the tiny probabilities that rank confident samples; ncood's is Σ p log p to
+    float64 precision, sample by sample."""
+    logits = dump.test.logits * np.float32(12)
+    float32 = -peers.Entropy.score(tensor(logits)).numpy()
+    assert len(np.unique(float32)) < len(float32)  # ties
+    scorer, _ = host().scorers().get("entropy").build({})
+    got = scorer.score(Split(dump.test.features, logits, dump.test.labels))
+    assert len(np.unique(got)) == len(got)
+    # against 400-digit arithmetic (mpmath) on a few rows, confident ones included
+    import mpmath
+
+    mpmath.mp.dps = 400  # the tiny terms sit 1e-120 below the largest
+    for row in range(12):
+        z = [mpmath.mpf(float(v)) for v in logits[row]]
+        total = mpmath.fsum(mpmath.exp(v) for v in z)
+        exact = mpmath.fsum(mpmath.exp(v) / total * (v - mpmath.log(total)) for v in z)
+        assert got[row] == pytest.approx(float(exact), rel=1e-12, abs=1e-300)
+
+
 def test_klm(dump):
     peer = peers.KLMatching(None).fit_logits(*train_tensors(dump, "logits"))
     assert ncood_auroc(dump, "klm") == pytest.approx(

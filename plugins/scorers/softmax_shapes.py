@@ -22,8 +22,19 @@ T_BOUNDS = (1e-2, 1e2)  # tscaling's fitted temperature stays in this range
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log p = (z − z_max) − log1p(Σ_{j ≠ argmax} e^{z_j − z_max}), in float64.
+
+    The log1p keeps the top class's log p ≈ −Σ_{j≠top} p_j to full relative precision for a
+    confident sample (z − logsumexp(z) would round it to a multiple of 1e-16), and with it the
+    tiny entropies and divergences that rank confident samples.
+    """
     values = np.asarray(logits, np.float64)
-    return values - logsumexp_rows(values)[:, None]
+    top = np.argmax(values, axis=1)
+    rows = np.arange(len(values))
+    shifted = values - values[rows, top][:, None]
+    others = np.exp(shifted)
+    others[rows, top] = 0.0
+    return shifted - np.log1p(others.sum(axis=1))[:, None]
 
 
 def negative_entropy(log_probs: np.ndarray) -> np.ndarray:
