@@ -261,7 +261,7 @@ def test_vra(dump, mapped_dump):
 
 @pytest.mark.parametrize("path", ["partition", "radix"])
 def test_vra_thresholds_are_numpys_percentiles(dump, path, monkeypatch):
-    import ncood_plugins.scorers.activation_shaping as shaping
+    import ncood_plugins.scorers.shaping as shaping
 
     if path == "radix":
         monkeypatch.setattr(shaping, "COLUMN_BLOCK_BYTES", 1)
@@ -340,7 +340,7 @@ PEERED = {
     "entropy", "klm", "tscaling", "webo", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra",
     "gradnorm", "nnguide", "gmm", "openmax",
 }  # fmt: skip
-NEW_MODULES = ("softmax_shapes", "activation_shaping", "gradnorm", "density")
+NEW_MODULES = ("softmax_shapes", "shaping", "gradnorm", "density")
 
 
 def test_every_scorer_of_the_new_modules_has_a_peer_test_and_a_docs_row():

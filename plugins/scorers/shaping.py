@@ -334,7 +334,7 @@ def register_scorers(register):
     register(
         "ash-s",
         AshS,
-        "energy after pruning and exp(s₁/s₂)-sharpening the largest activations",
+        "energy after pruning and exp(s1/s2)-sharpening the largest activations",
         title="ASH-S",
     )
     register(
