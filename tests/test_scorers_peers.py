@@ -388,3 +388,18 @@ def test_openmax_weibull_fit_is_scipys_maximum_likelihood():
         fitted_shape, log_scale = weibull_fit(sample, 0)
         assert fitted_shape == pytest.approx(shape, rel=1e-4)
         assert np.exp(log_scale) == pytest.approx(scale, rel=1e-5)
+
+
+def test_tiny_train_splits_still_score(dump, capsys):
+    """A class with two train samples (their distances to its mean are equal: OpenMax's
+    Weibull becomes a step) and fewer train samples than nnguide's k (all of them are used)."""
+    keep = np.r_[
+        np.flatnonzero(dump.train.labels != 0)[:60], np.flatnonzero(dump.train.labels == 0)[:2]
+    ]
+    tiny = Split(dump.train.features[keep], dump.train.logits[keep], dump.train.labels[keep])
+    for name in ("openmax", "nnguide"):
+        scorer, _ = host().scorers().get(name).build({})
+        scorer.fit(tiny, dump.head)
+        assert np.all(np.isfinite(scorer.score(dump.test)))
+    assert scorer.resolved_params["k"] == 62
+    assert "nnguide: k = 100 exceeds the 62 ID train samples" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import numpy as np
 
 import ncood
 from ncood.chunked import fold_chunks, map_rows
-from ncood.errors import NcoodError
+from ncood.errors import NcoodError, warn
 from ncood.features import Head, Split
 from ncood.stats import (
     cholesky,
@@ -50,8 +50,10 @@ class NNGuide:
     def fit(self, train: Split, head: Head) -> None:
         n = len(train)
         size = n if self.bank_fraction == 1 else max(self.k, round(self.bank_fraction * n))
-        if self.k > size:
-            raise NcoodError(f"nnguide.k = {self.k} exceeds the {size} ID train samples")
+        size = min(size, n)
+        self.neighbours = min(self.k, size)
+        if self.neighbours < self.k:  # a tiny dump: all of its train samples, said so
+            warn(f"nnguide: k = {self.k} exceeds the {size} ID train samples; using k = {size}")
         keep = None
         if size < n:  # a seeded random share of the bank, in file order
             keep = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
@@ -67,7 +69,7 @@ class NNGuide:
             bank[filled : filled + len(block)] = block
             filled += len(block)
         self.bank = bank
-        self.resolved_params = {"bank_size": size}
+        self.resolved_params = {"bank_size": size, "k": self.neighbours}
 
     def score(self, split: Split) -> np.ndarray:
         def block(chunk) -> np.ndarray:
@@ -77,7 +79,7 @@ class NNGuide:
                 similarity = queries @ self.bank[start : start + BANK_BLOCK].T
                 if best is not None:
                     similarity = np.concatenate([best, similarity], axis=1)
-                k = min(self.k, similarity.shape[1])
+                k = min(self.neighbours, similarity.shape[1])
                 best = np.partition(similarity, similarity.shape[1] - k, axis=1)[:, -k:]
             guidance = best.astype(np.float64).mean(axis=1)
             return guidance * logsumexp_rows(chunk.logits)
@@ -144,6 +146,7 @@ class GaussianMixture:
 
 
 TRANSLATION = 10_000.0  # libMR's shift of the distances before the Weibull fit (kept as is)
+STEP_SHAPE = 1e300  # the Weibull of equal samples: a step at their value (shape → ∞)
 
 
 def weibull_fit(x: np.ndarray, label: int) -> tuple[float, float]:
@@ -159,11 +162,8 @@ def weibull_fit(x: np.ndarray, label: int) -> tuple[float, float]:
     logs = np.log(np.asarray(x, np.float64))
     top, mean = logs.max(), logs.mean()
     spread = logs.std()
-    if not spread > 0:
-        raise NcoodError(
-            f"openmax: the {len(logs)} tail distances of class {label} are all equal, a Weibull "
-            "cannot be fitted to them (raise openmax.tailsize)"
-        )
+    if not spread > 0:  # one or two train samples: equal distances, the MLE's limit is a step
+        return STEP_SHAPE, float(top)
     low, high = 0.0, np.inf
     shape = 1.2825 / spread  # the method-of-moments start: sd(ln x) = π / (c √6)
     for _ in range(200):
@@ -249,7 +249,8 @@ class OpenMax:
             top = np.argsort(-x, axis=1, kind="stable")[:, : self.top]
             distance = np.take_along_axis(self.distances(x), top, axis=1)
             log_ratio = np.log(distance + self.shift[top]) - self.log_scale[top]
-            outlier = -np.expm1(-np.exp(self.shape[top] * log_ratio))  # the Weibull CDF
+            with np.errstate(over="ignore"):  # a step Weibull's exponent overflows to 1 − 0
+                outlier = -np.expm1(-np.exp(self.shape[top] * log_ratio))  # the Weibull CDF
             reduction = outlier * ranked[None, :]
             top_logits = np.take_along_axis(x, top, axis=1)
             unknown = np.sum(top_logits * reduction, axis=1)
