@@ -29,9 +29,9 @@ import time
 
 import numpy as np
 
-from ncood.bootstrap import METRICS, _counts, id_resamples, ood_rng, resampled_metrics
-from ncood.conventions import ood_metrics
-from ncood.delong import pairwise_pvalues, structural_components
+from ncood.ood.bootstrap import METRICS, _counts, id_resamples, ood_rng, resampled_metrics
+from ncood.ood.conventions import ood_metrics
+from ncood.ood.delong import pairwise_pvalues, structural_components
 
 SCORERS, N_ID, N_OOD = 13, 10_000, 26_032
 

@@ -10,7 +10,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from ncood.features import FeatureDump, Head, Split  # noqa: E402
+from ncood.store.features import FeatureDump, Head, Split  # noqa: E402
 
 
 def make_dump(
@@ -40,10 +40,10 @@ def tiny_dump() -> FeatureDump:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """A 2-epoch demo run at width 4, analysed at every checkpoint (shared, read-only)."""
-    from ncood.analysis import analyse_file, select
+    from ncood.analyze.driver import analyse_file, select
     from ncood.engine.presets import resolve_preset
     from ncood.engine.train import train
-    from ncood.plugins import host
+    from ncood.host.loading import host
 
     root = tmp_path_factory.mktemp("runs") / "demo"
     config = resolve_preset("demo-standard", epochs=2, width=4, checkpoint_every=1)
@@ -58,7 +58,7 @@ def demo_run(tmp_path_factory):
 def plugin_host():
     """``add(plugin, name)`` registers a test plugin (not built in) on the process-wide host;
     every one is removed afterwards."""
-    from ncood.plugins import host
+    from ncood.host.loading import host
 
     added: list[str] = []
 
@@ -75,8 +75,8 @@ def plugin_host():
 def third_party_sections_only(monkeypatch):
     """The report builds only the sections of non-built-in plugins (the built-ins draw many
     figures, which is not what the tests using this are about)."""
-    from ncood.plugins import host
-    from ncood.registry import Registry
+    from ncood.host.loading import host
+    from ncood.host.registry import Registry
     from ncood.report import build as build_module
 
     class Host:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from ncood.bootstrap import (
+from ncood.ood.bootstrap import (
     METRICS,
     _counts,
     id_resamples,
@@ -14,7 +14,7 @@ from ncood.bootstrap import (
     point_metrics,
     resampled_metrics,
 )
-from ncood.conventions import ood_metrics
+from ncood.ood.conventions import ood_metrics
 
 
 def random_pair(rng, tied: bool):

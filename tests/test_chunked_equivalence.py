@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from nc_builders import noisy_dump
 
-import ncood.chunked as chunked
-import ncood.features as features_module
+import ncood.store.chunked as chunked
+import ncood.store.features as features_module
 import ncood_plugins.scorers.knn as knn_module
-from ncood.analysis import analyse_dump, select
-from ncood.features import load_features, save_features
-from ncood.plugins import host
+from ncood.analyze.driver import analyse_dump, select
+from ncood.host.loading import host
+from ncood.store.features import load_features, save_features
 
-FLOAT32_PRODUCTS = {"knn", "vim", "neco"}
+FLOAT32_PRODUCTS = {"knn", "vim", "neco", "nnguide"}
 SETTINGS = {"vim": {"dim": "10"}, "neco": {"dim": "6"}}
 
 

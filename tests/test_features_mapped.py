@@ -7,9 +7,9 @@ import pytest
 from nc_builders import noisy_dump
 from safetensors.numpy import save_file
 
-import ncood.features as features_module
+import ncood.store.features as features_module
 from ncood.errors import NcoodError
-from ncood.features import Split, load_features, save_features
+from ncood.store.features import Split, load_features, save_features
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ncood.delong import pairwise_pvalues
-from ncood.multiple_testing import compare_with_best, holm
+from ncood.ood.delong import pairwise_pvalues
+from ncood.ood.multiple_testing import compare_with_best, holm
 
 
 def test_holm_on_a_hand_computed_family():

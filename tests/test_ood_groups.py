@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ncood.bootstrap import id_resamples, intervals, resampled_metrics
-from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
-from ncood.ood_groups import check_available, group_summary, parse_ood
+from ncood.ood.bootstrap import id_resamples, intervals, resampled_metrics
+from ncood.ood.conventions import ood_metrics
+from ncood.ood.groups import check_available, group_summary, parse_ood
 
 
 def test_parse_the_openood_form_and_plain_lists():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ncood.conventions import ood_metrics
-from ncood.ood_statistics import add_statistics
+from ncood.ood.conventions import ood_metrics
+from ncood.ood.statistics import add_statistics
 
 
 def scored(seed=0):

@@ -6,14 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ncood.analysis import analyse_dump, select
-from ncood.conventions import ood_metrics
-from ncood.features import FeatureDump, Head, Split
-from ncood.plugins import host
+from ncood.analyze.driver import analyse_dump, select
+from ncood.host.loading import host
+from ncood.ood.conventions import ood_metrics
+from ncood.store.features import FeatureDump, Head, Split
 
 ALL_SCORERS = [
     "msp", "maxlogit", "energy", "gen", "mahalanobis", "l2", "rmds",
     "vim", "neco", "knn", "react", "nci", "fdbd", "she",
+    "entropy", "klm", "tscaling", "webo", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra",
+    "gradnorm", "nnguide", "gmm", "openmax",
 ]  # fmt: skip
 
 
@@ -58,12 +60,20 @@ def test_every_builtin_scorer_is_covered():
     assert sorted(host().scorers().names()) == sorted(ALL_SCORERS)
 
 
+# Correctly oriented (far above 0.5; a sign error would give 1 − AUROC) but weaker here by
+# their definition, which their pytorch-ood peers share (tests/test_scorers_peers.py): DICE's
+# sparsified head and GradNorm's ‖p − u‖₁‖f‖₁ see little of the class patterns; OpenMax's
+# Weibull CDF saturates at 1 for ID and OOD samples alike beyond the fitted tail (FPR@95 1).
+WEAKER = {"dice": (0.9, 0.3), "gradnorm": (0.7, 0.6), "openmax": (0.9, 1.0)}
+
+
 @pytest.mark.parametrize("name", ALL_SCORERS)
 def test_id_wins(outcome, name):
     assert outcome.results["errors"] == {}
     metrics = outcome.results["ood"]["far"][name]
-    assert metrics["auroc"] > 0.95, metrics
-    assert metrics["fpr95"] < 0.2, metrics
+    auroc, fpr95 = WEAKER.get(name, (0.95, 0.2))
+    assert metrics["auroc"] > auroc, metrics
+    assert metrics["fpr95"] <= fpr95, metrics
 
 
 @pytest.mark.parametrize("name", ["mahalanobis", "l2", "rmds"])
