@@ -41,11 +41,16 @@ demo: setup
 	$(BIN)/ncood report $(RUNS)/demo-standard $(RUNS)/demo-extended --lang $(LANG_REPORT) --out reports && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
 
+# The suite runs on one worker per core (pytest-xdist), each with one torch/BLAS thread: two
+# torch processes of two threads each on two cores spin against each other and run many times
+# slower than one thread each.
+TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n auto
 
 test-quick: venv  # the suite without its end-to-end tests (tests/conftest.py: SLOW_MODULES)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n auto -m "not slow"
 
 lint: venv
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

@@ -106,10 +106,10 @@ print(json.dumps(report))
 # the controls: each one process-wide change, which the snapshot must see
 CONTROLS = {
     "ctypes.CDLL('libc.so.6').mallopt(-3, 1 << 20)": "malloc",
-    "torch.set_num_threads(1)": "torch threads",
+    "torch.set_num_threads(torch.get_num_threads() + 1)": "torch threads",
     "warnings.simplefilter('ignore')": "warnings filters",
     "signal.signal(signal.SIGTERM, lambda *a: None)": "signal handlers",
-    "os.environ['OMP_NUM_THREADS'] = '1'": "environment",
+    "os.environ['NCOOD_SNAPSHOT_CONTROL'] = '1'": "environment",
 }
 
 
