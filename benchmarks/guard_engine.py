@@ -1,6 +1,6 @@
 """CI guard: one demo epoch of ncood's engine against a plain PyTorch loop, in one process.
 
-    .venv/bin/python benchmarks/guard_engine.py [--repeats 3] [--max-ratio 1.15]
+    .venv/bin/python benchmarks/guard_engine.py [--repeats 5] [--max-ratio 1.15]
 
 Everything on the demo's recipe (digits at 32×32, ResNet-18 width 8, batch 64, SGD 0.05 /
 0.9 / 5e-4), with the threads the process has, best of ``--repeats`` epochs each:
@@ -80,7 +80,7 @@ def best_plain(batches, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-ratio", type=float, default=1.15)
     args = parser.parse_args()
 
