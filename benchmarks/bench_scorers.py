@@ -35,40 +35,32 @@ import numpy as np
 
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")  # built-ins only, whatever else is installed
 
+sys.path.insert(0, os.path.dirname(__file__))
+
+from cifar_sized import CLASSES, DIM, OOD, TEST, TRAIN, synthetic_arrays  # noqa: E402
+
 from ncood.analysis import analyse_dump, select  # noqa: E402
 from ncood.conventions import ood_metrics  # noqa: E402
 from ncood.features import FeatureDump, Head, Split, save_features  # noqa: E402
 from ncood.plugins import host  # noqa: E402
 
-TRAIN, TEST, OOD, CLASSES, DIM = 50_000, 10_000, 26_032, 100, 512
 SIX = ["msp", "maxlogit", "energy", "mahalanobis", "vim", "neco"]
 SETTINGS = {"vim": {"dim": "256"}, "neco": {"dim": "100"}}
 VIM_DIM, NECO_DIM = 256, 100
 
 
 def synthetic_dump(seed: int = 0) -> FeatureDump:
-    """Post-ReLU features: class patterns plus strong noise; OOD: fresh patterns from the same
-    distribution (unseen "classes"). The noise is tuned so the AUROCs look like the TP's."""
-    rng = np.random.default_rng(seed)
-    means = np.maximum(rng.normal(0.4, 1.0, (CLASSES, DIM)), 0).astype(np.float32)
-    weight = ((means - means.mean(axis=0)) * 0.25).astype(np.float32)
-    bias = rng.normal(0, 0.1, CLASSES).astype(np.float32)
+    """:func:`cifar_sized.synthetic_arrays` as a FeatureDump."""
+    arrays = synthetic_arrays(seed)
 
-    def make(centres: np.ndarray, labels: np.ndarray) -> Split:
-        noise = rng.standard_normal(centres.shape, dtype=np.float32) * np.float32(3.0)
-        features = np.maximum(centres + noise, 0, dtype=np.float32)
-        return Split(features, features @ weight.T + bias, labels)
+    def split(part: dict[str, np.ndarray]) -> Split:
+        return Split(part["features"], part["logits"], part["labels"])
 
-    def in_distribution(n: int) -> Split:
-        labels = rng.integers(0, CLASSES, n)
-        return make(means[labels], labels)
-
-    ood_centres = np.maximum(rng.normal(0.4, 1.0, (OOD, DIM)), 0).astype(np.float32)
     return FeatureDump(
-        in_distribution(TRAIN),
-        in_distribution(TEST),
-        {"svhn-like": make(ood_centres, np.full(OOD, -1))},
-        Head(weight, bias),
+        split(arrays["train"]),
+        split(arrays["test"]),
+        {"svhn-like": split(arrays["ood"])},
+        Head(arrays["head"]["weight"], arrays["head"]["bias"]),
         {"epoch": "1", "dataset": "synthetic-cifar100-size"},
     )
 

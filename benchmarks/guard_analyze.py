@@ -4,7 +4,7 @@
                                                 [--max-ratio 2.5]
 
 The dump is the TP's size (50,000 × 512 ID train, 10,000 test, 26,032 OOD, 100 classes; the
-generator of ``bench_scorers.py``). Best of ``--repeats`` each:
+generator of ``cifar_sized.py``, which ``bench_scorers.py`` uses too). Best of ``--repeats`` each:
 
 1. ``plain before``: MSP, Max Logit, Energy, Mahalanobis and ViM (dim 256) written directly in
    NumPy on the in-memory arrays (class means by one product, one shared covariance, float64
@@ -35,35 +35,11 @@ import numpy as np
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")
 sys.path.insert(0, os.path.dirname(__file__))
 
+from cifar_sized import CLASSES, DIM, OOD, TEST, TRAIN, synthetic_arrays  # noqa: E402
 from guard_common import import_everything, judge  # noqa: E402
 
-TRAIN, TEST, OOD, CLASSES, DIM, VIM_DIM = 50_000, 10_000, 26_032, 100, 512, 256
+VIM_DIM = 256
 FIVE = ["msp", "maxlogit", "energy", "mahalanobis", "vim"]
-
-
-def synthetic_arrays(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """``bench_scorers.synthetic_dump``'s arrays, without ncood's types."""
-    rng = np.random.default_rng(seed)
-    means = np.maximum(rng.normal(0.4, 1.0, (CLASSES, DIM)), 0).astype(np.float32)
-    weight = ((means - means.mean(axis=0)) * 0.25).astype(np.float32)
-    bias = rng.normal(0, 0.1, CLASSES).astype(np.float32)
-
-    def make(centres, labels):
-        noise = rng.standard_normal(centres.shape, dtype=np.float32) * np.float32(3.0)
-        features = np.maximum(centres + noise, 0, dtype=np.float32)
-        return {"features": features, "logits": features @ weight.T + bias, "labels": labels}
-
-    def in_distribution(n):
-        labels = rng.integers(0, CLASSES, n)
-        return make(means[labels], labels)
-
-    ood_centres = np.maximum(rng.normal(0.4, 1.0, (OOD, DIM)), 0).astype(np.float32)
-    return {
-        "train": in_distribution(TRAIN),
-        "test": in_distribution(TEST),
-        "ood": make(ood_centres, np.full(OOD, -1)),
-        "head": {"weight": weight, "bias": bias},
-    }
 
 
 def logsumexp(logits: np.ndarray) -> np.ndarray:
