@@ -42,6 +42,7 @@ def dump_file(tiny_dump, tmp_path) -> Path:
 def test_hooks_exist():
     assert hook_names() == [
         "register_analyses",
+        "register_model_scorers",
         "register_models",
         "register_report_sections",
         "register_scorers",

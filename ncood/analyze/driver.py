@@ -5,6 +5,10 @@ stop the others: its error is recorded in results.json and the caller reports a 
 What a plugin returns is checked and converted to JSON here, at the boundary (numpy scalars to
 numbers, NaN/Inf to null), so one plugin's odd value cannot lose the others' results. The
 results of an epoch are merged per plugin with those already there (ncood.result_merge).
+
+A model-based scorer (``register_model_scorers``) runs through the network the caller rebuilds
+(``model_inputs``, built once per dump, when the first of them runs); its scores join the
+others' and every statistic treats them alike.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +32,11 @@ from ncood.store.arrays_file import arrays_path, save_arrays
 from ncood.store.features import FeatureDump, load_features
 from ncood.store.plugin_output import RESERVED_KEYS, to_json
 from ncood.store.result_merge import write_merged
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ncood.host.network import ModelInputs
 
 
 @dataclass(frozen=True)
@@ -76,18 +85,31 @@ class AnalysisOutcome:
 def select(
     host: PluginHost, names: list[str] | None
 ) -> tuple[list[Contribution], list[Contribution]]:
-    """Split the requested names into scorers and analyses; unknown names list what exists."""
-    scorers, analyses = host.scorers(), host.analyses()
+    """Split the requested names into scorers and analyses; unknown names list what exists.
+
+    Without names: every feature-level scorer and every analysis. Model-based scorers run the
+    network over every image (slow on a CPU), so they run when named.
+    """
+    scorers, on_model, analyses = host.scorers(), host.model_scorers(), host.analyses()
+    for name in on_model.names():
+        if name in scorers:
+            raise NcoodError(
+                f"scorer {name!r} is registered both as a feature-level scorer (plugin "
+                f"{scorers.get(name).plugin!r}) and as a model-based one (plugin "
+                f"{on_model.get(name).plugin!r})"
+            )
     if not names:
         return [s for _, s in scorers.items()], [a for _, a in analyses.items()]
     chosen_scorers, chosen_analyses = [], []
     for name in names:
         if name in scorers:
             chosen_scorers.append(scorers.get(name))
+        elif name in on_model:
+            chosen_scorers.append(on_model.get(name))
         elif name in analyses:
             chosen_analyses.append(analyses.get(name))
         else:
-            known = ", ".join(sorted([*scorers.names(), *analyses.names()]))
+            known = ", ".join(sorted([*scorers.names(), *on_model.names(), *analyses.names()]))
             broken = ", ".join(sorted(info.name for info in host.broken()))
             raise NcoodError(
                 f"unknown plugin {name!r} (known: {known}"
@@ -114,10 +136,12 @@ def analyse_dump(
     *,
     options: OodOptions | None = None,
     on_step=None,
+    model_inputs: Callable[[], ModelInputs] | None = None,
 ) -> AnalysisOutcome:
     settings = settings or {}
     options = options or OodOptions()
     check_settings(settings, [*scorers, *analyses])
+    check_model_scorers(scorers, model_inputs is not None, options)
     test_sets = options.check(list(dump.ood))
     tuning = None
     if options.tune:
@@ -157,8 +181,9 @@ def analyse_dump(
             outcome.results["params"][contribution.name] = to_json(params, "its parameters")
         except NcoodError as exc:
             built[contribution.name] = exc
+    network = _Once(model_inputs)
     for contribution in scorers:
-        _run_guarded(contribution, built, dump, outcome, on_step)
+        _run_guarded(contribution, built, dump, outcome, on_step, network)
     started = time.perf_counter()
     try:
         add_statistics(
@@ -177,14 +202,53 @@ def analyse_dump(
     return outcome
 
 
-def _run_guarded(contribution: Contribution, built: dict, dump, outcome, on_step) -> None:
+def check_model_scorers(
+    scorers: list[Contribution], has_network: bool, options: OodOptions | None = None
+) -> None:
+    """Model-based scorers need a run's network, and --tune tunes feature-level ones only."""
+    on_model = [c.name for c in scorers if c.needs_model]
+    if on_model and not has_network:
+        raise NcoodError(
+            f"{', '.join(on_model)} {'needs' if len(on_model) == 1 else 'need'} the network, "
+            f"and a features file holds none: analyse the run directory (a trained run, or one "
+            f"imported with ncood extract)"
+        )
+    tuned = [name for name in (options.tune if options else {}) if name in on_model]
+    if tuned:
+        raise NcoodError(
+            f"--tune chooses the parameters of feature-level scorers; {tuned[0]!r} is model-based"
+        )
+
+
+class _Once:
+    """The model inputs, built when the first model-based scorer runs; a failure to build
+    them is each model-based scorer's failure (the others go on)."""
+
+    def __init__(self, build: Callable[[], ModelInputs] | None) -> None:
+        self.build, self.value, self.error = build, None, None
+
+    def __call__(self) -> ModelInputs:
+        if self.error is not None:
+            raise self.error
+        if self.value is None:
+            try:
+                self.value = self.build()
+            except Exception as exc:
+                self.error = exc
+                raise
+        return self.value
+
+
+def _run_guarded(
+    contribution: Contribution, built: dict, dump, outcome, on_step, network=None
+) -> None:
     """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes."""
     started = time.perf_counter()
     try:
         instance = built[contribution.name]
         if isinstance(instance, BaseException):
             raise instance
-        _run_one(contribution, instance, dump, outcome)
+        _run_one(contribution, instance, dump, outcome, network)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -204,9 +268,12 @@ def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> 
         outcome.results.pop(contribution.name, None)
 
 
-def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome) -> None:
+def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome, network) -> None:
     if contribution.kind == "scorer":
-        per_split = fit_and_score(built, dump)
+        if contribution.needs_model:
+            per_split = fit_and_score_model(built, network(), dump)
+        else:
+            per_split = fit_and_score(built, dump)
         resolved = getattr(built, "resolved_params", None)
         if isinstance(resolved, dict):
             outcome.results["params"][contribution.name].update(
@@ -232,24 +299,49 @@ def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome) -> N
 def fit_and_score(scorer, dump: FeatureDump) -> dict[str, np.ndarray]:
     """Fit on ID train, score ID test and every OOD set; check each result is N finite floats."""
     scorer.fit(dump.train, dump.head)
-    per_split = {}
-    for split_name, split in [("test", dump.test)] + [
-        (f"ood/{name}", split) for name, split in dump.ood.items()
-    ]:
-        try:
-            values = np.asarray(scorer.score(split), dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise NcoodError(f"score() returned something that is not numbers ({exc})") from None
-        if values.shape != (len(split),):
+    return {name: _checked(scorer.score(split), name, len(split)) for name, split in _scored(dump)}
+
+
+def fit_and_score_model(scorer, inputs: ModelInputs, dump: FeatureDump) -> dict[str, np.ndarray]:
+    """The same for a model-based scorer, on the batches of the images the dump describes."""
+    for name, split in [("train", dump.train), *_scored(dump)]:
+        batches = inputs.splits.get(name)
+        if batches is None:
+            raise NcoodError(f"the run's data has no split {name!r}, which the features have")
+        if not np.array_equal(batches.labels, np.asarray(split.labels)):
             raise NcoodError(
-                f"score() returned shape {values.shape} for split {split_name!r}, "
-                f"expected ({len(split)},)"
+                f"the images of split {name!r} are not those of the features file (their "
+                f"labels differ): give --data-dir the data the run was made from"
             )
-        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-        if bad:
-            raise NcoodError(f"score() returned {bad} non-finite values for split {split_name!r}")
-        per_split[split_name] = values
-    return per_split
+    with inputs.precision():
+        scorer.fit(inputs.network, inputs.splits["train"])
+        return {
+            name: _checked(scorer.score(inputs.network, inputs.splits[name]), name, len(split))
+            for name, split in _scored(dump)
+        }
+
+
+def _scored(dump: FeatureDump) -> list[tuple[str, Any]]:
+    return [("test", dump.test)] + [(f"ood/{name}", split) for name, split in dump.ood.items()]
+
+
+def _checked(returned, split_name: str, count: int) -> np.ndarray:
+    """What score() returned as N finite float64 values, or a one-line error."""
+    try:
+        values = np.asarray(
+            returned.detach().cpu().double() if hasattr(returned, "detach") else returned,
+            dtype=np.float64,
+        )
+    except (TypeError, ValueError) as exc:
+        raise NcoodError(f"score() returned something that is not numbers ({exc})") from None
+    if values.shape != (count,):
+        raise NcoodError(
+            f"score() returned shape {values.shape} for split {split_name!r}, expected ({count},)"
+        )
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise NcoodError(f"score() returned {bad} non-finite values for split {split_name!r}")
+    return values
 
 
 def analyse_file(
@@ -262,10 +354,19 @@ def analyse_file(
     options: OodOptions | None = None,
     on_step=None,
     discard_failed: bool = False,
+    model_inputs: Callable[[], ModelInputs] | None = None,
 ) -> AnalysisOutcome:
     """Analyse one features file; merge its results (and scores) into ``out_dir``'s."""
     dump = load_features(features_path)
-    outcome = analyse_dump(dump, scorers, analyses, settings, options=options, on_step=on_step)
+    outcome = analyse_dump(
+        dump,
+        scorers,
+        analyses,
+        settings,
+        options=options,
+        on_step=on_step,
+        model_inputs=model_inputs,
+    )
     outcome.results["features"] = str(features_path)
     if "epoch" in dump.metadata:
         outcome.results["epoch"] = int(dump.metadata["epoch"])

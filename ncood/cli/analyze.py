@@ -101,8 +101,27 @@ def analyze(
         typer.Option(
             metavar="DEVICE",
             help="Run the scorers that can use an accelerator there (e.g. cuda): sets the "
-            "'device' parameter of each selected scorer that has one, unless --set does.",
+            "'device' parameter of each selected scorer that has one, unless --set does, and "
+            "is where model-based scorers run the network (default: a GPU if there is one).",
         ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            metavar="fp32|bf16",
+            help="Model-based scorers' forward passes: exact fp32 (no TF32), or bf16 autocast.",
+        ),
+    ] = "fp32",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Where the run's datasets are, for model-based scorers (default: the run's).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Images per forward of the model-based scorers."),
     ] = None,
 ) -> None:
     """Score OOD detection and measure Neural Collapse on dumped features.
@@ -110,7 +129,13 @@ def analyze(
     Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
     DeLong p-value (docs/conventions.md).
     """
-    from ncood.analyze.driver import OodOptions, analyse_file, ood_set_names, select
+    from ncood.analyze.driver import (
+        OodOptions,
+        analyse_file,
+        check_model_scorers,
+        ood_set_names,
+        select,
+    )
     from ncood.host.loading import host
     from ncood.host.scoring import parse_settings
     from ncood.ood.groups import parse_ood
@@ -139,7 +164,10 @@ def analyze(
         tune_seed=tune_seed,
     )
 
+    on_model = [c for c in scorers if c.needs_model]
+    run = None
     if source.is_file():
+        check_model_scorers(on_model, False)
         if out is not None:
             prepare_out_dir(out)
         jobs = [(None, source, out)]
@@ -150,6 +178,10 @@ def analyze(
         epochs = run.select_feature_epochs(epoch)
         jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
         verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=verify)
+    check_model_scorers(on_model, True, options)
+    network_at = _model_inputs(
+        run, [e for e, _, _ in jobs], on_model, device, precision, data_dir, batch_size, quiet
+    )
 
     for _, features_path, _ in jobs:
         check_readable(features_path)  # a bad file is one line, before any progress bar
@@ -172,6 +204,7 @@ def analyze(
                         task, advance=1, status=f"epoch {e} {name}" if e else name
                     ),
                     discard_failed=discard_failed,
+                    model_inputs=network_at(job_epoch, progress),
                 )
             collected[job_epoch] = outcome.results
             for name, reason in outcome.reasons().items():
@@ -193,6 +226,44 @@ def analyze(
         typer.echo(f"ncood: error: {failure}", err=True)
     if failures:
         raise typer.Exit(1)
+
+
+def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size, quiet):
+    """For each epoch, how the model-based scorers get the network and the batches (None when
+    none is selected); every epoch's weights are checked before any work."""
+    if not on_model:
+        return lambda epoch, progress: None
+    from ncood.engine.accel import pick_device
+    from ncood.extraction.rerun import PRECISIONS, check_rebuildable, open_model_inputs
+
+    if precision not in PRECISIONS:
+        raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+    if batch_size is not None and batch_size < 1:
+        raise NcoodError("--batch-size must be at least 1")
+    target = pick_device(device or "auto")
+    for epoch in epochs:
+        check_rebuildable(run, epoch)
+
+    def at(epoch, progress):
+        def build():
+            inputs = open_model_inputs(
+                run,
+                epoch,
+                device=target,
+                data_dir=data_dir,
+                batch_size=batch_size,
+                precision=precision,
+                show_progress=not quiet,
+            )
+            total = len(on_model) * sum(b.count for b in inputs.splits.values())
+            task = progress.add_task("network", total=total, status=f"epoch {epoch} {target}")
+            for batches in inputs.splits.values():
+                batches.on_images = lambda n: progress.advance(task, n)
+            return inputs
+
+        return build
+
+    return at
 
 
 def _print_summary(epoch: int | None, results: dict) -> None:

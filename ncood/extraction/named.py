@@ -98,6 +98,8 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         },
         preprocessing={**preprocess.describe(), "limit": request.limit},
         config={
+            "dataset_spec": request.dataset,  # as given: the model-based scorers reload it
+            "ood_specs": list(request.ood),
             "batch_size": batch_size,
             "feature_layer": request.feature_layer,
             "image_size": request.image_size,

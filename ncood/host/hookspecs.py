@@ -12,6 +12,14 @@ def register_scorers(register):
 
 
 @hookspec
+def register_model_scorers(register):
+    """Register OOD scorers that need the network itself, not only its features (input
+    gradients, dropout, inner activations): ``register(name, factory, description="")``; each
+    fits on and scores :class:`ncood.host.network.Batches` of a run's data through its
+    :class:`ncood.host.network.Network`."""
+
+
+@hookspec
 def register_analyses(register):
     """Register analyses of a features dump: ``register(name, factory, description="")``."""
 

@@ -25,7 +25,7 @@ from ncood.errors import NcoodError
 from ncood.host import hookspecs
 from ncood.host.models import ModelRegistry
 from ncood.host.registry import Registry
-from ncood.host.scoring import Contribution
+from ncood.host.scoring import FAMILIES, Contribution
 
 ENTRY_POINT_GROUP = "ncood"
 LOAD_ENV_VAR = "NCOOD_LOAD_PLUGINS"
@@ -33,6 +33,7 @@ BUILTIN_DISTRIBUTION = "ncood"
 # The entry-point name prefix that promises a plugin implements one hook only.
 GROUP_OF_HOOK = {
     "register_scorers": "scorers",
+    "register_model_scorers": "scorers",
     "register_analyses": "analyses",
     "register_report_sections": "sections",
     "register_models": "models",
@@ -174,6 +175,12 @@ class PluginHost:
     def scorers(self) -> Registry[Contribution]:
         return self._collect("register_scorers", _contribution("scorer"), "scorer")
 
+    def model_scorers(self) -> Registry[Contribution]:
+        """Scorers that run the network (ncood.host.network): only on runs with weights."""
+        return self._collect(
+            "register_model_scorers", _contribution("scorer", needs_model=True), "model scorer"
+        )
+
     def analyses(self) -> Registry[Contribution]:
         return self._collect("register_analyses", _contribution("analysis"), "analysis")
 
@@ -210,11 +217,20 @@ def _is_builtin(ep: EntryPoint) -> bool:
     return ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
 
 
-def _contribution(kind: str):
+def _contribution(kind: str, needs_model: bool = False):
     def make(
-        plugin: str, name: str, factory: Callable[..., Any], description: str = "", title: str = ""
+        plugin: str,
+        name: str,
+        factory: Callable[..., Any],
+        description: str = "",
+        title: str = "",
+        family: str = "",
     ):
-        return Contribution(name, factory, description, plugin, kind, title)
+        if family and family not in FAMILIES:
+            raise ValueError(f"{kind} {name!r}: family {family!r} is not one of {FAMILIES}")
+        if needs_model:
+            family = family or "model"
+        return Contribution(name, factory, description, plugin, kind, title, family, needs_model)
 
     return make
 

@@ -23,6 +23,11 @@ if TYPE_CHECKING:  # this module is imported to load plugins: it must not pull i
     from ncood.store.features import FeatureDump, Head, Split
 
 
+# The report groups scorers by what they read (docs/scorers.md): the logits only; the features
+# and the head; the features after shaping the activations; the network itself.
+FAMILIES = ("logit", "feature", "shaping", "model")
+
+
 class Scorer(Protocol):
     def fit(self, train: Split, head: Head) -> None: ...
 
@@ -43,6 +48,8 @@ class Contribution:
     plugin: str
     kind: str  # "scorer" or "analysis"
     title: str = ""  # how tables and legends name it; defaults to ``name``
+    family: str = ""  # one of FAMILIES, for the report's grouping; "" for analyses and unknowns
+    needs_model: bool = False  # registered through register_model_scorers: runs the network
 
     @property
     def display(self) -> str:

@@ -1,0 +1,247 @@
+"""A run's network and data, rebuilt for the model-based scorers (ncood.host.network).
+
+A trained run has its weights in ``checkpoints/`` and its data in its configuration (dataset,
+OOD sets, train subset, seed); an imported run records its architecture, each weights file
+(with its sha256), the preprocessing and the ``--limit`` subset. Either way the images come
+back in the order of the features file, preprocessed as they were, so that every scorer's
+scores describe the same samples (the driver checks the labels). A features file alone, or a
+run imported from a Python object (``ncood.extract``, no weights file), has no network to
+rebuild: :func:`check_rebuildable` says so in one line, before any work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncood.errors import NcoodError
+from ncood.host.network import Batches, ModelInputs, Network
+from ncood.store.run import RunDir, sha256
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_rebuildable(run: RunDir, epoch: int) -> str:
+    """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it."""
+    manifest = run.manifest()
+    if manifest.get("source") == "imported":
+        record = _weights_record(run, manifest, epoch)
+        path = Path(record["file"])
+        if not path.is_file():
+            raise NcoodError(
+                f"the weights of epoch {epoch} ({path}) are gone; model-based scorers need "
+                f"them (the run was imported from that file)"
+            )
+        return str(path)
+    path = run.checkpoint(epoch)
+    if not path.is_file():
+        raise NcoodError(
+            f"{run.root} has no checkpoint for epoch {epoch} ({path.name}); model-based "
+            f"scorers need the weights"
+        )
+    return str(path)
+
+
+def _weights_record(run: RunDir, manifest: dict[str, Any], epoch: int) -> dict[str, Any]:
+    records = [r for r in manifest.get("weights") or [] if isinstance(r, dict)]
+    if not records:
+        raise NcoodError(
+            f"{run.root} was imported from a Python model (ncood.extract), so ncood holds no "
+            f"weights to rebuild it: model-based scorers run on trained runs and on runs "
+            f"imported from weights files (ncood extract)"
+        )
+    for record in records:
+        if record.get("epoch") == epoch and isinstance(record.get("file"), str):
+            return record
+    raise NcoodError(f"{run.root} records no weights file for epoch {epoch}")
+
+
+def open_model_inputs(
+    run: RunDir,
+    epoch: int,
+    *,
+    device: torch.device,
+    data_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    show_progress: bool = False,
+) -> ModelInputs:
+    """The network of ``epoch`` on ``device`` and the batches of every split of the run."""
+    from ncood.engine.extract import extract_batch_size
+
+    if precision not in PRECISIONS:
+        raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+    manifest = run.manifest()
+    imported = manifest.get("source") == "imported"
+    where = check_rebuildable(run, epoch)
+    build = _imported if imported else _trained
+    module, head_name, splits, transform, std = build(run, manifest, epoch, data_dir, show_progress)
+    module.to(device).eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)  # input gradients only (ODIN): no weight grads kept
+    size = batch_size or extract_batch_size(device)
+    batches = {
+        name: _batches(name, images, transform, device, size) for name, images in splits.items()
+    }
+    sample = next(iter(batches["test"].produce()))[0][:2]
+    network = Network(
+        module=module,
+        device=device,
+        head_name=head_name,
+        stages=find_stages(module, head_name, sample),
+        input_std=tuple(float(s) for s in std),
+        arch=str(manifest.get("model", {}).get("name", "")),
+    )
+    return ModelInputs(
+        network=network,
+        splits=batches,
+        precision=_precision(precision, device),
+        describe={"device": str(device), "precision": precision, "weights": where},
+    )
+
+
+def _trained(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
+    from ncood.datasets import load_data, normalise
+    from ncood.engine.model import ResNet18
+    from ncood.engine.presets import TrainConfig
+    from ncood.engine.session import train_subset_index
+    from ncood.models.weights import fit_weights, read_checkpoint
+    from ncood.store.integrity import verify_files
+
+    config = TrainConfig.from_dict(manifest.get("config") or {})
+    relative = str(run.checkpoint(epoch).relative_to(run.root))
+    verify_files(run, [relative])
+    ind, ood = load_data(
+        config.dataset,
+        config.ood,
+        data_dir or config.data_dir,
+        download=False,
+        show_progress=show_progress,
+    )
+    train = ind.train
+    if config.train_subset:
+        train = train.subset(train_subset_index(len(train), config.train_subset, config.seed))
+    splits = {"train": train, "test": ind.test, **{f"ood/{n}": s for n, s in ood.items()}}
+    _check_sizes(run, manifest, splits)
+    model = ResNet18(ind.num_classes, width=config.width)
+    fit_weights(model, read_checkpoint(run.checkpoint(epoch)), "resnet18-cifar", head="fc")
+    mean = torch.tensor(ind.mean, dtype=torch.float32)
+    std = torch.tensor(ind.std, dtype=torch.float32)
+
+    def transform(batch: torch.Tensor) -> torch.Tensor:
+        return normalise(batch, mean.to(batch.device), std.to(batch.device))
+
+    return model, "fc", splits, transform, ind.std
+
+
+def _imported(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
+    from ncood.datasets import load_data
+    from ncood.extraction.named import _first_random
+    from ncood.extraction.preprocess import Preprocessing
+    from ncood.models.registry import model_registry
+    from ncood.models.weights import fit_weights, read_checkpoint
+
+    record = _weights_record(run, manifest, epoch)
+    path = Path(record["file"])
+    if record.get("sha256") and sha256(path) != record["sha256"]:
+        raise NcoodError(
+            f"{path} changed since it was imported (its sha256 differs): the features of "
+            f"epoch {epoch} come from other weights; extract the run again"
+        )
+    config, model_info = manifest.get("config") or {}, manifest.get("model") or {}
+    ind, ood = load_data(
+        config.get("dataset_spec") or config.get("dataset"),
+        list(config.get("ood_specs") or config.get("ood") or []),
+        data_dir,
+        download=False,
+        show_progress=show_progress,
+    )
+    splits = {"train": ind.train, "test": ind.test, **{f"ood/{n}": s for n, s in ood.items()}}
+    limit = config.get("limit")
+    if limit is not None:
+        splits = {name: _first_random(images, int(limit)) for name, images in splits.items()}
+    _check_sizes(run, manifest, splits)
+    arch = str(model_info.get("name"))
+    model = model_registry().create(
+        arch, int(model_info["num_classes"]), **(model_info.get("arguments") or {})
+    )
+    fit_weights(model, read_checkpoint(path), arch, head=model_info.get("head"))
+    recorded = manifest.get("preprocessing") or {}
+    preprocess = Preprocessing(
+        recorded.get("image_size"),
+        str(recorded.get("normalize", "explicit")),
+        tuple(recorded.get("mean") or ind.mean),
+        tuple(recorded.get("std") or ind.std),
+    )
+    return model, str(model_info.get("head") or ""), splits, preprocess.apply, preprocess.std
+
+
+def _check_sizes(run: RunDir, manifest, splits) -> None:
+    """The data must be the data the features were extracted from (same sizes here; the driver
+    compares the labels too)."""
+    recorded = manifest.get("dataset") or {}
+    expected = {
+        "train": recorded.get("train_size"),
+        "test": recorded.get("test_size"),
+        **{f"ood/{n}": size for n, size in (recorded.get("ood") or {}).items()},
+    }
+    for name, images in splits.items():
+        if expected.get(name) is not None and expected[name] != len(images):
+            raise NcoodError(
+                f"split {name!r} has {len(images)} images here but {expected[name]} in "
+                f"{run.root}'s manifest: not the data the run used (give --data-dir)"
+            )
+
+
+def _batches(name: str, images, transform, device: torch.device, size: int) -> Batches:
+    def produce() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(images), size):
+            chunk = images.images[start : start + size].to(device, non_blocking=True)
+            labels = images.labels[start : start + size].to(device)
+            yield transform(chunk).contiguous(), labels
+
+    return Batches(name, len(images), images.labels.numpy().astype("int64"), produce)
+
+
+def find_stages(module: torch.nn.Module, head_name: str, sample: torch.Tensor) -> list[str]:
+    """The modules whose outputs are the network's stage maps (ResNet: layer1 … layer4).
+
+    Below the root (and below a single container child, as DenseNet's ``features``), the child
+    containers whose output is N×C×H×W, in the order the forward runs them.
+    """
+    root, prefix = module, ""
+    while True:
+        containers = [(n, m) for n, m in root.named_children() if any(True for _ in m.children())]
+        if len(containers) == 1 and f"{prefix}{containers[0][0]}" != head_name:
+            name, root = containers[0]
+            prefix = f"{prefix}{name}."
+            continue
+        break
+    order: list[str] = []
+    handles = [
+        child.register_forward_hook(
+            lambda _m, _i, out, _n=f"{prefix}{name}": (
+                order.append(_n) if isinstance(out, torch.Tensor) and out.ndim == 4 else None
+            )
+        )
+        for name, child in containers
+        if f"{prefix}{name}" != head_name
+    ]
+    try:
+        with torch.no_grad():
+            module(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(order))
+
+
+def _precision(precision: str, device: torch.device) -> Callable[[], Any]:
+    from ncood.engine.accel import exact_fp32
+
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return exact_fp32
