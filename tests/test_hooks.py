@@ -57,6 +57,8 @@ def test_every_hook_is_documented(hook):
 
 def test_every_hook_has_a_test_with_a_non_builtin_plugin():
     assert set(HOOK_TESTS) == set(hook_names())
+    for check in HOOK_TESTS.values():
+        assert callable(check) or (Path(__file__).parent / check).is_file(), check
 
 
 def check_scorers(plugin_host, dump_file, tiny_dump, tmp_path):
@@ -185,6 +187,9 @@ def check_models(plugin_host, tmp_path):
 
 
 HOOK_TESTS = {
+    # tests/test_model_scorers_hook.py: a non-built-in model-based scorer on a trained run and
+    # on an imported one (it needs runs with weights, so it lives beside its fixtures)
+    "register_model_scorers": "test_model_scorers_hook.py",
     "register_scorers": check_scorers,
     "register_analyses": check_analyses,
     "register_report_sections": check_report_sections,
