@@ -31,6 +31,7 @@ _LAZY = {
     "ood_metrics": "ncood.ood.conventions",
     "ReportSection": "ncood.report.context",
     "list_scorers": "ncood.api",
+    "list_model_scorers": "ncood.api",
     "list_analyses": "ncood.api",
     "create_scorer": "ncood.api",
     "create_analysis": "ncood.api",

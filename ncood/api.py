@@ -27,6 +27,11 @@ def list_scorers(pattern: str = "*") -> list[str]:
     return host().scorers().names(pattern)
 
 
+def list_model_scorers(pattern: str = "*") -> list[str]:
+    """Names of the loaded model-based scorers (they run the network: ``ncood analyze RUN``)."""
+    return host().model_scorers().names(pattern)
+
+
 def list_analyses(pattern: str = "*") -> list[str]:
     """Names of the loaded analyses matching ``pattern``, sorted."""
     return host().analyses().names(pattern)

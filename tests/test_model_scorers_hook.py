@@ -124,15 +124,21 @@ def test_bf16_runs_and_stays_close(with_plugin, trained, tmp_path):
 
 def test_listed_by_plugins(with_plugin):
     assert "model scorer test_netmsp" in runner.invoke(app, ["plugins"]).output
+    assert ncood.list_model_scorers("test_*") == ["test_netmsp"]
+    assert "test_netmsp" not in ncood.list_scorers()
 
 
-def test_not_run_unless_named(with_plugin, trained, tmp_path):
+def test_not_run_unless_named_or_all(with_plugin, trained, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(trained.root, copy, ignore=shutil.ignore_patterns("analysis"))
     result = runner.invoke(app, ["analyze", str(copy), "--quiet", "--bootstrap", "0"])
     assert result.exit_code == 0, result.output
     results = json.loads(RunDir.open(copy).results(1).read_text())
     assert "msp" in results["params"] and "test_netmsp" not in results["params"]
+    result = runner.invoke(app, ["analyze", str(copy), "--quiet", "--plugins", "all"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(RunDir.open(copy).results(1).read_text())
+    assert {"msp", "test_netmsp", "nc"} <= set(results["params"])
 
 
 def test_a_features_file_refuses_in_one_line(with_plugin, trained, tmp_path):

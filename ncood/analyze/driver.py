@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from ncood.host.network import ModelInputs
 
 
+EVERYTHING = "all"  # --plugins all: every scorer, model-based ones included, and every analysis
+
+
 @dataclass(frozen=True)
 class OodOptions:
     """Which OOD sets are test sets (and their groups), the bootstrap, and the tuning."""
@@ -88,7 +91,7 @@ def select(
     """Split the requested names into scorers and analyses; unknown names list what exists.
 
     Without names: every feature-level scorer and every analysis. Model-based scorers run the
-    network over every image (slow on a CPU), so they run when named.
+    network over every image (slow on a CPU), so they run when named, or with ``all``.
     """
     scorers, on_model, analyses = host.scorers(), host.model_scorers(), host.analyses()
     for name in on_model.names():
@@ -100,6 +103,9 @@ def select(
             )
     if not names:
         return [s for _, s in scorers.items()], [a for _, a in analyses.items()]
+    if names == [EVERYTHING]:
+        every = [*(s for _, s in scorers.items()), *(s for _, s in on_model.items())]
+        return every, [a for _, a in analyses.items()]
     chosen_scorers, chosen_analyses = [], []
     for name in names:
         if name in scorers:

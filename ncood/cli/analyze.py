@@ -25,7 +25,9 @@ def analyze(
     plugins: Annotated[
         str | None,
         typer.Option(
-            metavar="NAMES", help="Comma-separated scorers and analyses (default: all loaded)."
+            metavar="NAMES",
+            help="Comma-separated scorers and analyses (default: every feature-level scorer "
+            "and analysis; 'all' adds the model-based scorers, which run the network).",
         ),
     ] = None,
     epoch: Annotated[
