@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from ncood.errors import NcoodError
+from ncood.host.scoring import FAMILIES
 from ncood.report.latex import escape, num, printable
 from ncood.store.arrays_file import arrays_path, load_arrays
 from ncood.store.integrity import verify_files
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from ncood.host.scoring import Contribution
 
 LANGUAGES = ("fr", "en")
+OTHER_FAMILY = "other"  # a scorer with no family the report knows (a third-party one)
+FAMILY_ORDER = (*FAMILIES, OTHER_FAMILY)  # how the OOD tables group their rows
 STANDARD_WIDTH = 64  # the ResNet-18 base width; the demo presets shrink it
 _PLACEHOLDER = re.compile(r"<(\w+)>")
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
@@ -378,16 +381,27 @@ class ReportContext:
         return list(dict.fromkeys(seen))
 
     def scorer(self, name: str) -> Contribution | None:
-        """The loaded scorer of that name, or None (results may name an uninstalled one)."""
+        """The loaded scorer of that name, feature-level or model-based, or None (results may
+        name an uninstalled one)."""
         from ncood.host.loading import host
 
-        scorers = host().scorers()
-        return scorers.get(name) if name in scorers else None
+        plugin_host = host()
+        for registry in (plugin_host.scorers(), plugin_host.model_scorers()):
+            if name in registry:
+                return registry.get(name)
+        return None
 
     def scorer_title(self, name: str) -> str:
         """How tables and legends name a scorer: its registered title, else its name."""
         contribution = self.scorer(name)
         return contribution.display if contribution else name
+
+    def scorer_family(self, name: str) -> str:
+        """The family a scorer was registered with (``FAMILIES``), or ``"other"`` for one no
+        loaded plugin knows or registered without a family."""
+        contribution = self.scorer(name)
+        family = contribution.family if contribution else ""
+        return family if family in FAMILIES else OTHER_FAMILY
 
     def fpr95_threshold(self, id_scores, ood_scores) -> float:
         """The score threshold of docs/conventions.md's FPR@95 (keeps 95 % of ID)."""

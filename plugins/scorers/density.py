@@ -268,16 +268,19 @@ def register_scorers(register):
         NNGuide,
         "energy × mean similarity to the k nearest energy-scaled ID train features",
         title="NNGuide",
+        family="feature",
     )
     register(
         "gmm",
         GaussianMixture,
         "log-likelihood under one Gaussian per class, each with its own covariance",
         title="GMM",
+        family="feature",
     )
     register(
         "openmax",
         OpenMax,
         "−log of the OpenMax probability of the unknown class (Weibull fit on ID train)",
         title="OpenMax",
+        family="feature",
     )

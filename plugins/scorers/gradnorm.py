@@ -46,4 +46,5 @@ def register_scorers(register):
         GradNorm,
         "L1 norm of the last layer's gradient of the KL to the uniform softmax (closed form)",
         title="GradNorm",
+        family="feature",
     )

@@ -110,4 +110,10 @@ class KNN:
 
 @ncood.hookimpl
 def register_scorers(register):
-    register("knn", KNN, "−distance to the k-th nearest normalised ID train feature", title="KNN")
+    register(
+        "knn",
+        KNN,
+        "−distance to the k-th nearest normalised ID train feature",
+        title="KNN",
+        family="feature",
+    )

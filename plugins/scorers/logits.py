@@ -81,9 +81,13 @@ class GeneralizedEntropy(LogitScorer):
 
 @ncood.hookimpl
 def register_scorers(register):
-    register("msp", MaxSoftmax, "maximum softmax probability", title="MSP")
-    register("maxlogit", MaxLogit, "maximum logit", title="Max Logit")
-    register("energy", Energy, "T · logsumexp(logits / T)", title="Energy Score")
+    register("msp", MaxSoftmax, "maximum softmax probability", title="MSP", family="logit")
+    register("maxlogit", MaxLogit, "maximum logit", title="Max Logit", family="logit")
+    register("energy", Energy, "T · logsumexp(logits / T)", title="Energy Score", family="logit")
     register(
-        "gen", GeneralizedEntropy, "minus the generalized entropy of the top-M softmax", title="GEN"
+        "gen",
+        GeneralizedEntropy,
+        "minus the generalized entropy of the top-M softmax",
+        title="GEN",
+        family="logit",
     )

@@ -117,11 +117,19 @@ def register_scorers(register):
         Mahalanobis,
         "−min_c Mahalanobis distance to the class means (tied covariance)",
         title="Mahalanobis",
+        family="feature",
     )
-    register("l2", NearestMeanL2, "−min_c ‖f − μ_c‖ (the TP's L2 approximation)", title="L2")
+    register(
+        "l2",
+        NearestMeanL2,
+        "−min_c ‖f − μ_c‖ (the TP's L2 approximation)",
+        title="L2",
+        family="feature",
+    )
     register(
         "rmds",
         RelativeMahalanobis,
         "relative Mahalanobis: class distance minus the global-Gaussian distance",
         title="RMDS",
+        family="feature",
     )

@@ -125,6 +125,24 @@ class SHE:
 
 @ncood.hookimpl
 def register_scorers(register):
-    register("nci", NCI, "proximity to the predicted class's weight + α·L1 norm", title="NCI")
-    register("fdbd", FDBD, "mean distance to the decision boundaries / ‖f − μ_G‖", title="fDBD")
-    register("she", SHE, "inner product with the predicted class's stored pattern", title="SHE")
+    register(
+        "nci",
+        NCI,
+        "proximity to the predicted class's weight + α·L1 norm",
+        title="NCI",
+        family="feature",
+    )
+    register(
+        "fdbd",
+        FDBD,
+        "mean distance to the decision boundaries / ‖f − μ_G‖",
+        title="fDBD",
+        family="feature",
+    )
+    register(
+        "she",
+        SHE,
+        "inner product with the predicted class's stored pattern",
+        title="SHE",
+        family="feature",
+    )

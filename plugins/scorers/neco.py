@@ -68,4 +68,5 @@ def register_scorers(register):
         NECO,
         "‖first d principal components‖ / ‖standardised feature‖",
         title="NECO",
+        family="feature",
     )

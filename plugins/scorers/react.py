@@ -42,4 +42,5 @@ def register_scorers(register):
         ReAct,
         "energy of the logits recomputed from features clipped at an ID percentile",
         title="ReAct",
+        family="shaping",
     )

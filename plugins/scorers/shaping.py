@@ -318,34 +318,40 @@ def register_scorers(register):
         Dice,
         "energy of the logits of a head without its p % smallest weight contributions",
         title="DICE",
+        family="shaping",
     )
     register(
         "ash-p",
         AshP,
         "energy after zeroing all but the largest activations",
         title="ASH-P",
+        family="shaping",
     )
     register(
         "ash-b",
         AshB,
         "energy after keeping the largest activations, binarised to preserve the sum",
         title="ASH-B",
+        family="shaping",
     )
     register(
         "ash-s",
         AshS,
         "energy after pruning and exp(s1/s2)-sharpening the largest activations",
         title="ASH-S",
+        family="shaping",
     )
     register(
         "scale",
         Scale,
         "energy of the activations scaled by exp(sum / sum of the largest)",
         title="SCALE",
+        family="shaping",
     )
     register(
         "vra",
         VRA,
         "energy of the activations clipped between per-unit ID train percentiles",
         title="VRA",
+        family="shaping",
     )

@@ -213,17 +213,27 @@ def read_weights(path: Path, num_classes: int) -> np.ndarray:
 
 @ncood.hookimpl
 def register_scorers(register):
-    register("entropy", Entropy, "minus the entropy of the softmax", title="Entropy")
+    register(
+        "entropy", Entropy, "minus the entropy of the softmax", title="Entropy", family="logit"
+    )
     register(
         "klm",
         KLMatching,
         "−min_k KL(softmax ‖ mean ID train softmax of the samples predicted k)",
         title="KL Matching",
+        family="logit",
     )
     register(
         "tscaling",
         TemperatureScaling,
         "maximum softmax of logits / T (T fitted on the ID train NLL unless given)",
         title="Temp. Scaling",
+        family="logit",
     )
-    register("webo", WeightedEnergy, "log Σ_c w_c exp(z_c), class-weighted energy", title="WEBO")
+    register(
+        "webo",
+        WeightedEnergy,
+        "log Σ_c w_c exp(z_c), class-weighted energy",
+        title="WEBO",
+        family="logit",
+    )

@@ -92,4 +92,10 @@ class ViM:
 
 @ncood.hookimpl
 def register_scorers(register):
-    register("vim", ViM, "logsumexp(logits) − α‖residual outside the principal space‖", title="ViM")
+    register(
+        "vim",
+        ViM,
+        "logsumexp(logits) − α‖residual outside the principal space‖",
+        title="ViM",
+        family="feature",
+    )

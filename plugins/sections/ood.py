@@ -8,13 +8,14 @@ run's last epoch; matplotlib is imported only when a figure is drawn.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from markupsafe import Markup
 
 import ncood
 from ncood.ood.conventions import roc_points
-from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.context import FAMILY_ORDER, AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, line_style, new_figure
 from ncood.report.latex import escape, num
 from ncood.report.seeds import SeedGroup
@@ -138,6 +139,22 @@ def ordered(scorers: list[str]) -> list[str]:
     return first + [s for s in scorers if s not in first]
 
 
+def by_family(ctx: ReportContext, scorers: list[str]) -> list[tuple[str, list[str]]]:
+    """The scorers grouped by family, the families in ``FAMILY_ORDER`` (logit, feature, shaping,
+    model, other), each family's scorers in the order given; families without one left out."""
+    family = {s: ctx.scorer_family(s) for s in scorers}
+    groups = [(f, [s for s in scorers if family[s] == f]) for f in FAMILY_ORDER]
+    return [(f, members) for f, members in groups if members]
+
+
+def family_blocks(ctx: ReportContext, rows: dict[str, dict]) -> list[dict]:
+    """A table's rows (scorer → row) under their family headings, in ``by_family`` order."""
+    return [
+        {"title": ctx.t(f"ood_family_{f}"), "rows": [rows[s] for s in members]}
+        for f, members in by_family(ctx, list(rows))
+    ]
+
+
 def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> str | None:
     """The best value's key; a tie goes to the name that sorts first, the DeLong verdict's rule
     (`ncood.multiple_testing`), so the order results.json lists the scorers in does not count."""
@@ -164,7 +181,7 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
     scorers: list[str] = []
     for run in ctx.runs:
         scorers += [s for s in run.final["ood"].get(ood, {}) if s not in scorers]
-    scorers = ordered(scorers)
+    scorers = [s for _, members in by_family(ctx, ordered(scorers)) for s in members]
     columns = []  # (run, metric, values, lower is better, tied with the best)
     for run in ctx.runs:
         per = run.final["ood"].get(ood, {})
@@ -176,8 +193,8 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
         columns.append((last, key, values, key == "fpr95", []))
     bests = [best_auroc(run, ood, values) for run, _, values, _, _ in columns[: len(ctx.runs)]]
     bests += [best_of(values, lower) for _, _, values, lower, _ in columns[len(ctx.runs) :]]
-    rows = [
-        {
+    by_scorer = {
+        s: {
             "method": ctx.scorer_title(s),
             "cells": [
                 {
@@ -190,10 +207,12 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
             ],
         }
         for s in scorers
-    ]
+    }
+    rows = list(by_scorer.values())
     return {
         "ood": ctx.dataset_title(ood),
         "rows": rows,
+        "families": family_blocks(ctx, by_scorer),
         "best_auroc": bests[: len(ctx.runs)],
         "scorers": scorers,
         "marked": any(cell["tied"] for row in rows for cell in row["cells"]),
@@ -222,6 +241,34 @@ def best_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, best: str) -> 
         return ctx.t("ood_best_alone", **values)
     key = "ood_best_tied_one" if len(others) == 1 else "ood_best_tied_many"
     return ctx.t(key, others=ctx.enumeration(others), count=len(others) + 1, **values)
+
+
+def family_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[str]):
+    """Which family of methods does best on average against ``ood`` (its mean AUROC over its
+    methods with a result, how many, and its best method); None unless two families are there.
+    A tie goes to the family ``FAMILY_ORDER`` lists first."""
+    per = run.final["ood"].get(ood, {})
+    values = {}
+    for s in scorers:
+        auroc = per.get(s, {}).get("auroc")
+        if isinstance(auroc, numbers.Real) and math.isfinite(float(auroc)):
+            values[s] = float(auroc)
+    groups = by_family(ctx, list(values))
+    if len(groups) < 2:
+        return None
+    means = [(sum(values[s] for s in members) / len(members), f, members) for f, members in groups]
+    mean, family, members = max(means, key=lambda m: m[0])  # max keeps the first of a tie
+    method = best_auroc(run, ood, {s: values[s] for s in members})
+    details = {
+        "label": ctx.label(run),
+        "ood": ctx.dataset_title(ood),
+        "family": ctx.t(f"ood_family_{family}_text"),
+        "mean": num(mean),
+        "count": len(members),
+        "method": ctx.scorer_title(method),
+        "auroc": num(values[method]),
+    }
+    return ctx.t("ood_best_family" if len(members) > 1 else "ood_best_family_one", **details)
 
 
 def significance_note(ctx: ReportContext) -> Markup | None:
@@ -262,6 +309,7 @@ def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
         sets = [o for o in group.get("sets", []) if o in run.final.get("ood", {})]
         summary = group.get("scorers", {})
         scorers = ordered([s for s in summary if all(s in run.final["ood"][o] for o in sets)])
+        scorers = [s for _, members in by_family(ctx, scorers) for s in members]
         if not sets or not scorers:
             continue
         columns = [({s: run.final["ood"][o][s] for s in scorers}, "auroc", False) for o in sets] + [
@@ -271,8 +319,8 @@ def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
         bests = [
             best_of({s: v[s].get(metric) for s in scorers}, lower) for v, metric, lower in columns
         ]
-        rows = [
-            {
+        by_scorer = {
+            s: {
                 "method": ctx.scorer_title(s),
                 "cells": [
                     {
@@ -285,13 +333,14 @@ def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
                 ],
             }
             for s in scorers
-        ]
+        }
         title_key = f"ood_group_{name}"
         tables.append(
             {
                 "group": ctx.t(title_key) if ctx.has(title_key) else escape(name),
                 "sets": [ctx.dataset_short(o) for o in sets],
-                "rows": rows,
+                "rows": list(by_scorer.values()),
+                "families": family_blocks(ctx, by_scorer),
                 "label": ctx.label(run),
             }
         )
@@ -309,6 +358,9 @@ def build(ctx: ReportContext) -> dict | None:
         for run, best in zip(ctx.runs, table["best_auroc"], strict=True):
             if best is not None:
                 best_sentences.append(best_sentence(ctx, run, ood, best))
+                family = family_sentence(ctx, run, ood, table["scorers"])
+                if family is not None:
+                    best_sentences.append(family)
 
     last_run, primary = ctx.runs[-1], sets[0]
     roc = histograms = None
