@@ -88,7 +88,10 @@ class Gram:
             batch_held = held[start : start + len(batch_labels)]
             start += len(batch_labels)
             if low is None:
-                low = [[torch.full((classes, g.shape[1]), torch.inf) for g in row] for row in grams]
+                low = [
+                    [torch.full((classes, g.shape[1]), torch.inf, dtype=g.dtype) for g in row]
+                    for row in grams
+                ]
                 high = [[torch.full_like(b, -torch.inf) for b in row] for row in low]
             fitting = ~batch_held & (batch_labels >= 0)
             for c in batch_labels[fitting].unique().tolist():
