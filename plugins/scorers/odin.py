@@ -1,0 +1,65 @@
+"""ODIN (Liang et al., ICLR 2018): one signed input-gradient step that raises the temperature-
+scaled softmax of the predicted class, then the max softmax at temperature T.
+
+x̂ = x − eps · sign(∇ₓ CE(f(x)/T, ŷ)), ŷ = argmax f(x), as pytorch-ood's ``odin_preprocessing``.
+ncood's inputs are normalised, so by default (``pixel_units``) the sign step of channel c is
+divided by that channel's normalisation std: eps is then a step in [0, 1] pixel units, as in
+the paper (pytorch-ood's ``norm_std``). Only the input gets a gradient (torch.autograd.grad);
+the score, max_c softmax(f(x̂)/T)_c, is computed in float64 from the logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ncood
+from ncood.host.network import Batches, Network
+
+
+class Odin:
+    """Max softmax at temperature T after the ODIN input step; no fit."""
+
+    def __init__(self, eps: float = 0.0014, T: float = 1000.0, pixel_units: bool = True) -> None:
+        if not eps >= 0:
+            raise ValueError(f"odin.eps must be 0 or more, got {eps}")
+        if not T > 0:
+            raise ValueError(f"odin.T must be positive, got {T}")
+        self.eps, self.T, self.pixel_units = eps, T, pixel_units
+
+    def fit(self, network: Network, train: Batches) -> None:
+        return None
+
+    def perturbed(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
+        """x̂; grad is enabled here, so a caller under no_grad or inference mode still works."""
+        with torch.inference_mode(False), torch.enable_grad():
+            x = inputs.detach().clone().requires_grad_()
+            scaled = network.logits(x) / self.T
+            loss = F.cross_entropy(scaled, scaled.argmax(dim=1))
+            (gradient,) = torch.autograd.grad(loss, x)
+        step = gradient.sign()
+        if self.pixel_units:
+            std = torch.tensor(network.input_std, dtype=step.dtype, device=step.device)
+            step = step / std.view(1, -1, *([1] * (step.ndim - 2)))
+        return x.detach() - self.eps * step
+
+    def score(self, network: Network, split: Batches) -> np.ndarray:
+        scores = []
+        for inputs, _ in split:
+            shifted = self.perturbed(network, inputs)
+            with torch.no_grad():
+                logits = network.logits(shifted).double()
+            scores.append(torch.softmax(logits / self.T, dim=1).max(dim=1).values.cpu())
+        return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+@ncood.hookimpl
+def register_model_scorers(register):
+    register(
+        "odin",
+        Odin,
+        "max softmax at temperature T after a signed input-gradient step (through the network)",
+        title="ODIN",
+        family="model",
+    )

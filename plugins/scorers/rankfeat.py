@@ -1,0 +1,83 @@
+"""RankFeat (Song et al., NeurIPS 2022), as pytorch-ood's ``RankFeat``: remove the rank-1
+component of each sample's last stage map, let the rest of the network run, take the energy.
+
+Each sample's map is a C × HW matrix X; X' = X − σ₁u₁v₁ᵀ with its top singular triplet, from
+the exact SVD (``power_iterations`` = 0) or from that many power iterations started at the
+all-ones vector (the paper's fast variant; a ReLU map's top right singular vector is
+non-negative, so the start is never orthogonal to it). The SVD runs in float64 and X' goes on
+in the map's dtype; the score T·logsumexp(z/T) is float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import ncood
+from ncood.errors import NcoodError
+from ncood.host.network import Batches, Network
+
+
+def top_component(matrices: torch.Tensor, power_iterations: int = 0) -> torch.Tensor:
+    """σ₁u₁v₁ᵀ of each B × C × S matrix."""
+    if power_iterations == 0:
+        u, s, vh = torch.linalg.svd(matrices, full_matrices=False)
+        return s[:, :1, None] * u[:, :, :1] @ vh[:, :1, :]
+    v = torch.ones(matrices.shape[0], matrices.shape[2], 1, dtype=matrices.dtype)
+    v = v.to(matrices.device) / matrices.shape[2] ** 0.5
+    for _ in range(power_iterations):
+        u = matrices @ v
+        u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        v = matrices.transpose(1, 2) @ u
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    return (matrices @ v) @ v.transpose(1, 2)
+
+
+def without_rank1(maps: torch.Tensor, power_iterations: int = 0) -> torch.Tensor:
+    """The B × C × H × W maps less each sample's rank-1 component."""
+    if maps.ndim != 4:
+        raise NcoodError(f"rankfeat: the stage gives {maps.ndim}-D outputs, not B × C × H × W maps")
+    matrices = maps.double().reshape(maps.shape[0], maps.shape[1], -1)
+    rest = matrices - top_component(matrices, power_iterations)
+    return rest.reshape(maps.shape).to(maps.dtype)
+
+
+class RankFeat:
+    """Energy of the logits once the stage map's rank-1 part is removed; no fit."""
+
+    def __init__(self, stage: str = "", T: float = 1.0, power_iterations: int = 0) -> None:
+        if not T > 0:
+            raise ValueError(f"rankfeat.T must be positive, got {T}")
+        if power_iterations < 0:
+            raise ValueError(
+                f"rankfeat.power_iterations must be 0 (exact) or more, got {power_iterations}"
+            )
+        self.stage, self.T, self.power_iterations = stage, T, power_iterations
+
+    def fit(self, network: Network, train: Batches) -> None:
+        return None
+
+    def score(self, network: Network, split: Batches) -> np.ndarray:
+        stage = self.stage or (network.stages[-1] if network.stages else "")
+        if not stage:
+            raise NcoodError(
+                "rankfeat: the network has no stage maps; name one with rankfeat.stage"
+            )
+        scores = []
+        change = lambda maps: without_rank1(maps, self.power_iterations)  # noqa: E731
+        with network.replacing(stage, change), torch.no_grad():
+            for inputs, _ in split:
+                scaled = network.logits(inputs).double() / self.T
+                scores.append((self.T * torch.logsumexp(scaled, dim=1)).cpu())
+        return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+@ncood.hookimpl
+def register_model_scorers(register):
+    register(
+        "rankfeat",
+        RankFeat,
+        "energy after removing the rank-1 part of the last stage map (through the network)",
+        title="RankFeat",
+        family="model",
+    )
