@@ -191,6 +191,22 @@ def test_mcd_without_dropout_drops_the_head_input(data):
     assert not network.module.fc._forward_pre_hooks  # the hook is gone
 
 
+def test_mcd_head_only_sampling_equals_whole_forwards(data):
+    """Without dropout modules the network runs once and the head N times: the same masks in
+    the same order as N whole forwards with the head-input hook (bit for bit)."""
+    from ncood_plugins.scorers.mcd import dropout_active
+
+    network = tiny_network()
+    fast, _ = ncood_scores("mcd", network, data, p=0.3, samples=4, seed=2, mode="var")
+    slow = []
+    with torch.random.fork_rng(), dropout_active(network, 0.3), torch.no_grad():
+        torch.manual_seed(2)
+        for inputs, _ in data["test"]:
+            probs = [network.logits(inputs).double().softmax(1) for _ in range(4)]
+            slow.append(-torch.stack(probs).var(dim=0, correction=1).mean(dim=1))
+    np.testing.assert_array_equal(fast, torch.cat(slow).numpy())
+
+
 @pytest.mark.parametrize("dropout", [False, True])
 def test_mcd_leaves_rng_and_modes_as_they_were(data, dropout):
     network = tiny_network(dropout=dropout)

@@ -257,10 +257,19 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
                 precision=precision,
                 show_progress=not quiet,
             )
-            total = len(on_model) * sum(b.count for b in inputs.splits.values())
+            # test and OOD once per scorer; a pass over train (a fit) adds itself as it starts
+            scored = [b for name, b in inputs.splits.items() if name != "train"]
+            total = len(on_model) * sum(b.count for b in scored)
             task = progress.add_task("network", total=total, status=f"epoch {epoch} {target}")
             for batches in inputs.splits.values():
                 batches.on_images = lambda n: progress.advance(task, n)
+            train, counted = inputs.splits["train"], [total]
+
+            def fit_pass() -> None:
+                counted[0] += train.count
+                progress.update(task, total=counted[0])
+
+            train.on_start = fit_pass
             return inputs
 
         return build

@@ -90,12 +90,15 @@ class Batches:
     labels: np.ndarray  # int64, −1 for OOD: the same as the features file's
     produce: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] = field(repr=False)
     on_images: Callable[[int], None] | None = field(default=None, repr=False)
+    on_start: Callable[[], None] | None = field(default=None, repr=False)  # each pass begins
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(inputs, labels)`` on the network's device, float32 inputs, int64 labels."""
+        if self.on_start is not None:
+            self.on_start()
         for inputs, labels in self.produce():
             yield inputs, labels
             if self.on_images is not None:
