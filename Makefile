@@ -13,7 +13,11 @@ LANG_REPORT ?= fr
 # analyses, so that it stays within its time budget. DEMO_PLUGINS=all analyses with every
 # loaded scorer and analysis (issue 19's 14 more add about 7 s of CPU; README, Demo timing).
 DEMO_PLUGINS ?= msp,maxlogit,energy,gen,mahalanobis,l2,rmds,vim,neco,knn,react,nci,fdbd,she,nc,nc_layers
-DEMO_SELECTION := $(if $(filter all,$(DEMO_PLUGINS)),,--plugins $(DEMO_PLUGINS))
+# The model-based scorers (they run the network) at the last checkpoint of each run; with
+# DEMO_PLUGINS=all, every scorer and analysis runs at every checkpoint instead.
+DEMO_MODEL_PLUGINS ?= odin,mcd,gram,rankfeat
+DEMO_SELECTION := --plugins $(DEMO_PLUGINS)
+demo_last = $(if $(filter all,$(DEMO_PLUGINS)),true,$(BIN)/ncood analyze $(1) --plugins $(DEMO_MODEL_PLUGINS))
 
 .PHONY: setup system venv demo test test-quick lint clean
 
@@ -38,6 +42,8 @@ demo: setup
 	$(BIN)/ncood train --preset demo-extended --out $(RUNS)/demo-extended && \
 	$(BIN)/ncood analyze $(RUNS)/demo-standard --epoch all $(DEMO_SELECTION) && \
 	$(BIN)/ncood analyze $(RUNS)/demo-extended --epoch all $(DEMO_SELECTION) && \
+	$(call demo_last,$(RUNS)/demo-standard) && \
+	$(call demo_last,$(RUNS)/demo-extended) && \
 	$(BIN)/ncood report $(RUNS)/demo-standard $(RUNS)/demo-extended --lang $(LANG_REPORT) --out reports && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
 
