@@ -194,3 +194,22 @@ def test_other_images_than_the_features_fail_that_scorer_only(with_plugin, train
     assert outcome.failures == ["test_netmsp"]
     assert "labels differ" in outcome.results["errors"]["test_netmsp"]
     assert "msp" in next(iter(outcome.results["ood"].values()))
+
+
+@pytest.mark.parametrize("which", ["trained", "imported"])
+def test_the_built_in_model_scorers_run_on_both_kinds_of_run(which, request, tmp_path):
+    run = request.getfixturevalue(which)
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("analysis"))
+    names = "odin,mcd,gram,rankfeat"
+    result = runner.invoke(
+        app, ["analyze", str(copy), "--plugins", names, "--quiet", "--set", "mcd.samples=4"]
+    )
+    assert result.exit_code == 0, result.output
+    copied = RunDir.open(copy)
+    results = json.loads(copied.results(copied.feature_epochs()[-1]).read_text())
+    assert results["errors"] == {}
+    for per_scorer in results["ood"].values():
+        assert set(per_scorer) == set(names.split(","))
+        assert all(0.0 <= m["auroc"] <= 1.0 for m in per_scorer.values())
+    assert results["params"]["mcd"]["samples"] == 4

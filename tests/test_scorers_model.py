@@ -335,6 +335,15 @@ def test_rankfeat_on_a_rank_one_map_is_the_energy_of_the_bias(data):
     np.testing.assert_allclose(np.r_[test, ood], energy, rtol=1e-6)
 
 
+def test_rankfeat_refuses_maps_of_one_position(data):
+    """A 224-pixel ImageNet network fed 32-pixel images ends in 1 × 1 maps: each C × 1 matrix is
+    its own rank-1 part, so every score would be the same; it fails with the reason instead."""
+    module = TinyCNN()
+    module.stage3 = nn.Sequential(nn.Conv2d(12, 16, 3, 2, 1), nn.AdaptiveAvgPool2d(1))
+    with pytest.raises(NcoodError, match=r"16 × 1 × 1, rank 1 already"):
+        ncood_scores("rankfeat", tiny_network(module=module), data)
+
+
 # ---- registration and parameters
 
 

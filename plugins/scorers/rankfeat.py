@@ -37,6 +37,13 @@ def without_rank1(maps: torch.Tensor, power_iterations: int = 0) -> torch.Tensor
     """The B × C × H × W maps less each sample's rank-1 component."""
     if maps.ndim != 4:
         raise NcoodError(f"rankfeat: the stage gives {maps.ndim}-D outputs, not B × C × H × W maps")
+    if maps.shape[2] * maps.shape[3] == 1 or maps.shape[1] == 1:
+        # a C × 1 matrix is its own rank-1 part: nothing would be left, every score the same
+        raise NcoodError(
+            f"rankfeat: the stage's maps are {maps.shape[1]} × {maps.shape[2]} × "
+            f"{maps.shape[3]}, rank 1 already (removing it leaves zero); give larger images "
+            f"or an earlier stage (--set rankfeat.stage=…)"
+        )
     matrices = maps.double().reshape(maps.shape[0], maps.shape[1], -1)
     rest = matrices - top_component(matrices, power_iterations)
     return rest.reshape(maps.shape).to(maps.dtype)
