@@ -14,12 +14,16 @@ bounds are running min/max, and only the validation part's Gram vectors are kept
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, Network
+
+if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
+    import torch
 
 
 def gram_vectors(maps: torch.Tensor, pole: int) -> torch.Tensor:
@@ -31,6 +35,8 @@ def gram_vectors(maps: torch.Tensor, pole: int) -> torch.Tensor:
 
 def deviation(g: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Σ over entries of the distance outside [low, high], relative to the bound."""
+    import torch
+
     below = torch.relu(low - g) / torch.abs(low + 1e-6)
     above = torch.relu(g - high) / torch.abs(high + 1e-6)
     return (below + above).sum(dim=1)
@@ -39,6 +45,8 @@ def deviation(g: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.T
 def validation_mask(labels: np.ndarray, classes: int, fraction: float, seed: int) -> np.ndarray:
     """Which train samples form each class's validation part: the first int(fraction · n_c) of
     a permutation of the class's samples (in data order), classes in order, one generator."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     held = np.zeros(len(labels), dtype=bool)
     for c in range(classes):
@@ -67,12 +75,16 @@ class Gram:
 
     def statistics(self, network: Network, inputs: torch.Tensor):
         """The predicted classes and, per layer, the list of Gram vectors (one per pole)."""
+        import torch
+
         with torch.no_grad(), network.capture(self.names) as seen:
             predicted = network.logits(inputs).argmax(dim=1).cpu()
             grams = [[gram_vectors(seen[n], p).cpu() for p in self.pole_list] for n in self.names]
         return predicted, grams
 
     def fit(self, network: Network, train: Batches) -> None:
+        import torch
+
         self.names = self.layers or list(network.stages)
         if not self.names:
             raise NcoodError("gram: the network has no stage maps; name them with gram.layers")
@@ -107,6 +119,8 @@ class Gram:
 
     def normalisers(self, kept_grams, labels: torch.Tensor) -> list[float]:
         """Each layer's mean validation deviation (1 where there is none, or it is 0)."""
+        import torch
+
         norms = []
         for layer in range(len(self.names)):
             total = torch.zeros(len(labels), dtype=torch.float64)
@@ -118,6 +132,8 @@ class Gram:
         return norms
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
+        import torch
+
         scores = []
         for inputs, _ in split:
             predicted, grams = self.statistics(network, inputs)

@@ -16,18 +16,22 @@ drawing the same masks in the same order as N whole forwards would (tested equal
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import ncood
 from ncood.host.network import Batches, Network
+
+if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
+    import torch
 
 MODES = ("mean", "var")
 
 
 def dropout_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    import torch
+
     return [m for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
 
 
@@ -35,6 +39,8 @@ def dropout_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
 def dropout_active(network: Network, p: float):
     """Dropout on during the block (the network's own, or rate p before the head); every
     module's train/eval mode as it was afterwards."""
+    import torch.nn.functional as F
+
     modes = [(m, m.training) for m in network.module.modules()]
     own = dropout_modules(network.module)
     handle = None
@@ -54,6 +60,8 @@ def dropout_active(network: Network, p: float):
 
 
 def rng_devices(device: torch.device) -> list[int]:
+    import torch
+
     if device.type != "cuda":
         return []
     return [device.index if device.index is not None else torch.cuda.current_device()]
@@ -81,6 +89,8 @@ class MCDropout:
         return -probs.var(dim=0, correction=1).mean(dim=1)
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
+        import torch
+
         scores = []
         with torch.random.fork_rng(devices=rng_devices(network.device)):
             torch.manual_seed(self.seed)
@@ -100,6 +110,9 @@ class MCDropout:
 
     def head_samples(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
         """samples × N × C softmax of the head on dropped-out copies of its input."""
+        import torch
+        import torch.nn.functional as F
+
         head = network.submodule(network.head_name)
         seen: list[torch.Tensor] = []
         handle = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))

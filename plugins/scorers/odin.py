@@ -10,12 +10,15 @@ the score, max_c softmax(f(x̂)/T)_c, is computed in float64 from the logits.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import ncood
 from ncood.host.network import Batches, Network
+
+if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
+    import torch
 
 
 class Odin:
@@ -33,6 +36,9 @@ class Odin:
 
     def perturbed(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
         """x̂; grad is enabled here, so a caller under no_grad or inference mode still works."""
+        import torch
+        import torch.nn.functional as F
+
         with torch.inference_mode(False), torch.enable_grad():
             x = inputs.detach().clone().requires_grad_()
             scaled = network.logits(x) / self.T
@@ -45,6 +51,8 @@ class Odin:
         return x.detach() - self.eps * step
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
+        import torch
+
         scores = []
         for inputs, _ in split:
             shifted = self.perturbed(network, inputs)

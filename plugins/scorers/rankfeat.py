@@ -10,16 +10,22 @@ in the map's dtype; the score T·logsumexp(z/T) is float64.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, Network
 
+if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
+    import torch
+
 
 def top_component(matrices: torch.Tensor, power_iterations: int = 0) -> torch.Tensor:
     """σ₁u₁v₁ᵀ of each B × C × S matrix."""
+    import torch
+
     if power_iterations == 0:
         u, s, vh = torch.linalg.svd(matrices, full_matrices=False)
         return s[:, :1, None] * u[:, :, :1] @ vh[:, :1, :]
@@ -65,6 +71,8 @@ class RankFeat:
         return None
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
+        import torch
+
         stage = self.stage or (network.stages[-1] if network.stages else "")
         if not stage:
             raise NcoodError(
