@@ -23,6 +23,9 @@ into the JSON as soon as it is measured, so a run cut short still reports. Phase
                         2 and resumed: weights and features compared bit for bit
 11. compile             torch.compile static and reduce-overhead: compile time, graphs, graph
                         breaks, images/s
+12. model_scorers       odin, mcd, gram, rankfeat through the network on the device: images/s
+                        in fp32 and bf16, scores against the same scorer on the CPU, mcd's
+                        CUDA RNG state untouched
 
 ``--dry-run`` runs every phase on the CPU at tiny sizes (what needs CUDA says so in the JSON),
 in well under two minutes, so that CI keeps the script working where no GPU is lent.
@@ -469,6 +472,105 @@ def phase_extraction(report: Report, sizes, device, workdir: Path) -> None:
     )
 
 
+def _model_scorer_classes() -> dict:
+    """The built-in model-based scorers, loaded from their files (no install on the GPU box:
+    the entry points that name them are absent there)."""
+    import importlib.util
+
+    found = {}
+
+    class Collect:
+        def __call__(self, name, factory, *args, **kwargs):
+            found[name] = factory
+
+    for name in ("odin", "mcd", "gram", "rankfeat"):
+        path = ROOT / "plugins" / "scorers" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"gpu_check_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.register_model_scorers(register=Collect())
+    return found
+
+
+def _network_and_batches(model, device, images, mean, std, batch: int):
+    from ncood.extraction.rerun import find_stages
+    from ncood.host.network import Batches, Network
+
+    def batches(name: str, data) -> Batches:
+        def produce():
+            for start in range(0, len(data), batch):
+                chunk = data.images[start : start + batch].to(device)
+                yield normalise(chunk, mean, std), data.labels[start : start + batch].to(device)
+
+        return Batches(name, len(data), data.labels.cpu().numpy(), produce)
+
+    sample = normalise(images["test"].images[:2].to(device), mean, std)
+    network = Network(
+        model, device, "fc", find_stages(model, "fc", sample), tuple(std.tolist()), "resnet18"
+    )
+    return network, {name: batches(name, data) for name, data in images.items()}
+
+
+def phase_model_scorers(report: Report, sizes, device) -> None:
+    setup = _loop_setup(sizes, device)
+    model = setup.model.eval().to(memory_format=torch.contiguous_format)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    ood = OUT_OF_DISTRIBUTION.get(OOD)(None, None)
+    images = {"train": setup.data.train, "test": setup.data.test, "ood": ood}
+    network, splits = _network_and_batches(
+        model, device, images, setup.mean, setup.std, 512 if device.type == "cuda" else 64
+    )
+    classes = _model_scorer_classes()
+    settings = {"mcd": {"samples": 8}}
+    small = {
+        "test": type(setup.data.test)(setup.data.test.images[:256], setup.data.test.labels[:256])
+    }
+    cpu_model = ResNet18(sizes["classes"], width=sizes["width"])
+    cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    cpu_model.eval()
+    for parameter in cpu_model.parameters():
+        parameter.requires_grad_(False)
+    cpu_net, cpu_splits = _network_and_batches(
+        cpu_model, torch.device("cpu"), small, setup.mean.cpu(), setup.std.cpu(), 64
+    )
+    dev_net, dev_splits = _network_and_batches(model, device, small, setup.mean, setup.std, 64)
+    for name, factory in classes.items():
+        scorer = factory(**settings.get(name, {}))
+        figures = {}
+        for precision in ("fp32", "bf16"):
+            if precision == "bf16" and not native_bf16(device):
+                figures["bf16"] = "skipped: no native bf16 here"
+                continue
+            context = (
+                exact_fp32()
+                if precision == "fp32"
+                else torch.autocast(device.type, dtype=torch.bfloat16)
+            )
+            rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+            with context, Timer(device) as timer:
+                scorer.fit(network, splits["train"])
+                scores = [np.asarray(scorer.score(network, splits[s])) for s in ("test", "ood")]
+            scored = len(splits["test"]) + len(splits["ood"])
+            figures[precision] = {
+                "seconds_fit_and_score": round(timer.seconds, 3),
+                "scored_images_per_s": round(scored / timer.seconds),
+                "finite": bool(all(np.isfinite(v).all() for v in scores)),
+            }
+            if rng is not None:
+                figures[precision]["cuda_rng_untouched"] = bool(
+                    torch.equal(rng, torch.cuda.get_rng_state(device))
+                )
+        with exact_fp32():
+            scorer.fit(cpu_net, cpu_splits["test"])
+            on_cpu = np.asarray(scorer.score(cpu_net, cpu_splits["test"]), dtype=np.float64)
+            scorer.fit(dev_net, dev_splits["test"])
+            on_device = np.asarray(scorer.score(dev_net, dev_splits["test"]), dtype=np.float64)
+        scale = max(float(np.abs(on_cpu).max()), 1e-12)
+        figures["max_rel_diff_device_vs_cpu_fp32"] = float(np.abs(on_device - on_cpu).max() / scale)
+        report.put("model_scorers", **{name: figures})
+
+
 def _tp_transform(mean, std):
     """The TP's per-image transforms (torchvision's when installed, the same ops otherwise)."""
     try:
@@ -814,6 +916,9 @@ def main() -> int:
         with report.phase("compile", needs_s=30) as go:
             if go:
                 phase_compile(report, sizes, device, args.dry_run)
+        with report.phase("model_scorers", needs_s=30) as go:
+            if go:
+                phase_model_scorers(report, sizes, device)
     report.data["complete"] = True
     report.data["seconds"] = round(time.monotonic() - report.started, 1)
     report.write()
