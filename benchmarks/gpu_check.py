@@ -523,9 +523,8 @@ def phase_model_scorers(report: Report, sizes, device) -> None:
     )
     classes = _model_scorer_classes()
     settings = {"mcd": {"samples": 8}}
-    small = {
-        "test": type(setup.data.test)(setup.data.test.images[:256], setup.data.test.labels[:256])
-    }
+    # 1,024 test images (about 10 a class): gram fits on them, on each device
+    small = {"test": setup.data.test.subset(torch.arange(min(1024, len(setup.data.test))))}
     cpu_model = ResNet18(sizes["classes"], width=sizes["width"])
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     cpu_model.eval()
