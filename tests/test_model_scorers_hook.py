@@ -213,3 +213,21 @@ def test_the_built_in_model_scorers_run_on_both_kinds_of_run(which, request, tmp
         assert set(per_scorer) == set(names.split(","))
         assert all(0.0 <= m["auroc"] <= 1.0 for m in per_scorer.values())
     assert results["params"]["mcd"]["samples"] == 4
+
+
+def test_missing_data_is_one_line_before_any_work(with_plugin, trained, tmp_path):
+    """The run's data is loaded once, before the first epoch: a dataset that is not there is
+    one line, and nothing is analysed (the feature-level scorers do not need it, but the
+    command asked for a model-based one)."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained.root, copy, ignore=shutil.ignore_patterns("analysis"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["dataset"] = "cifar10"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    result = runner.invoke(
+        app, ["analyze", str(copy), "--plugins", "test_netmsp,msp", "--data-dir", str(empty)]
+    )
+    one_line_error(result, "CIFAR-10 (train) is not under", str(empty))
+    assert not (copy / "analysis").exists()

@@ -236,7 +236,12 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
     if not on_model:
         return lambda epoch, progress: None
     from ncood.engine.accel import pick_device
-    from ncood.extraction.rerun import PRECISIONS, check_rebuildable, open_model_inputs
+    from ncood.extraction.rerun import (
+        PRECISIONS,
+        check_rebuildable,
+        load_run_data,
+        open_model_inputs,
+    )
 
     if precision not in PRECISIONS:
         raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
@@ -245,6 +250,7 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
     target = pick_device(device or "auto")
     for epoch in epochs:
         check_rebuildable(run, epoch)
+    data = load_run_data(run, data_dir, show_progress=not quiet)  # once, before any work
 
     def at(epoch, progress):
         def build():
@@ -252,7 +258,7 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
                 run,
                 epoch,
                 device=target,
-                data_dir=data_dir,
+                data=data,
                 batch_size=batch_size,
                 precision=precision,
                 show_progress=not quiet,

@@ -12,6 +12,7 @@ rebuild: :func:`check_rebuildable` says so in one line, before any work.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,32 @@ def _weights_record(run: RunDir, manifest: dict[str, Any], epoch: int) -> dict[s
     raise NcoodError(f"{run.root} records no weights file for epoch {epoch}")
 
 
+@dataclass(frozen=True)
+class RunData:
+    """A run's images, split as in its features files, and how they become model inputs."""
+
+    splits: dict[str, Any]  # "train", "test", "ood/<set>" → ImageSet (uint8)
+    transform: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch → model-ready float32
+    std: tuple[float, ...]  # the normalisation's per-channel std
+
+
+def load_run_data(
+    run: RunDir, data_dir: str | Path | None = None, show_progress: bool = False
+) -> RunData:
+    """The run's data, once for all its epochs (one line if it is missing or not the run's)."""
+    manifest = run.manifest()
+    load = _imported_data if manifest.get("source") == "imported" else _trained_data
+    data = load(manifest, data_dir, show_progress)
+    _check_sizes(run, manifest, data.splits)
+    return data
+
+
 def open_model_inputs(
     run: RunDir,
     epoch: int,
     *,
     device: torch.device,
+    data: RunData | None = None,
     data_dir: str | Path | None = None,
     batch_size: int | None = None,
     precision: str = "fp32",
@@ -75,16 +97,17 @@ def open_model_inputs(
     if precision not in PRECISIONS:
         raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
     manifest = run.manifest()
-    imported = manifest.get("source") == "imported"
     where = check_rebuildable(run, epoch)
-    build = _imported if imported else _trained
-    module, head_name, splits, transform, std = build(run, manifest, epoch, data_dir, show_progress)
+    data = data or load_run_data(run, data_dir, show_progress)
+    build = _imported_model if manifest.get("source") == "imported" else _trained_model
+    module, head_name = build(run, manifest, epoch)
     module.to(device).eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)  # input gradients only (ODIN): no weight grads kept
     size = batch_size or extract_batch_size(device)
     batches = {
-        name: _batches(name, images, transform, device, size) for name, images in splits.items()
+        name: _batches(name, images, data.transform, device, size)
+        for name, images in data.splits.items()
     }
     sample = next(iter(batches["test"].produce()))[0][:2]
     network = Network(
@@ -92,7 +115,7 @@ def open_model_inputs(
         device=device,
         head_name=head_name,
         stages=find_stages(module, head_name, sample),
-        input_std=tuple(float(s) for s in std),
+        input_std=tuple(float(s) for s in data.std),
         arch=str(manifest.get("model", {}).get("name", "")),
     )
     return ModelInputs(
@@ -103,17 +126,12 @@ def open_model_inputs(
     )
 
 
-def _trained(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
+def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
     from ncood.datasets import load_data, normalise
-    from ncood.engine.model import ResNet18
     from ncood.engine.presets import TrainConfig
     from ncood.engine.session import train_subset_index
-    from ncood.models.weights import fit_weights, read_checkpoint
-    from ncood.store.integrity import verify_files
 
     config = TrainConfig.from_dict(manifest.get("config") or {})
-    relative = str(run.checkpoint(epoch).relative_to(run.root))
-    verify_files(run, [relative])
     ind, ood = load_data(
         config.dataset,
         config.ood,
@@ -125,33 +143,34 @@ def _trained(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
     if config.train_subset:
         train = train.subset(train_subset_index(len(train), config.train_subset, config.seed))
     splits = {"train": train, "test": ind.test, **{f"ood/{n}": s for n, s in ood.items()}}
-    _check_sizes(run, manifest, splits)
-    model = ResNet18(ind.num_classes, width=config.width)
-    fit_weights(model, read_checkpoint(run.checkpoint(epoch)), "resnet18-cifar", head="fc")
     mean = torch.tensor(ind.mean, dtype=torch.float32)
     std = torch.tensor(ind.std, dtype=torch.float32)
 
     def transform(batch: torch.Tensor) -> torch.Tensor:
         return normalise(batch, mean.to(batch.device), std.to(batch.device))
 
-    return model, "fc", splits, transform, ind.std
+    return RunData(splits, transform, tuple(ind.std))
 
 
-def _imported(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
+def _trained_model(run: RunDir, manifest, epoch: int):
+    from ncood.engine.model import ResNet18
+    from ncood.engine.presets import TrainConfig
+    from ncood.models.weights import fit_weights, read_checkpoint
+    from ncood.store.integrity import verify_files
+
+    config = TrainConfig.from_dict(manifest.get("config") or {})
+    verify_files(run, [str(run.checkpoint(epoch).relative_to(run.root))])
+    model = ResNet18(int(manifest["dataset"]["num_classes"]), width=config.width)
+    fit_weights(model, read_checkpoint(run.checkpoint(epoch)), "resnet18-cifar", head="fc")
+    return model, "fc"
+
+
+def _imported_data(manifest, data_dir, show_progress: bool) -> RunData:
     from ncood.datasets import load_data
     from ncood.extraction.named import _first_random
     from ncood.extraction.preprocess import Preprocessing
-    from ncood.models.registry import model_registry
-    from ncood.models.weights import fit_weights, read_checkpoint
 
-    record = _weights_record(run, manifest, epoch)
-    path = Path(record["file"])
-    if record.get("sha256") and sha256(path) != record["sha256"]:
-        raise NcoodError(
-            f"{path} changed since it was imported (its sha256 differs): the features of "
-            f"epoch {epoch} come from other weights; extract the run again"
-        )
-    config, model_info = manifest.get("config") or {}, manifest.get("model") or {}
+    config = manifest.get("config") or {}
     ind, ood = load_data(
         config.get("dataset_spec") or config.get("dataset"),
         list(config.get("ood_specs") or config.get("ood") or []),
@@ -163,12 +182,6 @@ def _imported(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
     limit = config.get("limit")
     if limit is not None:
         splits = {name: _first_random(images, int(limit)) for name, images in splits.items()}
-    _check_sizes(run, manifest, splits)
-    arch = str(model_info.get("name"))
-    model = model_registry().create(
-        arch, int(model_info["num_classes"]), **(model_info.get("arguments") or {})
-    )
-    fit_weights(model, read_checkpoint(path), arch, head=model_info.get("head"))
     recorded = manifest.get("preprocessing") or {}
     preprocess = Preprocessing(
         recorded.get("image_size"),
@@ -176,7 +189,27 @@ def _imported(run: RunDir, manifest, epoch: int, data_dir, show_progress: bool):
         tuple(recorded.get("mean") or ind.mean),
         tuple(recorded.get("std") or ind.std),
     )
-    return model, str(model_info.get("head") or ""), splits, preprocess.apply, preprocess.std
+    return RunData(splits, preprocess.apply, tuple(preprocess.std))
+
+
+def _imported_model(run: RunDir, manifest, epoch: int):
+    from ncood.models.registry import model_registry
+    from ncood.models.weights import fit_weights, read_checkpoint
+
+    record = _weights_record(run, manifest, epoch)
+    path = Path(record["file"])
+    if record.get("sha256") and sha256(path) != record["sha256"]:
+        raise NcoodError(
+            f"{path} changed since it was imported (its sha256 differs): the features of "
+            f"epoch {epoch} come from other weights; extract the run again"
+        )
+    model_info = manifest.get("model") or {}
+    arch = str(model_info.get("name"))
+    model = model_registry().create(
+        arch, int(model_info["num_classes"]), **(model_info.get("arguments") or {})
+    )
+    fit_weights(model, read_checkpoint(path), arch, head=model_info.get("head"))
+    return model, str(model_info.get("head") or "")
 
 
 def _check_sizes(run: RunDir, manifest, splits) -> None:
