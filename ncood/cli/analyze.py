@@ -237,14 +237,13 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
         return lambda epoch, progress: None
     from ncood.engine.accel import pick_device
     from ncood.extraction.rerun import (
-        PRECISIONS,
+        check_precision,
         check_rebuildable,
         load_run_data,
         open_model_inputs,
     )
 
-    if precision not in PRECISIONS:
-        raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if batch_size is not None and batch_size < 1:
         raise NcoodError("--batch-size must be at least 1")
     target = pick_device(device or "auto")

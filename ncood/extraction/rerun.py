@@ -25,6 +25,11 @@ from ncood.store.run import RunDir, sha256
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+
+
 def check_rebuildable(run: RunDir, epoch: int) -> str:
     """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it."""
     manifest = run.manifest()
@@ -94,8 +99,7 @@ def open_model_inputs(
     """The network of ``epoch`` on ``device`` and the batches of every split of the run."""
     from ncood.engine.extract import extract_batch_size
 
-    if precision not in PRECISIONS:
-        raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     manifest = run.manifest()
     where = check_rebuildable(run, epoch)
     data = data or load_run_data(run, data_dir, show_progress)

@@ -36,25 +36,15 @@ def dropout_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def dropout_active(network: Network, p: float):
-    """Dropout on during the block (the network's own, or rate p before the head); every
-    module's train/eval mode as it was afterwards."""
-    import torch.nn.functional as F
-
+def dropout_active(network: Network):
+    """The network's own dropout modules on during the block; every module's train/eval mode
+    as it was afterwards."""
     modes = [(m, m.training) for m in network.module.modules()]
-    own = dropout_modules(network.module)
-    handle = None
     try:
-        for module in own:
+        for module in dropout_modules(network.module):
             module.train()
-        if not own:
-            handle = network.submodule(network.head_name).register_forward_pre_hook(
-                lambda _m, args: (F.dropout(args[0], p, training=True), *args[1:])
-            )
         yield
     finally:
-        if handle is not None:
-            handle.remove()
         for module, training in modes:
             module.train(training)
 
@@ -95,7 +85,7 @@ class MCDropout:
         with torch.random.fork_rng(devices=rng_devices(network.device)):
             torch.manual_seed(self.seed)
             if dropout_modules(network.module):
-                with dropout_active(network, self.p), torch.no_grad():
+                with dropout_active(network), torch.no_grad():
                     for inputs, _ in split:
                         probs = [
                             torch.softmax(network.logits(inputs).double(), dim=1)
