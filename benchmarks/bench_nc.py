@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from nc_reference import reference_from_dump  # noqa: E402
 
-from ncood.features import FeatureDump, Head, Split  # noqa: E402
+from ncood.store.features import FeatureDump, Head, Split  # noqa: E402
 from ncood_plugins.analyses.neural_collapse import NeuralCollapse, NeuralCollapseLayers  # noqa: E402
 
 

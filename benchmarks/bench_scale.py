@@ -37,7 +37,7 @@ import numpy as np
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")  # built-ins only, whatever else is installed
 
 from ncood.engine.stream_writer import StreamedSafetensors  # noqa: E402
-from ncood.features import FORMAT_NAME, FORMAT_VERSION  # noqa: E402
+from ncood.store.features import FORMAT_NAME, FORMAT_VERSION  # noqa: E402
 
 OOD_SETS = {
     "ssb-hard": 49_000,

@@ -39,10 +39,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from cifar_sized import CLASSES, DIM, OOD, TEST, TRAIN, synthetic_arrays  # noqa: E402
 
-from ncood.analysis import analyse_dump, select  # noqa: E402
-from ncood.conventions import ood_metrics  # noqa: E402
-from ncood.features import FeatureDump, Head, Split, save_features  # noqa: E402
-from ncood.plugins import host  # noqa: E402
+from ncood.analyze.driver import analyse_dump, select  # noqa: E402
+from ncood.host.loading import host  # noqa: E402
+from ncood.ood.conventions import ood_metrics  # noqa: E402
+from ncood.store.features import FeatureDump, Head, Split, save_features  # noqa: E402
 
 SIX = ["msp", "maxlogit", "energy", "mahalanobis", "vim", "neco"]
 SETTINGS = {"vim": {"dim": "256"}, "neco": {"dim": "100"}}
@@ -139,7 +139,7 @@ def baseline_run(dump: FeatureDump) -> dict[str, dict[str, np.ndarray]]:
 
 
 def ncood_run(dump: FeatureDump):
-    from ncood import stats as class_stats
+    from ncood.maths import stats as class_stats
 
     class_stats._cache.clear()  # every repeat recomputes the shared train statistics
     scorers, _ = select(host(), SIX)

@@ -30,7 +30,7 @@ def make_dump(python: str, path: Path) -> None:
     """A 10-class dump of 2,000 train and 1,000 test samples, D = 64: start-up dominates."""
     code = (
         "import numpy as np\n"
-        "from ncood.features import FeatureDump, Head, Split, save_features\n"
+        "from ncood.store.features import FeatureDump, Head, Split, save_features\n"
         "rng = np.random.default_rng(0)\n"
         "w = rng.normal(size=(10, 64)).astype(np.float32)\n"
         "def split(n, ood=False):\n"

@@ -9,7 +9,7 @@ rounded to float32 as a scores file stores them (so there are ties).
 
 1. Bootstrap: ncood's vectorised stratified bootstrap (1,000 resamples, the four metrics, every
    scorer), against the straightforward loop — draw indices, call scikit-learn through
-   ``ncood.conventions.ood_metrics`` per resample and scorer — timed on ``--baseline-resamples``
+   ``ncood.ood.conventions.ood_metrics`` per resample and scorer — timed on ``--baseline-resamples``
    resamples and scaled to the same number; the two agree on the resamples both compute.
 2. DeLong: the 78 pairwise p-values of the 13 scorers with Sun & Xu's midrank algorithm,
    against the O(m·n) definition (every ID/OOD pair compared, in blocks), timed on two scorers

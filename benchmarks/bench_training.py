@@ -47,7 +47,7 @@ from ncood.engine.extract import dump_features, extract_batch_size  # noqa: E402
 from ncood.engine.loop import train_epoch  # noqa: E402
 from ncood.engine.model import ResNet18  # noqa: E402
 from ncood.engine.presets import resolve_preset  # noqa: E402
-from ncood.features import FeatureDump, Head, Split, load_features, save_features  # noqa: E402
+from ncood.store.features import FeatureDump, Head, Split, load_features, save_features  # noqa: E402
 
 CLASSES = 100
 

@@ -7,14 +7,9 @@ internal. Names load on first use (PEP 562), so ``import ncood`` — which every
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from os import path as _path
 
 from ncood.errors import NcoodError
 from ncood.host.hookspecs import hookimpl
-
-# The module paths before the core was grouped by concern (ncood.features, ncood.stats …) resolve
-# through this folder, to the very modules at their new places; nothing loads until one is used.
-__path__.append(_path.join(_path.dirname(__file__), "_old_paths"))
 
 try:
     __version__ = version("ncood")

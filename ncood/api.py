@@ -8,7 +8,7 @@ features, measure Neural Collapse and read runs without the command line.
     run = ncood.open_run("runs/tp-600")            # run.epochs, run.features(e), run.results_for(e)
 
 They go through the same plugin host and code as ``ncood analyze``: ``--set`` is only a string
-conversion in front of :meth:`Contribution.create <ncood.scoring.Contribution.create>`.
+conversion in front of :meth:`Contribution.create <ncood.host.scoring.Contribution.create>`.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ncood.analysis import analyse_file, select
-from ncood.features import FeatureDump, Head, Split, save_features
-from ncood.plugins import host
-from ncood.run import RunDir
+from ncood.analyze.driver import analyse_file, select
+from ncood.host.loading import host
+from ncood.store.features import FeatureDump, Head, Split, save_features
+from ncood.store.run import RunDir
 
 
 def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False, spread=1.2) -> FeatureDump:

@@ -1,4 +1,4 @@
-"""A straightforward Neural Collapse implementation, written independently of ncood.collapse.
+"""A straightforward Neural Collapse implementation, written independently of ncood.maths.collapse.
 
 Per-class loops, the full D×D Σ_W, Σ_B's pseudo-inverse from ``eigh`` truncated to the top C−1
 eigenpairs, NCC by explicit distances, pairs by double loops. Slow on purpose: the tests compare

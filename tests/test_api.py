@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import ncood
-from ncood.analysis import analyse_file, select
+from ncood.analyze.driver import analyse_file, select
 from ncood.errors import NcoodError
-from ncood.features import save_features
-from ncood.plugins import PluginHost, host
+from ncood.host.loading import PluginHost, host
+from ncood.store.features import save_features
 
 
 def modules_after(code: str) -> set[str]:

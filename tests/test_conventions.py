@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ncood.conventions import fpr_at_recall, ood_metrics
+from ncood.ood.conventions import fpr_at_recall, ood_metrics
 
 
 def test_perfect_separation_with_id_higher():
@@ -45,7 +45,7 @@ def test_metrics_equal_scikit_learns_to_the_last_bit(case):
     """The NumPy curves are scikit-learn's, operation for operation (the slow reference)."""
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-    from ncood.conventions import roc_points, threshold_at_recall
+    from ncood.ood.conventions import roc_points, threshold_at_recall
 
     rng = np.random.default_rng(7)
     id_scores, ood_scores = rng.normal(1.0, 1.0, 3000), rng.normal(0.0, 1.3, 1700)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from ncood.conventions import ood_metrics
-from ncood.delong import pairwise_pvalues, structural_components
+from ncood.ood.conventions import ood_metrics
+from ncood.ood.delong import pairwise_pvalues, structural_components
 
 
 def slow_delong(id_scores: np.ndarray, ood_scores: np.ndarray):
@@ -97,10 +97,10 @@ def test_type_one_error_is_near_alpha():
 
 
 def test_midranks_equal_scipys():
-    """ncood.delong.rankdata is scipy.stats.rankdata's average method, to the last bit."""
+    """ncood.ood.delong.rankdata is scipy.stats.rankdata's average method, to the last bit."""
     from scipy.stats import rankdata as scipy_rankdata
 
-    from ncood.delong import rankdata
+    from ncood.ood.delong import rankdata
 
     rng = np.random.default_rng(3)
     for values in (

@@ -26,7 +26,7 @@ from torch import nn
 
 from ncood.engine.presets import resolve_preset
 from ncood.engine.syncbn import GlobalBatchNorm2d
-from ncood.features import load_features
+from ncood.store.features import load_features
 
 TOLERANCE = 1e-3
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.plugins import host
+from ncood.host.loading import host
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)

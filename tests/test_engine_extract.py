@@ -16,7 +16,7 @@ from ncood.engine.accel import Accel
 from ncood.engine.extract import dump_features, splits_of
 from ncood.engine.model import STAGES, ResNet18
 from ncood.engine.stream_writer import StreamedSafetensors
-from ncood.features import load_features
+from ncood.store.features import load_features
 
 CPU_ACCEL = Accel(torch.device("cpu"), None, False, False)
 

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ncood.errors import NcoodError
 from ncood.extraction.api import extract
-from ncood.features import load_features
-from ncood.run import RunDir
+from ncood.store.features import load_features
+from ncood.store.run import RunDir
 
 
 class Tiny(nn.Module):

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from ncood.cli import app
 from ncood.datasets import load_data
-from ncood.features import load_features
-from ncood.run import RunDir
+from ncood.store.features import load_features
+from ncood.store.run import RunDir
 
 runner = CliRunner()
 LIMIT = 64  # images per split: enough for every analysis (knn needs k = 50), fast on a CPU

@@ -5,7 +5,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from ncood.errors import NcoodError
-from ncood.features import load_features, save_features
+from ncood.store.features import load_features, save_features
 
 
 def test_round_trip_keeps_every_array(tmp_path, tiny_dump):

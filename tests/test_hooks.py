@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 import ncood
-from ncood import hookspecs
 from ncood.cli import app
-from ncood.features import save_features
+from ncood.host import hookspecs
 from ncood.report.context import ReportSection
+from ncood.store.features import save_features
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 runner = CliRunner()
@@ -154,7 +154,7 @@ def check_models(plugin_host, tmp_path):
     import torch
     from torch import nn
 
-    from ncood.features import load_features
+    from ncood.store.features import load_features
 
     class TinyNet(nn.Module):
         def __init__(self, num_classes: int, width: int = 4) -> None:

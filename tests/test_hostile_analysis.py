@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 import ncood
 from ncood.cli import app
-from ncood.features import save_features
-from ncood.plugins import host
+from ncood.host.loading import host
+from ncood.store.features import save_features
 
 runner = CliRunner()
 
@@ -76,7 +76,7 @@ def test_a_new_run_of_one_plugin_replaces_only_its_entries(tmp_path, features_fi
     merged = results_of(out)
     assert merged["ood"]["blobs"]["msp"] == first["ood"]["blobs"]["msp"]
     assert merged["params"]["energy"] == {"T": 3.0} and "msp" in merged["params"]
-    from ncood.scores_file import load_scores
+    from ncood.store.scores_file import load_scores
 
     scores = load_scores(out / "scores.safetensors", merged)
     assert set(scores) == {"msp", "energy"}
@@ -93,7 +93,7 @@ def test_a_failed_plugin_keeps_its_previous_good_result_unless_asked(tmp_path, f
     kept = results_of(out)
     assert kept["ood"]["blobs"]["vim"] == good and "vim.dim" in kept["errors"]["vim"]
     assert "msp" in kept["ood"]["blobs"]
-    from ncood.scores_file import load_scores
+    from ncood.store.scores_file import load_scores
 
     assert set(load_scores(out / "scores.safetensors", kept)) == {"msp", "vim"}
     dropped = analyze(
@@ -233,7 +233,7 @@ BROKEN_ENTRY_POINT = EntryPoint(
 
 @pytest.fixture
 def broken_install(monkeypatch):
-    import ncood.plugins as plugins_module
+    import ncood.host.loading as plugins_module
 
     real = plugins_module.entry_points
     monkeypatch.setenv("NCOOD_LOAD_PLUGINS", "broken_import")
@@ -424,7 +424,7 @@ def test_fractional_float_labels_are_refused(tmp_path, features_file):
 
 
 def test_identical_class_means_give_an_undefined_nc1_not_perfect_collapse(tiny_dump):
-    from ncood.analysis import analyse_dump, select
+    from ncood.analyze.driver import analyse_dump, select
 
     rng = np.random.default_rng(0)
     points = rng.normal(size=(10, tiny_dump.feature_dim)).astype(np.float32)
@@ -432,7 +432,7 @@ def test_identical_class_means_give_an_undefined_nc1_not_perfect_collapse(tiny_d
     features = np.tile(points, (classes, 1))  # every class: the same ten points
     labels = np.repeat(np.arange(classes), len(points))
     logits = features @ tiny_dump.head.weight.T
-    from ncood.features import FeatureDump, Split
+    from ncood.store.features import FeatureDump, Split
 
     train = Split(features, logits, labels)
     dump = FeatureDump(train, train, tiny_dump.ood, tiny_dump.head)
@@ -449,7 +449,7 @@ NOISY_RUN = """
 import sys, warnings
 import numpy as np
 import ncood
-from ncood.plugins import host
+from ncood.host.loading import host
 
 class Noisy:
     def fit(self, train, head):

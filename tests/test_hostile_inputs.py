@@ -25,15 +25,15 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
-from ncood.analysis import analyse_file, select
+from ncood.analyze.driver import analyse_file, select
 from ncood.cli import app
 from ncood.engine.presets import resolve_preset
-from ncood.features import save_features
-from ncood.plugins import host
-from ncood.registry import Registry
+from ncood.host.loading import host
+from ncood.host.registry import Registry
 from ncood.report import build as build_module
 from ncood.report.context import ReportSection
-from ncood.run import RunDir
+from ncood.store.features import save_features
+from ncood.store.run import RunDir
 
 runner = CliRunner()
 FUZZ = settings(

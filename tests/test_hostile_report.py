@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.plugins import host
-from ncood.registry import Registry
+from ncood.host.loading import host
+from ncood.host.registry import Registry
 from ncood.report import build as build_module
 from ncood.report.build import build_report
 
@@ -76,7 +76,7 @@ def test_nothing_planted_in_out_or_home_runs_or_loads(
     monkeypatch.chdir(cwd)
 
     result = build_report([demo_run.root], out_dir=out)
-    from ncood.atomic import writer_tag
+    from ncood.store.atomic import writer_tag
 
     assert result.pdf == out / "ncood-report-fr.pdf" and result.pdf.read_bytes()[:4] == b"%PDF"
     assert list(markers.iterdir()) == []
@@ -169,7 +169,7 @@ def test_latexmk_dies_with_a_killed_ncood_and_is_in_its_process_group(tmp_path):
         child.wait()
         assert wait_for(lambda: gone(latexmk), 5), "latexmk outlived ncood"
         # the next report removes the private build folder the dead one left
-        from ncood.atomic import clean_stale
+        from ncood.store.atomic import clean_stale
 
         clean_stale(Path(tempfile.gettempdir()), prefix="ncood-latex")
         assert not builds[0].exists()

@@ -90,7 +90,7 @@ def killed_writer_leaves_temp(folder: Path, name: str) -> Path:
         f"""
         import time
         from pathlib import Path
-        from ncood.atomic import atomic_path
+        from ncood.store.atomic import atomic_path
         with atomic_path(Path({str(folder / name)!r})) as tmp:
             tmp.write_bytes(b"half")
             print(tmp, flush=True)
@@ -121,7 +121,7 @@ def test_resume_removes_the_temp_files_of_a_killed_writer_only(small_run, tmp_pa
     # a writer that is alive (here: a sleeping child) keeps its temp file
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from ncood.atomic import host_tag
+        from ncood.store.atomic import host_tag
 
         live_temp = run / "features" / f".epoch-0009.safetensors.{host_tag()}-{alive.pid}-ab12.tmp"
         live_temp.write_bytes(b"in progress")

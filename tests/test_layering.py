@@ -9,13 +9,14 @@ each other, even through others. Imports inside functions count: they are import
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "ncood"
-OLD_PATHS = "_old_paths"  # the old module names, kept working (ncood/_old_paths/__init__.py)
 
 # unit → the units it may import (besides itself); "ncood" is the package's __init__.py
 BASE = {"errors"}
@@ -87,8 +88,6 @@ def upward_imports(graph: dict[str, set[str]], table: dict[str, set[str]]) -> li
     bad = []
     for module, targets in sorted(graph.items()):
         here = unit(module)
-        if here == OLD_PATHS:
-            continue
         for target in sorted(targets):
             there = unit(target)
             if there != here and there not in table.get(here, set()):
@@ -135,7 +134,7 @@ def test_the_top_level_holds_folders_and_a_short_list():
     loose = {p.name for p in CORE.iterdir() if p.is_file() and p.suffix == ".py"}
     assert loose <= TOP_LEVEL_MODULES, "a module belongs in the folder of its concern"
     folders = {p.name for p in CORE.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders - {OLD_PATHS} == {u for u in MAY_IMPORT if (CORE / u).is_dir()}
+    assert folders == {u for u in MAY_IMPORT if (CORE / u).is_dir()}
 
 
 @pytest.mark.parametrize("folder", sorted(u for u in MAY_IMPORT if (CORE / u).is_dir()))
@@ -158,17 +157,52 @@ def test_no_module_circle():
     assert circles(import_graph(CORE)) == []
 
 
-def test_the_core_and_the_plugins_import_the_new_paths():
-    """An old name (ncood/_old_paths) works for users; ncood's own code names the real place."""
-    old = {f"ncood.{p.stem}" for p in (CORE / OLD_PATHS).glob("*.py") if p.stem != "__init__"}
-    users = [*CORE.rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
+# ncood.<name>[.<name>...] written anywhere in code or docs (an import, a docstring, a monkeypatch)
+_DOTTED = re.compile(r"(?<![\w./-])ncood(?:\.[A-Za-z_]\w*)+")
+# Names written on purpose: the checks' own examples, the API's unknown-name test, a file name.
+_MEANT = {"tests/test_layering.py", "tests/test_api.py:ncood.no_such_name", ":ncood.safetensors"}
+
+
+def dangling_names(text: str) -> set[str]:
+    """The ``ncood.a.b`` names in ``text`` that name no module, package or attribute of ncood."""
+    bad = set()
+    for name in set(_DOTTED.findall(text)):
+        parts = name.split(".")
+        here = CORE
+        for depth, part in enumerate(parts[1:], start=1):
+            if (here / part).is_dir() or (here / f"{part}.py").is_file():
+                here = here / part
+                continue
+            if here.is_dir():  # an attribute of the package: ncood.hookimpl, ncood.store.features?
+                package = importlib.import_module(".".join(parts[:depth]))
+                if not hasattr(package, part):
+                    bad.add(name)
+            break  # an attribute of a module (ncood.store.features.Split): the module exists
+    return bad
+
+
+def test_every_ncood_name_in_code_and_docs_exists():
+    """No import, docstring or doc cites a module that is not there (old paths included)."""
+    files = [
+        p
+        for folder in ("ncood", "plugins", "tests", "benchmarks", "examples", "docs")
+        for p in (ROOT / folder).rglob("*")
+        if p.suffix in {".py", ".md"} and ".venv" not in p.parts
+    ] + [ROOT / "README.md"]
     bad = [
-        f"{p.relative_to(ROOT)}: {m}"
-        for p in users
-        if OLD_PATHS not in p.parts
-        for m in sorted(imported(p, CORE) & old)
+        f"{p.relative_to(ROOT)}: {name}"
+        for p in files
+        for name in sorted(dangling_names(p.read_text("utf-8")))
+        if not {str(p.relative_to(ROOT)), f"{p.relative_to(ROOT)}:{name}", f":{name}"} & _MEANT
     ]
     assert bad == []
+
+
+def test_a_dangling_name_is_seen():
+    assert dangling_names("see ncood.features and ncood.store.features.Split") == {"ncood.features"}
+    assert dangling_names("ncood.hookimpl, ncood.store.nothing_here") == {
+        "ncood.store.nothing_here"
+    }
 
 
 def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ncood.analysis import analyse_dump, select
-from ncood.features import Split
-from ncood.plugins import host
+from ncood.analyze.driver import analyse_dump, select
+from ncood.host.loading import host
+from ncood.store.features import Split
 
 LOGITS = np.array([[2.0, 0.0], [0.0, 0.0]], dtype=np.float32)
 SPLIT = Split(np.zeros((2, 1), np.float32), LOGITS, np.array([0, 1]))

@@ -12,8 +12,8 @@ from torch import nn
 
 import ncood
 from ncood.errors import NcoodError
+from ncood.host.loading import host
 from ncood.models.registry import ModelRegistry, create_model, list_models, model_registry
-from ncood.plugins import host
 
 
 class Linear3(nn.Module):

@@ -12,9 +12,9 @@ from nc_builders import noisy_dump
 from nc_reference import reference_from_dump, reference_nc
 from typer.testing import CliRunner
 
-from ncood.atomic import write_json
 from ncood.cli import app
-from ncood.features import FeatureDump, Head, Split, save_features
+from ncood.store.atomic import write_json
+from ncood.store.features import FeatureDump, Head, Split, save_features
 from ncood_plugins.analyses.neural_collapse import NeuralCollapse, NeuralCollapseLayers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "neural-collapse.md"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from nc_reference import reference_nc
 
-from ncood import collapse as m
 from ncood.errors import NcoodError
-from ncood.stats import predicted_classes
+from ncood.maths import collapse as m
+from ncood.maths.stats import predicted_classes
 
 
 def simplex_means(num_classes: int, dim: int, radius: float, offset: float, rng) -> np.ndarray:

@@ -108,10 +108,10 @@ def test_geometry_comes_from_the_arrays_the_analysis_saved(tmp_path, monkeypatch
     """The report draws the class geometry the nc analysis kept; it never reloads features."""
     import numpy as np
 
-    import ncood.features
-    from ncood import collapse
-    from ncood.arrays_file import arrays_path, load_arrays
-    from ncood.features import load_features
+    import ncood.store.features
+    from ncood.maths import collapse
+    from ncood.store.arrays_file import arrays_path, load_arrays
+    from ncood.store.features import load_features
 
     run = analysed_run(tmp_path / "run", {2: 1.0})
     dump = load_features(run.features(2))
@@ -128,7 +128,7 @@ def test_geometry_comes_from_the_arrays_the_analysis_saved(tmp_path, monkeypatch
     def refuse(*args, **kwargs):
         raise AssertionError("the report reloaded a features file")
 
-    monkeypatch.setattr(ncood.features, "load_features", refuse)
+    monkeypatch.setattr(ncood.store.features, "load_features", refuse)
     geometry = report_nc.geometry(context(tmp_path, [run]), load_analysed_run(run.root))
     assert geometry is not None and geometry["epoch"] == 2
 

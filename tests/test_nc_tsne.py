@@ -9,9 +9,9 @@ import pytest
 from nc_builders import analysed_run
 
 from ncood.errors import NcoodError
-from ncood.features import load_features, save_features
 from ncood.report import tsne
 from ncood.report.tsne import TsneSettings, cached_embedding, embed, pca, subsample
+from ncood.store.features import load_features, save_features
 
 
 def test_subsample_is_stratified_deterministic_and_capped():

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.run import RunDir
+from ncood.store.run import RunDir
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_french_pdf_end_to_end(tmp_path, demo_run):
 def test_score_keys_survive_slashes_in_scorer_names(tmp_path):
     import numpy as np
 
-    from ncood.scores_file import load_scores, save_scores
+    from ncood.store.scores_file import load_scores, save_scores
 
     scores = {
         r"\input{/etc/passwd}": {"test": np.ones(3), "ood/photos": np.zeros(2)},

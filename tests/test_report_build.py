@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 import ncood
 from ncood.cli import app
 from ncood.errors import NcoodError
-from ncood.plugins import host
-from ncood.registry import Registry
+from ncood.host.loading import host
+from ncood.host.registry import Registry
 from ncood.report import build as build_module
 from ncood.report.build import build_report, included_graphics
 from ncood.report.context import ReportSection
@@ -335,8 +335,8 @@ def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
 
 @needs_tex
 def test_hostile_names_render_literally(demo_run, tmp_path, plugin_host):
-    from ncood.analysis import analyse_file, select
-    from ncood.run import RunDir
+    from ncood.analyze.driver import analyse_file, select
+    from ncood.store.run import RunDir
 
     class Plugin:
         @ncood.hookimpl

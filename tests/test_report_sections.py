@@ -11,7 +11,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from ncood.conventions import fpr_at_recall
+from ncood.ood.conventions import fpr_at_recall
 from ncood.report.build import core_templates
 from ncood.report.context import ReportContext, load_analysed_run, load_strings
 from ncood_plugins.sections import intro

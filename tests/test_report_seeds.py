@@ -16,7 +16,7 @@ from ncood.report.seeds import (
     group_by_seed,
     plot_curve,
 )
-from ncood.run import RunDir
+from ncood.store.run import RunDir
 
 
 def test_spread_is_the_mean_and_keeps_its_std_through_scaling():

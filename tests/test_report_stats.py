@@ -10,9 +10,9 @@ import shutil
 import matplotlib.axes
 import pytest
 
-from ncood.analysis import OodOptions, analyse_file, select
-from ncood.ood_groups import parse_ood
-from ncood.plugins import host
+from ncood.analyze.driver import OodOptions, analyse_file, select
+from ncood.host.loading import host
+from ncood.ood.groups import parse_ood
 from ncood.report.build import build_report
 
 SCORERS = "msp,energy,mahalanobis,l2,vim,knn,nc"
@@ -110,7 +110,7 @@ def test_single_run_tables_show_intervals_ties_and_the_sentence(demo_run, tmp_pa
 def test_tuning_and_groups_reach_the_report(demo_run, tmp_path):
     run = tmp_path / "tuned"
     shutil.copytree(demo_run.root, run, ignore=shutil.ignore_patterns("analysis"))
-    from ncood.run import RunDir
+    from ncood.store.run import RunDir
 
     tuned = RunDir.open(run)
     scorers, analyses = select(host(), ["knn", "msp", "nc"])

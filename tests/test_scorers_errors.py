@@ -12,11 +12,11 @@ from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 import ncood
-from ncood.analysis import analyse_dump, select
+from ncood.analyze.driver import analyse_dump, select
 from ncood.cli import app
 from ncood.errors import NcoodError
-from ncood.features import load_features, save_features
-from ncood.plugins import host
+from ncood.host.loading import host
+from ncood.store.features import load_features, save_features
 
 runner = CliRunner()
 
@@ -95,7 +95,7 @@ def test_refused_dimension_is_recorded_and_the_others_kept(
     assert message in results["errors"][scorer]
     assert results["ood"]["blobs"]["msp"]["auroc"] > 0.9
     assert scorer not in results["ood"]["blobs"]
-    from ncood.scores_file import load_scores
+    from ncood.store.scores_file import load_scores
 
     assert set(load_scores(out / "scores.safetensors")) == {"msp"}
 

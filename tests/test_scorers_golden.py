@@ -10,8 +10,8 @@ from sklearn.covariance import EmpiricalCovariance
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from ncood.features import Head, Split
-from ncood.plugins import host
+from ncood.host.loading import host
+from ncood.store.features import Head, Split
 
 
 def fitted(name: str, train: Split, head: Head | None, **params):

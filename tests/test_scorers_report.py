@@ -11,7 +11,7 @@ from matplotlib.transforms import Bbox
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.plugins import host
+from ncood.host.loading import host
 from ncood.report.context import ReportContext
 
 runner = CliRunner()

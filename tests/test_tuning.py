@@ -3,17 +3,17 @@
 import numpy as np
 import pytest
 
-from ncood.conventions import ood_metrics
 from ncood.errors import NcoodError
-from ncood.features import FeatureDump, Head, Split
-from ncood.scoring import Contribution
-from ncood.tuning import (
+from ncood.host.scoring import Contribution
+from ncood.ood.conventions import ood_metrics
+from ncood.ood.tuning import (
     check_validation_set,
     grid_points,
     parse_tune,
     tune,
     validation_indices,
 )
+from ncood.store.features import FeatureDump, Head, Split
 
 SEEN: list[object] = []  # every split a probe scorer scored
 

@@ -4,7 +4,7 @@ A scorer or analysis that raises anything (``sys.exit`` included; only Ctrl-C pa
 stop the others: its error is recorded in results.json and the caller reports a non-zero exit.
 What a plugin returns is checked and converted to JSON here, at the boundary (numpy scalars to
 numbers, NaN/Inf to null), so one plugin's odd value cannot lose the others' results. The
-results of an epoch are merged per plugin with those already there (ncood.result_merge).
+results of an epoch are merged per plugin with those already there (ncood.store.result_merge).
 
 A model-based scorer (``register_model_scorers``) runs through the network the caller rebuilds
 (``model_inputs``, built once per dump, when the first of them runs); its scores join the

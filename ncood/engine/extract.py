@@ -1,5 +1,5 @@
 """Feature extraction: run the trained network once over every split and stream the results
-to a features file (the format of ncood.features, written by ncood.engine.stream_writer).
+to a features file (the format of ncood.store.features, written by ncood.engine.stream_writer).
 
 Always in exact fp32, whatever the training precision: no autocast, no TF32 (restored after).
 NC1 late in training, Mahalanobis, ViM, NECO and every NC metric read these numbers; bf16

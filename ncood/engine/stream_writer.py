@@ -2,7 +2,7 @@
 
 The header is known before any data (every shape is), so the file is laid out once, then each
 batch of features lands at its offset with ``os.pwrite``. The result is an ordinary safetensors
-file (readable by ``safetensors`` and :func:`ncood.features.load_features`), written through a
+file (readable by ``safetensors`` and :func:`ncood.store.features.load_features`), written through a
 temp file and renamed, like every ncood write. A write error (disk full) is remembered rather
 than raised mid-stream, so under torchrun rank 0 keeps answering its peers' collectives and the
 error surfaces, for every rank at once, when the file is closed.

@@ -10,10 +10,10 @@ Conventions, written once here and in the docs:
   r = min(C − 1, D, numerical rank of the centred means);
 * standard deviations are population ones (ddof = 0); pairs of classes are unordered (c < c').
 
-Everything is streamed over the split in chunks (:meth:`ncood.features.Split.chunks`), memory
+Everything is streamed over the split in chunks (:meth:`ncood.store.features.Split.chunks`), memory
 O(chunk·(D + C) + D² + C·D) whatever N. The class sums and the within-class scatter
 N·Σ_W = Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ come from the shared train moments
-(:func:`ncood.stats.train_moments`: two passes, the scatter of the residuals
+(:func:`ncood.maths.stats.train_moments`: two passes, the scatter of the residuals
 themselves, so nothing cancels); then Tr(Σ_W Σ_B†) = Σ_k v_kᵀ Σ_W v_k / λ_k in O(D²·r). The
 per-class variances are accumulated in the same pass. Only the nearest-class-centre predictions
 need one more pass, in float32 with the rows whose two best classes are too close to call

@@ -11,7 +11,7 @@ Two passes, so nothing cancels: the first sums each class and gives the class me
 second accumulates the within-class scatter Σᵢ (xᵢ − μ_{yᵢ})(xᵢ − μ_{yᵢ})ᵀ of the residuals
 by blocked syrk. The scatter about the global mean is then that plus the between-class
 Σ_c n_c (μ_c − m)(μ_c − m)ᵀ, a sum of two positive semi-definite terms. The chunks' pieces
-run one thread per core (:mod:`ncood.chunked`).
+run one thread per core (:mod:`ncood.store.chunked`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The same count matrices serve every scorer (the resamples are paired across scor
 ID counts are the same for every OOD set of one call, so a mean over OOD sets can be bootstrapped
 by averaging the per-set resample values.
 
-Each metric follows `ncood.conventions` exactly (ties included): AUROC with ID positive and ties
+Each metric follows `ncood.ood.conventions` exactly (ties included): AUROC with ID positive and ties
 counted one half, AUPR-In and AUPR-Out as sklearn's average precision over distinct thresholds,
 FPR@95 at the first threshold that keeps 95 % of ID.
 """

@@ -4,7 +4,8 @@ DeLong, DeLong & Clarke-Pearson (1988) estimate the covariance of several AUROCs
 the same samples from their structural components; Sun & Xu ("Fast implementation of DeLong's
 algorithm for comparing the areas under correlated receiver operating characteristic curves",
 IEEE Signal Processing Letters 21(11), 2014) obtain those components from midranks instead of
-the O(m·n) pair comparisons. ID is the positive class (`ncood.conventions`), ties count one half.
+the O(m·n) pair comparisons. ID is the positive class (`ncood.ood.conventions`), ties count
+one half.
 The variance of a pair's difference is taken directly from the per-sample differences of the
 components, which stays exact for near-identical scorers at any size (`difference_variance`).
 """

@@ -40,7 +40,7 @@ def compare_with_best(
 ) -> dict:
     """The best scorer, each other's raw and Holm-adjusted p-value against it, and the ties.
 
-    ``pvalues`` is the (k, k) matrix of `ncood.delong.pairwise_pvalues`. The best is the highest
+    ``pvalues`` is the (k, k) matrix of `ncood.ood.delong.pairwise_pvalues`. The best is the highest
     AUROC, ties to the name that sorts first; ``indistinguishable`` lists the best, then every
     scorer not rejected (adjusted p > alpha) by AUROC, then name.
     """

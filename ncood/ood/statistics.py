@@ -4,9 +4,9 @@
 dictionary, beside the point values:
 
 * ``ood[set][scorer]["auroc_ci"]`` (and ``aupr_in_ci``, ``aupr_out_ci``, ``fpr95_ci``): the
-  stratified bootstrap interval (`ncood.bootstrap`), with ``params["bootstrap"]`` saying how;
+  stratified bootstrap interval (`ncood.ood.bootstrap`), with ``params["bootstrap"]`` saying how;
 * ``significance``: per OOD set, DeLong's p-value of every pair of scorers, the best scorer and
-  those indistinguishable from it after Holm's correction (`ncood.multiple_testing`);
+  those indistinguishable from it after Holm's correction (`ncood.ood.multiple_testing`);
 * ``ood_groups``: per named group of OOD sets, each scorer's mean metrics and their intervals.
 
 It depends only on the scores, so it can be run again after results are merged.

@@ -1,6 +1,6 @@
 """What the report says about how sure a result is: intervals, ties with the best, seeds.
 
-Sections read the statistics ``ncood analyze`` stored (`ncood.ood_statistics`) through these
+Sections read the statistics ``ncood analyze`` stored (`ncood.ood.statistics`) through these
 helpers, so a run analysed without them (older results, ``--bootstrap 0``) reads as before.
 """
 

@@ -6,7 +6,7 @@ One safetensors file per checkpoint epoch. For each split (``train``, ``test``, 
 The classifier head is ``head/weight`` (C×D) and ``head/bias`` (C). See docs/run-format.md.
 
 :func:`load_features` opens a file without loading it: ``split.features`` and the other large
-arrays are read-only views on a memory map (:mod:`ncood.mapped`), validated by one streamed
+arrays are read-only views on a memory map (:mod:`ncood.store.mapped`), validated by one streamed
 pass, and ``split.chunks(rows)`` reads a split block by block, so an ImageNet-sized dump is
 analysed in memory that does not grow with N.
 """

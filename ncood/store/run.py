@@ -3,7 +3,7 @@
     RUN_DIR/manifest.json                      config, seed, versions, dataset, file checksums
     RUN_DIR/history.json                       one record per epoch
     RUN_DIR/checkpoints/epoch-NNNN.safetensors model weights
-    RUN_DIR/features/epoch-NNNN.safetensors    see ncood.features
+    RUN_DIR/features/epoch-NNNN.safetensors    see ncood.store.features
     RUN_DIR/analysis/epoch-NNNN/results.json   written by ``ncood analyze``
     RUN_DIR/state/state.json + epoch-NNNN.safetensors   what ``ncood train --resume`` needs
     RUN_DIR/.ncood.lock                        held (flock) by the process writing the run

@@ -3,7 +3,7 @@
 ``nc`` measures the penultimate features (Papyan et al., 2020; Galanti et al., 2022; NECO's NC5,
 Ben Ammar et al., 2024); ``nc_layers`` measures NC1 and NCC accuracy on the pooled output of each
 ResNet stage when the dump holds them. Definitions and numerics: docs/neural-collapse.md; the
-math lives in :mod:`ncood.collapse`.
+math lives in :mod:`ncood.maths.collapse`.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def scorer_definitions(ctx: ReportContext) -> list[dict]:
     return rows
 
 
-# The conventions of ncood.conventions, in the order docs/conventions.md gives them.
+# The conventions of ncood.ood.conventions, in the order docs/conventions.md gives them.
 METRIC_DEFINITIONS = ("auroc", "aupr_in", "aupr_out", "fpr95", "accuracy")
 
 

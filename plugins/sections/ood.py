@@ -157,7 +157,8 @@ def family_blocks(ctx: ReportContext, rows: dict[str, dict]) -> list[dict]:
 
 def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> str | None:
     """The best value's key; a tie goes to the name that sorts first, the DeLong verdict's rule
-    (`ncood.multiple_testing`), so the order results.json lists the scorers in does not count."""
+    (`ncood.ood.multiple_testing`), so the order results.json lists the scorers in does not
+    count."""
     present = {k: v for k, v in values.items() if v is not None}
     if not present:
         return None
