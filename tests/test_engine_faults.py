@@ -31,7 +31,7 @@ def test_disk_full_is_one_line_and_the_run_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "save_weights", full_at_epoch_2)
     run = tmp_path / "run"
     result = train("--epochs", "3", "--checkpoint-every", "1", "--out", str(run))
-    one_line_error(result, "disk full while writing", "epoch-0002", f"--resume {run}")
+    one_line_error(result, "no space left on device", "epoch-0002", f"--resume {run}")
     assert state_epoch(run) == 1  # the last complete epoch is kept
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
 
@@ -50,7 +50,7 @@ def test_disk_full_in_the_background_state_writer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(state, "write_snapshot", full)
     result = train("--epochs", "2", "--out", str(tmp_path / "run"))
-    one_line_error(result, "disk full while writing", str(tmp_path / "run"))
+    one_line_error(result, "no space left on device", str(tmp_path / "run"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

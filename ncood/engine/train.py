@@ -25,7 +25,6 @@ from ncood.datasets import check_names
 from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
 from ncood.engine.extract import dump_features, splits_of
-from ncood.engine.faults import explain_write_error, run_writes
 from ncood.engine.lock import RunLock
 from ncood.engine.loop import evaluate, train_epoch
 from ncood.engine.monitor import TrainingMonitor
@@ -35,8 +34,19 @@ from ncood.engine.state import SavedState, StateWriter, read_state, snapshot
 from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.store.atomic import clean_stale
+from ncood.store.outputs import WRITE_ERRORS, one_line_os_errors, os_error_line
 from ncood.store.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
 from ncood.store.run_cleanup import clear_run
+
+
+def run_writes(root: Path):
+    """Inside, a write the user can fix (a full disk, permissions) is one line: how to go on."""
+    return one_line_os_errors(
+        "the run keeps its last complete epoch",
+        errnos=WRITE_ERRORS,
+        disk_full=f"free some space, then continue with `ncood train --resume {root}` (the last "
+        f"complete epoch is kept)",
+    )
 
 
 def versions() -> dict[str, str]:
@@ -424,9 +434,8 @@ def _stop_diverged(
             manifest["error"] = message
             run.write_manifest(manifest)
         except (OSError, NcoodError) as exc:
-            explained = isinstance(exc, OSError) and explain_write_error(exc, run.root)
-            if explained:
-                raise explained from None
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+                raise os_error_line(exc, "the run is left as it was") from None
         raise NcoodError(message)
 
     cluster.agree(mark, share=False)

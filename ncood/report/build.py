@@ -8,7 +8,6 @@ LaTeX error can be traced back to the section and plugin that wrote the line.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -35,7 +34,7 @@ from ncood.report.context import (
 from ncood.report.latex import environment
 from ncood.report.seeds import expand_paths, group_by_seed
 from ncood.store.atomic import clean_stale, default_mode, staging_dir
-from ncood.store.outputs import DISK_FULL, one_line_os_errors, prepare_out_dir
+from ncood.store.outputs import WRITE_ERRORS, one_line_os_errors, prepare_out_dir
 
 MAIN_TEMPLATE = "report.tex.j2"
 SECTION_MARK = "% ncood-section: "
@@ -167,7 +166,7 @@ def _build_section(section: ReportSection, ctx: ReportContext):
     except NcoodError as exc:
         raise NcoodError(f"{where}: {exc}") from exc
     except OSError as exc:
-        if exc.errno in DISK_FULL or exc.errno in (errno.EACCES, errno.EROFS):
+        if exc.errno in WRITE_ERRORS:
             raise  # not the plugin's fault: the one line of build_report says what was kept
         raise NcoodError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
     except KeyboardInterrupt:
