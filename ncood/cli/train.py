@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 from pathlib import Path
@@ -9,180 +11,132 @@ from typing import Annotated
 
 import typer
 
-from ncood.cli.app import Command, DataDirOption, app, user_errors
+from ncood.cli.app import Command, app, user_errors
 from ncood.cli.app import int_list as _int_list
 from ncood.cli.app import split_names as _split_names
 from ncood.errors import NcoodError
+from ncood.store.train_config import TrainConfig, config_fields
 
-
-@app.command(cls=Command)
-@user_errors
-def train(
-    preset: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Named configuration (see `ncood presets`).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(metavar="RUN_DIR", help="Run directory to create.")
-    ] = None,
-    resume: Annotated[
+# The options of the command itself; every other option is a field of TrainConfig, derived
+# from its declaration (ncood/store/train_config.py) by train_options.
+_COMMAND_OPTIONS = {
+    "preset": (
+        str | None,
+        typer.Option(metavar="NAME", help="Named configuration (see `ncood presets`)."),
+    ),
+    "out": (Path | None, typer.Option(metavar="RUN_DIR", help="Run directory to create.")),
+    "resume": (
         Path | None,
         typer.Option(
             metavar="RUN_DIR", help="Continue this run from its last complete epoch (same config)."
         ),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(metavar="N", help="Number of epochs.")] = None,
-    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed.")] = None,
-    seeds: Annotated[
+    ),
+    "seeds": (
         str | None,
         typer.Option(
             metavar="SEEDS",
             help="Several seeds, e.g. 0,1,2: one run each in OUT/seed-<s>/ (one per GPU under "
             "torchrun).",
         ),
-    ] = None,
-    lr: Annotated[float | None, typer.Option(metavar="LR", help="Initial learning rate.")] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(metavar="N", help="Global batch size (split across torchrun processes)."),
-    ] = None,
-    schedule: Annotated[
-        str | None, typer.Option(metavar="cosine|multistep", help="cosine or multistep.")
-    ] = None,
-    milestones: Annotated[
-        str | None, typer.Option(metavar="EPOCHS", help="Multistep milestones, e.g. 300,450.")
-    ] = None,
-    gamma: Annotated[
-        float | None, typer.Option(metavar="FACTOR", help="Multistep decay factor.")
-    ] = None,
-    momentum: Annotated[
-        float | None, typer.Option(metavar="MOMENTUM", help="SGD momentum.")
-    ] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(metavar="DECAY", help="SGD weight decay.")
-    ] = None,
-    width: Annotated[
-        int | None, typer.Option(metavar="N", help="ResNet base width (64 = standard).")
-    ] = None,
-    crop_padding: Annotated[
-        int | None,
-        typer.Option(metavar="PIXELS", help="Random-crop padding in pixels (0 = no crop)."),
-    ] = None,
-    flip: Annotated[bool | None, typer.Option(help="Random horizontal flips.")] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(metavar="N", help="Checkpoint (and features) period in epochs.")
-    ] = None,
-    checkpoint_epochs: Annotated[
-        str | None,
-        typer.Option(metavar="EPOCHS", help="Explicit checkpoint epochs, e.g. 1,5,10,200."),
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(metavar="DATASET", help="In-distribution dataset: cifar100, cifar10, digits."),
-    ] = None,
-    ood: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SETS",
-            help="OOD sets, comma-separated: svhn, cifar10, cifar100, mnist, fashionmnist, "
-            "dtd, photos, noise, folder:PATH.",
-        ),
-    ] = None,
-    data_dir: DataDirOption = None,
-    download: Annotated[
-        bool | None, typer.Option(help="Download missing datasets when the network allows.")
-    ] = None,
-    train_subset: Annotated[
-        int | None,
-        typer.Option(metavar="N", help="Train on a fixed random subset of this many images."),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 …")
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            metavar="auto|fp32|bf16",
-            help="auto (bf16 autocast on GPUs with native bf16), fp32 or bf16.",
-        ),
-    ] = None,
-    channels_last: Annotated[
-        bool | None, typer.Option(help="channels_last layout (default: on for CUDA).")
-    ] = None,
-    compile: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile/--no-compile", help="torch.compile the model (static shapes: two graphs)."
-        ),
-    ] = None,
-    cuda_graphs: Annotated[
-        bool | None,
-        typer.Option(help="Compile with CUDA graphs (mode=reduce-overhead); implies --compile."),
-    ] = None,
-    deterministic: Annotated[
-        bool | None,
-        typer.Option(help="Bitwise-reproducible CUDA training (deterministic kernels, slower)."),
-    ] = None,
-    sync_batchnorm: Annotated[
-        bool | None,
-        typer.Option(help="Under torchrun, BatchNorm statistics over the global batch."),
-    ] = None,
-    stage_features: Annotated[
-        bool | None, typer.Option(help="Also dump the pooled output of each ResNet stage.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option(help="Print the resolved configuration and stop.")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
-) -> None:
-    """Train a ResNet-18 and dump features, logits and labels at each checkpoint.
+    ),
+}
+_COMMAND_FLAGS = {
+    "dry_run": "Print the resolved configuration and stop.",
+    "force": "Replace an existing run in --out.",
+    "quiet": "No progress bars.",
+}
 
-    Under `torchrun --nproc_per_node=N -m ncood train …` it trains one run with
-    DistributedDataParallel, or with --seeds one run per seed on each GPU.
-    """
-    overrides = {
-        "epochs": epochs,
-        "seed": seed,
-        "lr": lr,
-        "batch_size": batch_size,
-        "schedule": schedule,
-        "milestones": _int_list(milestones),
-        "gamma": gamma,
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "width": width,
-        "crop_padding": crop_padding,
-        "flip": flip,
-        "checkpoint_every": checkpoint_every,
-        "checkpoint_epochs": _int_list(checkpoint_epochs),
-        "dataset": dataset,
-        "ood": _split_names(ood),
-        "download": download,
-        "train_subset": train_subset,
-        "precision": precision,
-        "channels_last": channels_last,
-        "compile": compile,
-        "cuda_graphs": cuda_graphs,
-        "deterministic": deterministic,
-        "sync_batchnorm": sync_batchnorm,
-        "stage_features": stage_features,
-    }
-    where = {"device": device, "data_dir": str(data_dir) if data_dir else None}
-    seed_list = _int_list(seeds)
+
+def train_options(config_class: type = TrainConfig) -> list[inspect.Parameter]:
+    """One ``--option`` per field of ``config_class`` (lists comma-separated, booleans as
+    ``--x/--no-x``), each defaulting to None: unset, the preset's value stands."""
+    options = []
+    for spec, element, is_list, _ in config_fields(config_class):
+        if not spec.metadata.get("option", True):
+            continue
+        kind = str if is_list else element
+        settings = {"help": spec.metadata["help"]}
+        if kind is not bool and spec.metadata.get("metavar"):
+            settings["metavar"] = spec.metadata["metavar"]
+        options.append(_keyword(spec.name, kind | None, typer.Option(**settings), None))
+    return options
+
+
+def parse_option(config_class: type, name: str, value):
+    """A CLI value as the field's type (comma-separated lists split and converted)."""
+    if value is None:
+        return None
+    element, is_list = {s.name: (e, lst) for s, e, lst, _ in config_fields(config_class)}[name]
+    if not is_list:
+        return value
+    if element is str:
+        return _split_names(value)
+    if element is int:
+        return _int_list(value)
     try:
-        if resume is not None:
-            _refuse_changes_on_resume(overrides, preset, out, force, seeds)
-            _resume(resume, where, dry_run=dry_run, quiet=quiet)
-            return
-        if preset is None or (out is None and not dry_run):
-            raise NcoodError("give --preset NAME and --out RUN_DIR (or --resume RUN_DIR)")
-        if seed_list is not None and seed is not None:
-            raise NcoodError("give --seed or --seeds, not both")
-        _start(preset, overrides | where, out, seed_list, dry_run=dry_run, force=force, quiet=quiet)
-    except NcoodError:
-        if not _speaks(seed_list):
-            raise typer.Exit(1) from None  # under torchrun, rank 0 alone says what went wrong
-        raise
+        return [element(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def _keyword(name: str, kind, option, default) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+    )
+
+
+def train_command(config_class: type = TrainConfig):
+    """The ``ncood train`` function for ``config_class`` (its signature is the options)."""
+
+    def train(**given) -> None:
+        """Train a ResNet-18 and dump features, logits and labels at each checkpoint.
+
+        Under `torchrun --nproc_per_node=N -m ncood train …` it trains one run with
+        DistributedDataParallel, or with --seeds one run per seed on each GPU.
+        """
+        command = {name: given.pop(name) for name in [*_COMMAND_OPTIONS, *_COMMAND_FLAGS]}
+        settings = {name: parse_option(config_class, name, v) for name, v in given.items()}
+        movable = {s.name for s in dataclasses.fields(config_class) if s.metadata.get("on_resume")}
+        where = {k: v for k, v in settings.items() if k in movable}
+        overrides = {k: v for k, v in settings.items() if k not in movable}
+        preset, out, resume, force = (command[k] for k in ("preset", "out", "resume", "force"))
+        seed_list = _int_list(command["seeds"])
+        dry_run, quiet = command["dry_run"], command["quiet"]
+        try:
+            if resume is not None:
+                _refuse_changes_on_resume(overrides, preset, out, force, command["seeds"])
+                _resume(resume, where, dry_run=dry_run, quiet=quiet)
+                return
+            if preset is None or (out is None and not dry_run):
+                raise NcoodError("give --preset NAME and --out RUN_DIR (or --resume RUN_DIR)")
+            if seed_list is not None and settings.get("seed") is not None:
+                raise NcoodError("give --seed or --seeds, not both")
+            _start(
+                preset,
+                overrides | where,
+                out,
+                seed_list,
+                config_class=config_class,
+                dry_run=dry_run,
+                force=force,
+                quiet=quiet,
+            )
+        except NcoodError:
+            if not _speaks(seed_list):
+                raise typer.Exit(1) from None  # under torchrun, rank 0 alone says what went wrong
+            raise
+
+    train.__signature__ = inspect.Signature(
+        [
+            *(_keyword(n, kind, option, None) for n, (kind, option) in _COMMAND_OPTIONS.items()),
+            *train_options(config_class),
+            *(_keyword(n, bool, typer.Option(help=h), False) for n, h in _COMMAND_FLAGS.items()),
+        ]
+    )
+    return train
+
+
+app.command(name="train", cls=Command)(user_errors(train_command()))
 
 
 def _speaks(seed_list: list[int] | None) -> bool:
@@ -206,7 +160,6 @@ def _resume(root: Path, where: dict, *, dry_run: bool, quiet: bool) -> None:
     from ncood.engine.seeds import resume_seeds, seed_runs
 
     if dry_run:
-        from ncood.engine.presets import TrainConfig
         from ncood.store.run import RunDir
 
         roots = seed_runs(root) or [root]
@@ -236,13 +189,14 @@ def _start(
     out: Path | None,
     seed_list: list[int] | None,
     *,
+    config_class: type,
     dry_run: bool,
     force: bool,
     quiet: bool,
 ) -> None:
     from ncood.engine.presets import resolve_preset
 
-    config = resolve_preset(preset, **overrides)
+    config = resolve_preset(preset, config_class=config_class, **overrides)
     if dry_run:
         from ncood.datasets import check_names
 

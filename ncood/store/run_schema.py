@@ -12,40 +12,12 @@ import math
 from typing import Any
 
 from ncood.errors import NcoodError
+from ncood.store.train_config import config_schema
 
 INT, NUMBER, TEXT, BOOL, ANY = "int", "number", "text", "bool", "any"
 _INT_OR_NONE, _TEXT_OR_NONE, _BOOL_OR_NONE = ("int", None), ("text", None), ("bool", None)
 
-CONFIG = {
-    "preset": TEXT,
-    "dataset": TEXT,
-    "ood": [TEXT],
-    "epochs": INT,
-    "schedule": TEXT,
-    "milestones": [INT],
-    "milestone_fractions": [NUMBER],
-    "gamma": NUMBER,
-    "batch_size": INT,
-    "lr": NUMBER,
-    "momentum": NUMBER,
-    "weight_decay": NUMBER,
-    "width": INT,
-    "crop_padding": INT,
-    "flip": BOOL,
-    "checkpoint_every": INT,
-    "checkpoint_epochs": [INT],
-    "stage_features": BOOL,
-    "seed": INT,
-    "device": TEXT,
-    "data_dir": _TEXT_OR_NONE,
-    "download": BOOL,
-    "train_subset": _INT_OR_NONE,
-    "precision": TEXT,
-    "channels_last": _BOOL_OR_NONE,
-    "compile": BOOL,
-    "deterministic": BOOL,
-    "sync_batchnorm": BOOL,
-}
+CONFIG = config_schema()  # derived from TrainConfig, the one declaration of the settings
 MANIFEST = {
     "format": TEXT,
     "format_version": INT,
