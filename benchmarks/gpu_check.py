@@ -760,9 +760,9 @@ def phase_end_to_end(report: Report, sizes, dry: bool, workdir: Path) -> None:
 
 def worker_train(sizes, dry: bool, run: Path, resume: bool, kill_after: int | None) -> None:
     import ncood.engine.state as state
-    from ncood.engine.presets import TrainConfig
     from ncood.engine.train import resume as resume_run
     from ncood.engine.train import train
+    from ncood.store.train_config import TrainConfig
 
     register_data(sizes)
     if kill_after is not None:  # SIGKILL, the moment epoch ``kill_after``'s state is on disk

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ncood.cli import app
-from ncood.engine.presets import TrainConfig, resolve_preset
+from ncood.engine.presets import resolve_preset
 from ncood.errors import NcoodError
+from ncood.store.train_config import TrainConfig
 
 runner = CliRunner()
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from ncood.engine.distributed import Cluster
-from ncood.engine.presets import TrainConfig
 from ncood.errors import NcoodError
+from ncood.store.train_config import TrainConfig
 
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores; earlier GPUs emulate bf16
 CUBLAS_DETERMINISTIC = ":4096:8"  # cuBLAS's fixed-workspace setting for reproducible GEMMs

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncood.engine.distributed import Cluster
-from ncood.engine.presets import TrainConfig
 from ncood.errors import NcoodError
 from ncood.store.run import MANIFEST, RunDir
+from ncood.store.train_config import TrainConfig
 
 SEED_FOLDER = "seed-{seed}"
 _SEED_FOLDER = re.compile(r"seed-(\d+)")

@@ -19,10 +19,10 @@ from ncood.engine.accel import Accel, compile_model, pick_device, setup_accel
 from ncood.engine.batches import EpochBatches, epoch_batches, plan_epoch
 from ncood.engine.distributed import Cluster
 from ncood.engine.model import ResNet18
-from ncood.engine.presets import TrainConfig
 from ncood.engine.state import SavedState, restore
 from ncood.engine.syncbn import convert_batchnorm
 from ncood.errors import NcoodError
+from ncood.store.train_config import TrainConfig
 
 
 @dataclass

@@ -28,7 +28,6 @@ from ncood.engine.extract import dump_features, splits_of
 from ncood.engine.lock import RunLock
 from ncood.engine.loop import evaluate, train_epoch
 from ncood.engine.monitor import TrainingMonitor
-from ncood.engine.presets import TrainConfig
 from ncood.engine.session import Session, open_session
 from ncood.engine.state import SavedState, StateWriter, read_state, snapshot
 from ncood.engine.stream_writer import StreamedSafetensors
@@ -37,6 +36,7 @@ from ncood.store.atomic import clean_stale
 from ncood.store.outputs import WRITE_ERRORS, one_line_os_errors, os_error_line
 from ncood.store.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
 from ncood.store.run_cleanup import clear_run
+from ncood.store.train_config import TrainConfig
 
 
 def run_writes(root: Path):
