@@ -199,7 +199,7 @@ def test_the_offender_is_one_line_on_the_cli_and_odin_matches_odin_alone(
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("ncood: error:")]
-    assert len(errors) == 1 and "test_vandal" in errors[0]
+    assert len(errors) == 1 and "test_vandal" in errors[0], result.stderr
     run = RunDir.open(copy)
     results = json.loads(run.results(2).read_text())
     assert set(results["errors"]) == {"test_vandal"}
