@@ -208,6 +208,23 @@ def test_the_offender_is_one_line_on_the_cli_and_odin_matches_odin_alone(
         np.testing.assert_allclose(scores["odin"][split], expected, rtol=1e-9, atol=1e-12)
 
 
+def test_a_scorer_editing_its_network_record_changes_no_other(
+    vandal, imported, odin_alone, monkeypatch
+):
+    """Each scorer gets its own ``Network`` record: odin's pixel-unit step reads
+    ``input_std``, which the scorer before it overwrote on its own record only."""
+
+    def rewrite(network):
+        network.input_std = tuple(1e6 for _ in network.input_std)
+        network.stages.clear()
+
+    monkeypatch.setattr(Vandal, "damage", staticmethod(rewrite))
+    outcome = analysed(imported, ["test_vandal", "odin"])
+    assert outcome.failures == []  # the network itself is untouched
+    for split, expected in odin_alone.items():
+        np.testing.assert_allclose(outcome.scores["odin"][split], expected, rtol=1e-9, atol=1e-12)
+
+
 def test_a_scorer_that_leaves_the_network_as_loaded_is_not_flagged(imported, odin_alone):
     """odin enables input gradients and mcd switches dropout inside their calls: both leave
     the network as they found it, so neither is reported."""
