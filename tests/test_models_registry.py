@@ -70,8 +70,9 @@ def test_a_plugin_registering_twice_is_named():
 
     host().add(Twice(), "twice", distribution="tests", version="0", builtin=False)
     try:
-        with pytest.raises(NcoodError, match="plugin 'twice': model 'dup' is registered twice"):
-            model_registry()
+        registry = model_registry()  # the plugin is broken; the others' models still build
+        assert "dup" not in registry and "resnet18-cifar" in registry
+        assert "'dup' is registered twice" in host().info["twice"].error
     finally:
         host().remove("twice")
 

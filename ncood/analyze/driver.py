@@ -22,6 +22,7 @@ import numpy as np
 
 from ncood.errors import NcoodError
 from ncood.host.loading import PluginHost, describe
+from ncood.host.network_state import Pristine
 from ncood.host.scoring import Contribution
 from ncood.ood.bootstrap import DEFAULT_RESAMPLES
 from ncood.ood.conventions import ood_metrics
@@ -228,10 +229,12 @@ def check_model_scorers(
 
 class _Once:
     """The model inputs, built when the first model-based scorer runs; a failure to build
-    them is each model-based scorer's failure (the others go on)."""
+    them is each model-based scorer's failure (the others go on). Each scorer gets the network
+    as it was loaded: :meth:`put_back` undoes what the last one left changed."""
 
     def __init__(self, build: Callable[[], ModelInputs] | None) -> None:
         self.build, self.value, self.error = build, None, None
+        self.pristine: Pristine | None = None
 
     def __call__(self) -> ModelInputs:
         if self.error is not None:
@@ -239,16 +242,35 @@ class _Once:
         if self.value is None:
             try:
                 self.value = self.build()
+                self.pristine = Pristine.of(self.value.network.module)
             except Exception as exc:
-                self.error = exc
+                self.value, self.error = None, exc
                 raise
         return self.value
+
+    def put_back(self) -> str:
+        """What the scorer that just ran left changed in the network ("" if nothing); the next
+        one gets the network as loaded (restored in place, else rebuilt)."""
+        if self.value is None or self.pristine is None:
+            return ""
+        module = self.value.network.module
+        try:
+            changed = self.pristine.changes(module)
+            restored = not changed or (
+                self.pristine.restore(module) and not self.pristine.changes(module)
+            )
+        except Exception as exc:  # a network too damaged to compare: built again
+            changed, restored = f"it cannot be compared any more: {describe(exc)}", False
+        if not restored:
+            self.value = self.pristine = None  # not restorable in place: built again when needed
+        return changed
 
 
 def _run_guarded(
     contribution: Contribution, built: dict, dump, outcome, on_step, network=None
 ) -> None:
-    """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes."""
+    """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes. A
+    model-based scorer that leaves the network changed fails (the next gets it as loaded)."""
     started = time.perf_counter()
     try:
         instance = built[contribution.name]
@@ -259,6 +281,14 @@ def _run_guarded(
         raise
     except BaseException as exc:
         _fail(outcome, contribution, describe(exc))
+    if contribution.needs_model and network is not None:
+        changed = network.put_back()
+        if changed:
+            reason = f"it left the network changed ({changed}); the next scorers get it as loaded"
+            if contribution.name in outcome.failures:
+                outcome.results["errors"][contribution.name] += f"; {reason}"
+            else:
+                _fail(outcome, contribution, reason)
     outcome.results["timings"][contribution.name] = time.perf_counter() - started
     if on_step:
         on_step(contribution.name)
@@ -319,10 +349,11 @@ def fit_and_score_model(scorer, inputs: ModelInputs, dump: FeatureDump) -> dict[
                 f"the images of split {name!r} are not those of the features file (their "
                 f"labels differ): give --data-dir the data the run was made from"
             )
+    network = replace(inputs.network, stages=list(inputs.network.stages))  # its own fields
     with inputs.precision():
-        scorer.fit(inputs.network, inputs.splits["train"])
+        scorer.fit(network, inputs.splits["train"])
         return {
-            name: _checked(scorer.score(inputs.network, inputs.splits[name]), name, len(split))
+            name: _checked(scorer.score(network, inputs.splits[name]), name, len(split))
             for name, split in _scored(dump)
         }
 

@@ -23,7 +23,7 @@ import pluggy
 
 from ncood.errors import NcoodError
 from ncood.host import hookspecs
-from ncood.host.models import ModelRegistry
+from ncood.host.models import ModelEntry, ModelRegistry
 from ncood.host.registry import Registry
 from ncood.host.scoring import FAMILIES, Contribution
 
@@ -38,6 +38,7 @@ GROUP_OF_HOOK = {
     "register_report_sections": "sections",
     "register_models": "models",
 }
+_BROKEN = object()  # what PluginHost._contained returns for a plugin that failed
 
 
 @dataclass
@@ -94,20 +95,12 @@ class PluginHost:
             self.pending.remove(ep)
             dist = ep.dist.name if ep.dist is not None else "unknown"
             version = ep.dist.version if ep.dist is not None else "?"
-            try:
-                plugin = ep.load()
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # a broken plugin is listed as such, never fatal
-                self.info[ep.name] = PluginInfo(
-                    ep.name,
-                    dist,
-                    version,
-                    _is_builtin(ep),
-                    error=f"failed to import: {describe(exc)}",
-                )
+            builtin = _is_builtin(ep)
+            self.info[ep.name] = PluginInfo(ep.name, dist, version, builtin)  # named if broken
+            plugin = self._contained(ep.name, "failed to import", ep.load)
+            if plugin is _BROKEN:
                 continue
-            self.add(plugin, ep.name, distribution=dist, version=version, builtin=_is_builtin(ep))
+            self.add(plugin, ep.name, distribution=dist, version=version, builtin=builtin)
             if declared is not None:
                 self._check_declared(ep.name, declared)
 
@@ -152,22 +145,17 @@ class PluginHost:
             def register(*args, _plugin=impl.plugin_name, _offered=offered, **kwargs):
                 _offered.append(make(_plugin, *args, **kwargs))
 
-            try:
-                impl.function(register=register)
-                names = [item.name for item in offered]
+            def run(_function=impl.function, _register=register, _offered=offered) -> None:
+                _function(register=_register)
+                names = [item.name for item in _offered]
                 for name in names:
                     if not name or not isinstance(name, str):
                         raise ValueError(f"a {kind} needs a non-empty string name, got {name!r}")
                     if name in registry or names.count(name) > 1:
                         raise ValueError(f"{kind} {name!r} is registered twice")
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # this plugin is broken; the others still work
-                info = self.info.get(impl.plugin_name)
-                if info is None:
-                    raise NcoodError(f"plugin {impl.plugin_name!r}: {describe(exc)}") from None
-                info.error = f"{hook_name} failed: {describe(exc)}"
-                continue
+
+            if self._contained(impl.plugin_name, f"{hook_name} failed", run) is _BROKEN:
+                continue  # this plugin is broken; the others still work
             for item in offered:
                 registry.add(item.name, item)
         return registry
@@ -191,20 +179,31 @@ class PluginHost:
 
         return self._collect("register_report_sections", make, "report section")
 
-    def models(self):
+    def models(self) -> ModelRegistry:
         """The architectures ``ncood extract`` builds (ncood.models.registry names them)."""
-        self.load("register_models")
+
+        def make(plugin: str, name, builder, description: str = "") -> ModelEntry:
+            return ModelRegistry().register(name, builder, description, plugin=plugin)  # checks
+
         registry = ModelRegistry()
-        for impl in reversed(self.pm.hook.register_models.get_hookimpls()):
-
-            def register(name, builder, description="", _plugin=impl.plugin_name):
-                try:
-                    registry.register(name, builder, description, plugin=_plugin)
-                except ValueError as exc:
-                    raise NcoodError(f"plugin {_plugin!r}: {exc}") from None
-
-            impl.function(register=register)
+        for name, entry in self._collect("register_models", make, "model").items():
+            registry.register(name, entry.builder, entry.description, plugin=entry.plugin)
         return registry
+
+    def _contained(self, plugin: str, failing: str, call: Callable[[], Any]) -> Any:
+        """``call()``, one plugin's code: whatever it raises (``sys.exit`` too; Ctrl-C passes)
+        marks that plugin broken with one line, ``"<failing>: <why>"``, and costs no other
+        plugin. Returns what ``call`` returns, or :data:`_BROKEN`."""
+        try:
+            return call()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            info = self.info.get(plugin)
+            if info is None:  # registered past the host: nothing to mark, so it is an error
+                raise NcoodError(f"plugin {plugin!r}: {describe(exc)}") from None
+            info.error = f"{failing}: {describe(exc)}"
+            return _BROKEN
 
 
 def declared_group(entry_point_name: str) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ncood.report.context import AnalysedRun, ReportContext
+from ncood.report.context import AnalysedRun, ReportContext, plain
 from ncood.report.figures import (
     bottom_legend,
     dense_scatter,
@@ -123,7 +123,12 @@ def draw_ood_progress(ctx: ReportContext, run: AnalysedRun, sets: list[str], sco
     ncol = min(len(scorers), 7)
     legend_rows = -(-len(scorers) // ncol)
     bottom_legend(
-        fig, handles, [ctx.scorer_title(s) for s in scorers], rows, ncol, 0.07 * (legend_rows + 1)
+        fig,
+        handles,
+        [plain(ctx.scorer_title(s)) for s in scorers],
+        rows,
+        ncol,
+        0.07 * (legend_rows + 1),
     )
     integer_epochs(fig.axes)
     return ctx.save_figure(fig, f"nc-ood-progress-{ctx.run_slug(run)}", tight=False)
@@ -165,7 +170,7 @@ def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
             handles.append(legend_handle(color=colour, ls=style, marker="o", ms=3))
             labels.append(ctx.text("fig_nc_layers_line", label=ctx.plain_label(run), epoch=epoch))
         for axis in (nc1_axis, acc_axis):
-            axis.set_xticks(np.arange(len(stages)), stages)
+            axis.set_xticks(np.arange(len(stages)), [plain(s) for s in stages])
     nc1_axis.set(yscale="log", ylabel="NC1", xlabel=ctx.text("fig_nc_stage"))
     acc_axis.set(ylabel=ctx.text("fig_nc_ncc_acc"), xlabel=ctx.text("fig_nc_stage"), ylim=(0, 101))
     for axis in (nc1_axis, acc_axis):

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 import ncood
 from ncood.ood.conventions import roc_points
-from ncood.report.context import FAMILY_ORDER, AnalysedRun, ReportContext, ReportSection
+from ncood.report.context import FAMILY_ORDER, AnalysedRun, ReportContext, ReportSection, plain
 from ncood.report.figures import FULL_WIDTH, line_style, new_figure
 from ncood.report.latex import escape, num
 from ncood.report.seeds import SeedGroup
@@ -57,7 +57,9 @@ def draw_roc(ctx: ReportContext, run: AnalysedRun, scorers, sets):
         for index, scorer in enumerate(scorers):
             per_split = run.final_scores[scorer]
             fpr, tpr = roc_points(per_split["test"], per_split[f"ood/{ood}"])
-            axis.plot(fpr, tpr, lw=1.0, label=ctx.scorer_title(scorer), **scorer_style(index))
+            axis.plot(
+                fpr, tpr, lw=1.0, label=plain(ctx.scorer_title(scorer)), **scorer_style(index)
+            )
         axis.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
         axis.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=ctx.text("fig_roc_fpr"))
         axis.set_title(ctx.text("fig_roc_panel", ood=ctx.dataset_plain(ood)))
