@@ -40,8 +40,8 @@ def check_rebuildable(run: RunDir, epoch: int, model: str | None = None) -> str:
     manifest = run.manifest()
     recorded = (manifest.get("model") or {}).get("name")
     if manifest.get("source") == "imported":
-        _check_architecture(run, manifest, model)
         record = _weights_record(run, manifest, epoch)
+        _check_architecture(run, manifest, model)
         path = _weights_path(run, record)
         if not path.is_file():
             raise NcoodError(
