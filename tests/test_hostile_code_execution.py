@@ -349,3 +349,51 @@ def test_relative_weights_are_found_from_another_folder(tmp_path, monkeypatch):
 
     (project / "ckpt" / "epoch_1.pth").unlink()  # really gone: one line
     one_line_error(analyse(run), "are gone")
+
+
+def test_the_rule_for_recorded_arguments(tmp_path, monkeypatch):
+    """Declared plain arguments pass (timm's drop_path_rate included); names and values that
+    say where to load from, undeclared names and a hub variant do not, and nothing is built."""
+    from ncood.errors import NcoodError
+    from ncood.models.registry import ModelRegistry, check_recorded, rebuild_recorded
+
+    built = []
+    registry = ModelRegistry()
+    registry.register("explicit", lambda num_classes, width=4, pretrained=False: built.append(1))
+    registry.register("fam:*", lambda variant, num_classes, **kwargs: built.append(kwargs))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here.txt").write_text("")
+
+    allowed = [
+        ("explicit", {"width": 8}),
+        ("fam:vit_small.augreg_in21k", {"drop_path_rate": 0.1, "global_pool": "avg"}),
+        ("fam:x", {"img_size": [224, 224], "act_layer": "gelu", "flag": None}),
+    ]
+    for name, arguments in allowed:
+        check_recorded(registry, name, arguments)
+    refused = [
+        ("explicit", {"depth": 3}),  # not declared
+        ("explicit", {"pretrained": True}),  # declared, but says where weights come from
+        ("fam:x", {"checkpoint_path": "w.pth"}),
+        ("fam:x", {"pretrained_cfg_overlay": {"file": "w.pth"}}),
+        ("fam:x", {"repo_or_dir": "x", "source": "local"}),
+        ("fam:x", {"weights": "IMAGENET1K_V1"}),
+        ("fam:x", {"model_dir": "x"}),
+        ("fam:x", {"act_layer": "here.txt"}),  # exists here
+        ("fam:x", {"act_layer": "~/.bashrc"}),
+        ("fam:x", {"act_layer": "https://example.com/x"}),
+        ("fam:x", {"act_layer": "os:system"}),
+        ("fam:x", {"sizes": [[1, 2]]}),
+        ("fam:x", {"num_classes": 3}),
+        ("fam:x", ["not", "a", "mapping"]),
+        ("fam:hf-hub:org/model", {}),
+        ("fam:local-dir:/tmp", {}),
+        ("nope", {}),
+        ("os:system", {}),
+    ]
+    for name, arguments in refused:
+        with pytest.raises(NcoodError):
+            check_recorded(registry, name, arguments)
+        with pytest.raises(NcoodError):
+            rebuild_recorded(registry, name, 3, arguments)
+    assert built == []
