@@ -2,7 +2,8 @@
 
 A name is exact (``resnet18-cifar``) or a family ending in ``:*`` (``torchvision:*``), whose
 builder receives what follows the colon. A name no plugin claims but shaped like
-``package.module:callable`` is imported from the user's own code. Builders are called as
+``package.module:callable`` is imported from the user's own code (only when the user names it:
+a name a run's files record goes through ncood.host.model_records). Builders are called as
 ``builder(num_classes=C, **kwargs)`` (a family's as ``builder(variant, num_classes=C, ...)``)
 and return a ``torch.nn.Module`` whose forward gives the logits. It lives in the plugin host,
 which fills it, so that the host never imports the layer above it (ncood.models).
