@@ -125,6 +125,14 @@ def analyze(
         int | None,
         typer.Option(metavar="N", help="Images per forward of the model-based scorers."),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ARCH",
+            help="An imported run's architecture, named again: a package.module:callable "
+            "that the run records is imported only then (it must equal the manifest's).",
+        ),
+    ] = None,
 ) -> None:
     """Score OOD detection and measure Neural Collapse on dumped features.
 
@@ -182,7 +190,15 @@ def analyze(
         verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=verify)
     check_model_scorers(on_model, True, options)
     network_at = _model_inputs(
-        run, [e for e, _, _ in jobs], on_model, device, precision, data_dir, batch_size, quiet
+        run,
+        [e for e, _, _ in jobs],
+        on_model,
+        device,
+        precision,
+        data_dir,
+        batch_size,
+        quiet,
+        model,
     )
 
     for _, features_path, _ in jobs:
@@ -230,7 +246,7 @@ def analyze(
         raise typer.Exit(1)
 
 
-def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size, quiet):
+def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size, quiet, model):
     """For each epoch, how the model-based scorers get the network and the batches (None when
     none is selected); every epoch's weights are checked before any work."""
     if not on_model:
@@ -248,7 +264,7 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
         raise NcoodError("--batch-size must be at least 1")
     target = pick_device(device or "auto")
     for epoch in epochs:
-        check_rebuildable(run, epoch)
+        check_rebuildable(run, epoch, model)
     data = load_run_data(run, data_dir, show_progress=not quiet)  # once, before any work
 
     def at(epoch, progress):
@@ -261,6 +277,7 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
                 batch_size=batch_size,
                 precision=precision,
                 show_progress=not quiet,
+                model=model,
             )
             # test and OOD once per scorer; a pass over train (a fit) adds itself as it starts
             scored = [b for name, b in inputs.splits.items() if name != "train"]

@@ -9,6 +9,7 @@ and the versions; there is no ``history.json`` (ncood did not see the training).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -146,7 +147,7 @@ def write_imported_run(
                 model.to(device)
                 records.append(
                     {
-                        "file": str(item.path),
+                        "file": os.path.abspath(item.path),  # found from any folder
                         "epoch": item.epoch,
                         "sha256": sha256(item.path),
                         "adapted": notes,

@@ -30,18 +30,30 @@ def check_precision(precision: str) -> None:
         raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
 
 
-def check_rebuildable(run: RunDir, epoch: int) -> str:
-    """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it."""
+def check_rebuildable(run: RunDir, epoch: int, model: str | None = None) -> str:
+    """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it.
+
+    ``model`` is the architecture as the user names it (``--model``): it must be the one the
+    manifest records, and is the only way a ``package.module:callable`` recorded there is
+    imported (ncood.host.model_records). Nothing is imported before a refusal.
+    """
     manifest = run.manifest()
+    recorded = (manifest.get("model") or {}).get("name")
     if manifest.get("source") == "imported":
         record = _weights_record(run, manifest, epoch)
-        path = Path(record["file"])
+        _check_architecture(run, manifest, model)
+        path = _weights_path(run, record)
         if not path.is_file():
             raise NcoodError(
                 f"the weights of epoch {epoch} ({path}) are gone; model-based scorers need "
                 f"them (the run was imported from that file)"
             )
         return str(path)
+    if model is not None and model != recorded:
+        raise NcoodError(
+            f"--model {model!r}, but {run.root} was trained by ncood as {recorded!r}: leave "
+            f"--model out"
+        )
     path = run.checkpoint(epoch)
     if not path.is_file():
         raise NcoodError(
@@ -49,6 +61,20 @@ def check_rebuildable(run: RunDir, epoch: int) -> str:
             f"scorers need the weights"
         )
     return str(path)
+
+
+def _check_architecture(run: RunDir, manifest: dict[str, Any], model: str | None):
+    from ncood.models.registry import check_recorded, model_registry
+
+    info = manifest.get("model") or {}
+    return check_recorded(
+        model_registry(),
+        info.get("name"),
+        info.get("arguments"),
+        named=model,
+        where=str(run.root),
+        base=run.root,
+    )
 
 
 def _weights_record(run: RunDir, manifest: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -63,6 +89,17 @@ def _weights_record(run: RunDir, manifest: dict[str, Any], epoch: int) -> dict[s
         if record.get("epoch") == epoch and isinstance(record.get("file"), str):
             return record
     raise NcoodError(f"{run.root} records no weights file for epoch {epoch}")
+
+
+def _weights_path(run: RunDir, record: dict[str, Any]) -> Path:
+    """The weights file a record names. Runs record it absolute; older runs recorded it as
+    given, relative to where ``ncood extract`` ran: looked for from here, then from the run's
+    folder and each folder above it (the sha256 then says whether it is the same file)."""
+    path = Path(record["file"])
+    if path.is_absolute():
+        return path
+    candidates = [path, *(folder / path for folder in [run.root, *run.root.absolute().parents])]
+    return next((c for c in candidates if c.is_file()), path)
 
 
 @dataclass(frozen=True)
@@ -95,16 +132,20 @@ def open_model_inputs(
     batch_size: int | None = None,
     precision: str = "fp32",
     show_progress: bool = False,
+    model: str | None = None,
 ) -> ModelInputs:
-    """The network of ``epoch`` on ``device`` and the batches of every split of the run."""
+    """The network of ``epoch`` on ``device`` and the batches of every split of the run;
+    ``model`` names the architecture again when the run records your own code (--model)."""
     from ncood.engine.extract import extract_batch_size
 
     check_precision(precision)
     manifest = run.manifest()
-    where = check_rebuildable(run, epoch)
+    where = check_rebuildable(run, epoch, model)
     data = data or load_run_data(run, data_dir, show_progress)
-    build = _imported_model if manifest.get("source") == "imported" else _trained_model
-    module, head_name = build(run, manifest, epoch)
+    if manifest.get("source") == "imported":
+        module, head_name = _imported_model(run, manifest, epoch, model)
+    else:
+        module, head_name = _trained_model(run, manifest, epoch)
     module.to(device).eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)  # input gradients only (ODIN): no weight grads kept
@@ -196,24 +237,30 @@ def _imported_data(manifest, data_dir, show_progress: bool) -> RunData:
     return RunData(splits, preprocess.apply, tuple(preprocess.std))
 
 
-def _imported_model(run: RunDir, manifest, epoch: int):
-    from ncood.models.registry import model_registry
+def _imported_model(run: RunDir, manifest, epoch: int, model: str | None = None):
+    from ncood.models.registry import model_registry, rebuild_recorded
     from ncood.models.weights import fit_weights, read_checkpoint
 
     record = _weights_record(run, manifest, epoch)
-    path = Path(record["file"])
+    path = _weights_path(run, record)
     if record.get("sha256") and sha256(path) != record["sha256"]:
         raise NcoodError(
             f"{path} changed since it was imported (its sha256 differs): the features of "
             f"epoch {epoch} come from other weights; extract the run again"
         )
     model_info = manifest.get("model") or {}
-    arch = str(model_info.get("name"))
-    model = model_registry().create(
-        arch, int(model_info["num_classes"]), **(model_info.get("arguments") or {})
+    arch = model_info.get("name")
+    module = rebuild_recorded(
+        model_registry(),
+        arch,
+        model_info.get("num_classes"),
+        model_info.get("arguments"),
+        named=model,
+        where=str(run.root),
+        base=run.root,
     )
-    fit_weights(model, read_checkpoint(path), arch, head=model_info.get("head"))
-    return model, str(model_info.get("head") or "")
+    fit_weights(module, read_checkpoint(path), arch, head=model_info.get("head"))
+    return module, str(model_info.get("head") or "")
 
 
 def _check_sizes(run: RunDir, manifest, splits) -> None:

@@ -2,7 +2,8 @@
 
 A name is exact (``resnet18-cifar``) or a family ending in ``:*`` (``torchvision:*``), whose
 builder receives what follows the colon. A name no plugin claims but shaped like
-``package.module:callable`` is imported from the user's own code. Builders are called as
+``package.module:callable`` is imported from the user's own code (only when the user names it:
+a name a run's files record goes through ncood.host.model_records). Builders are called as
 ``builder(num_classes=C, **kwargs)`` (a family's as ``builder(variant, num_classes=C, ...)``)
 and return a ``torch.nn.Module`` whose forward gives the logits. It lives in the plugin host,
 which fills it, so that the host never imports the layer above it (ncood.models).
@@ -71,18 +72,33 @@ class ModelRegistry:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def resolve(self, name: str) -> tuple[ModelEntry, str | None]:
-        """The entry that builds ``name`` and, for a family, the variant it gets."""
-        if name in self._entries and not self._entries[name].family:
-            return self._entries[name], None
+    def registered(self, name: str) -> tuple[ModelEntry, str | None] | None:
+        """The entry a plugin registered for ``name`` (and a family's variant); None if none.
+        Imports nothing: a name a plugin claims never reaches :func:`importlib`."""
+        entry = self._entries.get(name)
+        if entry is not None and not entry.family:
+            return entry, None
         prefix, colon, variant = name.partition(":")
         family = self._entries.get(prefix + FAMILY_SUFFIX)
         if colon and family is not None:
             if not variant:
                 raise NcoodError(f"model {name!r} needs a name after '{prefix}:'")
             return family, variant
+        return None
+
+    def is_own_code(self, name: str) -> bool:
+        """``name`` reads ``package.module:callable`` and no plugin claims its prefix."""
+        prefix = name.partition(":")[0]
         claimed = any(n.startswith(prefix + ":") for n in self._entries)
-        if colon and _USER_CODE.match(name) and not claimed:
+        return bool(_USER_CODE.match(name)) and not claimed
+
+    def resolve(self, name: str) -> tuple[ModelEntry, str | None]:
+        """The entry that builds ``name`` and, for a family, the variant it gets; the user's
+        own ``package.module:callable`` is imported here."""
+        found = self.registered(name)
+        if found is not None:
+            return found
+        if self.is_own_code(name):
             return ModelEntry(name, _import_callable(name), "your own code"), None
         known = ", ".join(self.names()) or "none"
         raise NcoodError(

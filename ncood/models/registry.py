@@ -4,16 +4,26 @@ A name is exact (``resnet18-cifar``) or a family ending in ``:*`` (``torchvision
 builder receives what follows the colon. A name no plugin claims but shaped like
 ``package.module:callable`` is imported from the user's own code. Builders are called as
 ``builder(num_classes=C, **kwargs)`` (a family's as ``builder(variant, num_classes=C, ...)``)
-and return a ``torch.nn.Module`` whose forward gives the logits.
+and return a ``torch.nn.Module`` whose forward gives the logits. A model recorded in a run's
+files is rebuilt through :func:`rebuild_recorded`, which never lets those files choose code.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ncood.host.model_records import check_recorded, rebuild_recorded
 from ncood.host.models import FAMILY_SUFFIX, ModelEntry, ModelRegistry
 
-__all__ = ["FAMILY_SUFFIX", "ModelEntry", "ModelRegistry", "create_model", "list_models"]
+__all__ = [
+    "FAMILY_SUFFIX",
+    "ModelEntry",
+    "ModelRegistry",
+    "check_recorded",
+    "create_model",
+    "list_models",
+    "rebuild_recorded",
+]
 
 
 def model_registry() -> ModelRegistry:
