@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 
 EVERYTHING = "all"  # --plugins all: every scorer, model-based ones included, and every analysis
+# params.<model-based scorer>.network: how the network ran (device, precision, batch size,
+# weights), recorded beside the scorer's own parameters
+NETWORK_KEY = "network"
 
 
 @dataclass(frozen=True)
@@ -276,15 +279,16 @@ def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> 
 
 def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome, network) -> None:
     if contribution.kind == "scorer":
+        resolved = {}
         if contribution.needs_model:
-            per_split = fit_and_score_model(built, network(), dump)
+            inputs = network()
+            per_split = fit_and_score_model(built, inputs, dump)
+            resolved[NETWORK_KEY] = inputs.describe
         else:
             per_split = fit_and_score(built, dump)
-        resolved = getattr(built, "resolved_params", None)
-        if isinstance(resolved, dict):
-            outcome.results["params"][contribution.name].update(
-                to_json(resolved, "resolved_params")
-            )
+        if isinstance(getattr(built, "resolved_params", None), dict):
+            resolved.update(built.resolved_params)
+        outcome.results["params"][contribution.name].update(to_json(resolved, "resolved_params"))
         for ood_name in dump.ood:
             outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
                 per_split["test"], per_split[f"ood/{ood_name}"]

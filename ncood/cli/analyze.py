@@ -153,6 +153,9 @@ def analyze(
     warn_broken_plugins(host())
     settings = parse_settings(set_ or [])
     if device:
+        from ncood.engine.accel import pick_device
+
+        pick_device(device)  # a device that cannot compute is one line, before any work
         for contribution in scorers:
             if "device" in contribution.defaults():
                 settings.setdefault(contribution.name, {}).setdefault("device", device)
