@@ -281,6 +281,11 @@ def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome, netw
     if contribution.kind == "scorer":
         resolved = {}
         if contribution.needs_model:
+            if NETWORK_KEY in outcome.results["params"][contribution.name]:
+                raise NcoodError(
+                    f"a model-based scorer may not have a parameter named {NETWORK_KEY!r} "
+                    f"(results.json records how the network ran there)"
+                )
             inputs = network()
             per_split = fit_and_score_model(built, inputs, dump)
             resolved[NETWORK_KEY] = inputs.describe

@@ -15,6 +15,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
+from ncood.host.scoring import check_seed
 from ncood.maths.stats import (
     cholesky,
     class_sums,
@@ -45,6 +46,7 @@ class NNGuide:
             raise ValueError(f"nnguide.k must be ≥ 1, got {k}")
         if not 0 < bank_fraction <= 1:
             raise ValueError(f"nnguide.bank_fraction must be in (0, 1], got {bank_fraction}")
+        check_seed("nnguide.seed", seed)
         self.k, self.bank_fraction, self.seed = k, bank_fraction, seed
 
     def fit(self, train: Split, head: Head) -> None:

@@ -17,7 +17,7 @@ each of the N forwards: the network runs once per chunk and only the head is sam
 drawing the same masks in the same order as N whole forwards would (tested equal).
 
 ``samples`` is at most ``MAX_SAMPLES`` (the work grows with it: a mistyped 10⁹ would run for
-hours without a word), ``seed`` in [0, ``MAX_SEED``], and ``mode=var`` with ``p = 0`` is refused
+hours without a word), ``seed`` in [0, 2⁶³ − 1], and ``mode=var`` with ``p = 0`` is refused
 (no dropout, no spread: every score would be 0).
 """
 
@@ -31,14 +31,14 @@ import numpy as np
 
 import ncood
 from ncood.host.network import Batches, Network
+from ncood.host.scoring import check_seed
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
 
 MODES = ("mean", "var")
 CHUNK = 32  # images per draw of masks (and per forward), whatever the batch size
-MAX_SAMPLES = 1_000
-MAX_SEED = 2**63 - 1
+MAX_SAMPLES = 1_000  # forwards per image: the work grows with it
 
 
 def dropout_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -106,8 +106,7 @@ class MCDropout:
             raise ValueError(f"mcd.p must be in [0, 1), got {p}")
         if mode == "var" and p == 0:
             raise ValueError("mcd.p = 0 with mcd.mode=var drops nothing: every score would be 0")
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"mcd.seed must be in [0, 2**63 - 1], got {seed}")
+        check_seed("mcd.seed", seed)
         self.samples, self.mode, self.p, self.seed = samples, mode, p, seed
 
     def fit(self, network: Network, train: Batches) -> None:
