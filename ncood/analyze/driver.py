@@ -137,6 +137,22 @@ def check_settings(settings: dict[str, dict[str, str]], chosen: list[Contributio
             )
 
 
+def check_parameters(settings: dict[str, dict[str, str]], chosen: list[Contribution]) -> None:
+    """Every ``--set`` value checked by building each plugin once, before any data is read: a
+    value its factory refuses (mcd.samples=10⁹) is one line up front. A factory that breaks
+    otherwise is left to fail its own plugin when the analysis runs."""
+    check_settings(settings, chosen)
+    for contribution in chosen:
+        try:
+            contribution.build(settings.get(contribution.name))
+        except NcoodError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            continue
+
+
 def analyse_dump(
     dump: FeatureDump,
     scorers: list[Contribution],

@@ -135,6 +135,7 @@ def analyze(
         OodOptions,
         analyse_file,
         check_model_scorers,
+        check_parameters,
         ood_set_names,
         select,
     )
@@ -159,6 +160,7 @@ def analyze(
         for contribution in scorers:
             if "device" in contribution.defaults():
                 settings.setdefault(contribution.name, {}).setdefault("device", device)
+    check_parameters(settings, [*scorers, *analyses])
     options = OodOptions(
         bootstrap=bootstrap,
         bootstrap_seed=bootstrap_seed,
