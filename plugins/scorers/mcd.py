@@ -81,7 +81,7 @@ def fixed_chunks(split: Batches, size: int) -> Iterator[torch.Tensor]:
 
 
 def chunk_seed(seed: int, index: int) -> int:
-    """The seed of the ``index``-th chunk of a split: a mix of both (no two chunks alike)."""
+    """The seed of the ``index``-th chunk of a split: a hash of both (SeedSequence)."""
     return int(np.random.SeedSequence((seed, index)).generate_state(1, np.uint64)[0])
 
 
