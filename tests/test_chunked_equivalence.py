@@ -100,6 +100,8 @@ def test_device_option_reaches_the_scorers_that_have_one(dumps):
     params = json.loads(result.output)["params"]["knn"]
     assert params["device"] == "cpu" and params["bank_size"] == 607, params  # every train row
     result = CliRunner().invoke(app, [*command, "--device", "nowhere"])
+    assert result.exit_code == 1 and "'nowhere'" in result.output  # refused before any work
+    result = CliRunner().invoke(app, [*command, "--set", "knn.device=nowhere"])
     assert result.exit_code == 1
     assert "knn.device='nowhere' is not usable here" in result.output
 

@@ -100,7 +100,9 @@ def test_on_a_trained_run(with_plugin, trained):
     assert result.exit_code == 0, result.output
     results = assert_equals_msp(trained)
     assert NetworkMSP.fitted_on == [trained.manifest()["dataset"]["train_size"]]
-    assert results["params"]["test_netmsp"] == {"power": 1.0}
+    params = results["params"]["test_netmsp"]
+    assert params["power"] == 1.0 and set(params) == {"power", "network"}
+    assert params["network"]["precision"] == "fp32" and params["network"]["batch_size"] >= 1
 
 
 def test_on_an_imported_run(with_plugin, imported):

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 
 EVERYTHING = "all"  # --plugins all: every scorer, model-based ones included, and every analysis
+# params.<model-based scorer>.network: how the network ran (device, precision, batch size,
+# weights), recorded beside the scorer's own parameters
+NETWORK_KEY = "network"
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,22 @@ def check_settings(settings: dict[str, dict[str, str]], chosen: list[Contributio
                 f"--set names {name!r}, which is not among the selected plugins "
                 f"({', '.join(sorted(names))})"
             )
+
+
+def check_parameters(settings: dict[str, dict[str, str]], chosen: list[Contribution]) -> None:
+    """Every ``--set`` value checked by building each plugin once, before any data is read: a
+    value its factory refuses (mcd.samples=10⁹) is one line up front. A factory that breaks
+    otherwise is left to fail its own plugin when the analysis runs."""
+    check_settings(settings, chosen)
+    for contribution in chosen:
+        try:
+            contribution.build(settings.get(contribution.name))
+        except NcoodError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            continue
 
 
 def analyse_dump(
@@ -306,15 +325,21 @@ def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> 
 
 def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome, network) -> None:
     if contribution.kind == "scorer":
+        resolved = {}
         if contribution.needs_model:
-            per_split = fit_and_score_model(built, network(), dump)
+            if NETWORK_KEY in outcome.results["params"][contribution.name]:
+                raise NcoodError(
+                    f"a model-based scorer may not have a parameter named {NETWORK_KEY!r} "
+                    f"(results.json records how the network ran there)"
+                )
+            inputs = network()
+            per_split = fit_and_score_model(built, inputs, dump)
+            resolved[NETWORK_KEY] = inputs.describe
         else:
             per_split = fit_and_score(built, dump)
-        resolved = getattr(built, "resolved_params", None)
-        if isinstance(resolved, dict):
-            outcome.results["params"][contribution.name].update(
-                to_json(resolved, "resolved_params")
-            )
+        if isinstance(getattr(built, "resolved_params", None), dict):
+            resolved.update(built.resolved_params)
+        outcome.results["params"][contribution.name].update(to_json(resolved, "resolved_params"))
         for ood_name in dump.ood:
             outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
                 per_split["test"], per_split[f"ood/{ood_name}"]

@@ -143,6 +143,7 @@ def analyze(
         OodOptions,
         analyse_file,
         check_model_scorers,
+        check_parameters,
         ood_set_names,
         select,
     )
@@ -161,9 +162,13 @@ def analyze(
     warn_broken_plugins(host())
     settings = parse_settings(set_ or [])
     if device:
+        from ncood.engine.accel import pick_device
+
+        pick_device(device)  # a device that cannot compute is one line, before any work
         for contribution in scorers:
             if "device" in contribution.defaults():
                 settings.setdefault(contribution.name, {}).setdefault("device", device)
+    check_parameters(settings, [*scorers, *analyses])
     options = OodOptions(
         bootstrap=bootstrap,
         bootstrap_seed=bootstrap_seed,

@@ -24,6 +24,7 @@ from ncood.datasets.loading import (
     FOLDER_PREFIX,
     check_names,
     default_data_dir,
+    folder_path,
     load_data,
     ood_name,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "channel_stats",
     "check_names",
     "default_data_dir",
+    "folder_path",
     "load_data",
     "normalise",
     "ood_name",

@@ -27,11 +27,18 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("NCOOD_DATA_DIR") or "data").expanduser()
 
 
+def folder_path(spec: str) -> Path | None:
+    """The folder of a ``folder:PATH`` OOD set; None for a named set (found under --data-dir)."""
+    if not spec.startswith(FOLDER_PREFIX):
+        return None
+    return Path(spec[len(FOLDER_PREFIX) :]).expanduser()
+
+
 def ood_name(spec: str) -> str:
     """The name an OOD set is stored under: itself, or a ``folder:PATH``'s base name."""
-    if not spec.startswith(FOLDER_PREFIX):
+    folder = folder_path(spec)
+    if folder is None:
         return spec
-    folder = Path(spec[len(FOLDER_PREFIX) :]).expanduser()
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.resolve().name).strip("-.") or "folder"
     return base
 
@@ -67,8 +74,8 @@ def load_data(
     ind = IN_DISTRIBUTION.get(dataset)(context)
     sets: dict[str, ImageSet] = {}
     for spec in ood:
-        if spec.startswith(FOLDER_PREFIX):
-            folder = Path(spec[len(FOLDER_PREFIX) :]).expanduser()
+        folder = folder_path(spec)
+        if folder is not None:
             sets[ood_name(spec)] = load_folder(folder, show_progress=show_progress)
         else:
             sets[spec] = OUT_OF_DISTRIBUTION.get(spec)(context, ind)

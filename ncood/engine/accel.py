@@ -79,6 +79,15 @@ def pick_device(name: str, cluster: Cluster = Cluster()) -> torch.device:
                 f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
         return torch.device("cuda", index)
+    if device.type == "meta":  # shapes without values: every forward would fail later
+        raise NcoodError(f"--device {name}: the meta device holds no values; give cpu or cuda")
+    try:
+        torch.zeros(1, device=device).cpu()
+    except (RuntimeError, NotImplementedError) as exc:  # a backend this machine lacks (mps)
+        why = str(exc).strip().split(". ")[0].splitlines()[0][:120] if str(exc).strip() else ""
+        raise NcoodError(
+            f"--device {name} is not usable here ({why or type(exc).__name__})"
+        ) from None
     return device
 
 

@@ -167,7 +167,12 @@ def open_model_inputs(
         network=network,
         splits=batches,
         precision=_precision(precision, device),
-        describe={"device": str(device), "precision": precision, "weights": where},
+        describe={
+            "device": str(device),
+            "precision": precision,
+            "batch_size": size,
+            "weights": where,
+        },
     )
 
 
@@ -266,18 +271,30 @@ def _imported_model(run: RunDir, manifest, epoch: int, model: str | None = None)
 def _check_sizes(run: RunDir, manifest, splits) -> None:
     """The data must be the data the features were extracted from (same sizes here; the driver
     compares the labels too)."""
+    from ncood.datasets import folder_path, ood_name
+
     recorded = manifest.get("dataset") or {}
     expected = {
         "train": recorded.get("train_size"),
         "test": recorded.get("test_size"),
         **{f"ood/{n}": size for n, size in (recorded.get("ood") or {}).items()},
     }
+    config = manifest.get("config") or {}
+    specs = config.get("ood_specs") or config.get("ood") or []
+    folders = {f"ood/{ood_name(s)}": folder_path(s) for s in specs if folder_path(s)}
     for name, images in splits.items():
-        if expected.get(name) is not None and expected[name] != len(images):
+        if expected.get(name) is None or expected[name] == len(images):
+            continue
+        if name in folders:  # --data-dir has no say over a folder given by its path
             raise NcoodError(
-                f"split {name!r} has {len(images)} images here but {expected[name]} in "
-                f"{run.root}'s manifest: not the data the run used (give --data-dir)"
+                f"the OOD folder {folders[name]} holds {len(images)} images but held "
+                f"{expected[name]} when {run.root} was made: images were removed or added "
+                f"since; put them back or extract the run again"
             )
+        raise NcoodError(
+            f"split {name!r} has {len(images)} images here but {expected[name]} in "
+            f"{run.root}'s manifest: not the data the run used (give --data-dir)"
+        )
 
 
 def _batches(name: str, images, transform, device: torch.device, size: int) -> Batches:

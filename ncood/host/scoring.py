@@ -196,3 +196,15 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
             raise NcoodError(f"--set expects NAME.PARAM=VALUE, got {item!r}")
         parsed.setdefault(name, {})[param] = value.strip()
     return parsed
+
+
+# A scorer's seed: torch's generators take 64 bits at most (2**70 would fail deep inside with
+# "Overflow when unpacking long long"), and JSON readers keep int64 exactly.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(where: str, value: int) -> None:
+    """A scorer's ``seed`` in [0, MAX_SEED] (a ValueError, which ``Contribution.build`` turns
+    into a one-line error before any work)."""
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{where} must be in [0, 2**63 - 1], got {value}")

@@ -15,6 +15,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
+from ncood.host.scoring import check_seed
 from ncood.maths.stats import (
     cholesky,
     class_sums,
@@ -45,6 +46,7 @@ class NNGuide:
             raise ValueError(f"nnguide.k must be ≥ 1, got {k}")
         if not 0 < bank_fraction <= 1:
             raise ValueError(f"nnguide.bank_fraction must be in (0, 1], got {bank_fraction}")
+        check_seed("nnguide.seed", seed)
         self.k, self.bank_fraction, self.seed = k, bank_fraction, seed
 
     def fit(self, train: Split, head: Head) -> None:
@@ -224,7 +226,15 @@ class OpenMax:
             self.shift[c] = TRANSLATION - tail.min()
             self.shape[c], self.log_scale[c] = weibull_fit(tail + self.shift[c], c)
         self.top = min(self.alpha, num_classes)
-        self.resolved_params = {"alpha": self.top}
+        short = np.flatnonzero(counts < self.tailsize)
+        used = int(min(self.tailsize, counts.max()))
+        if short.size:  # a class's tail is at most all of its samples: said, and recorded
+            warn(
+                f"openmax: tailsize = {self.tailsize} exceeds the ID train samples of "
+                f"{short.size} class(es) (fewest {counts.min()}), which use all of theirs; "
+                f"tailsize = {used} recorded"
+            )
+        self.resolved_params = {"alpha": self.top, "tailsize": used}
 
     def distances(self, logits: np.ndarray) -> np.ndarray:
         """N×C: euclid_weight · ‖x − μ_c‖ + (1 − euclid_weight) · (1 − cos(x, μ_c))."""

@@ -21,9 +21,14 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, Network
+from ncood.host.scoring import check_seed
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
+
+# Each pole costs a Gram vector per layer and image, and |F|^p overflows float64 for large p
+# (the paper uses p ≤ 10): more is refused before any work.
+MAX_POLES = 20
 
 
 def gram_vectors(maps: torch.Tensor, pole: int) -> torch.Tensor:
@@ -64,12 +69,13 @@ class Gram:
     def __init__(
         self, layers: str = "", poles: int = 0, validation_fraction: float = 0.1, seed: int = 0
     ) -> None:
-        if poles < 0:
-            raise ValueError(f"gram.poles must be 0 (one per layer) or more, got {poles}")
+        if not 0 <= poles <= MAX_POLES:
+            raise ValueError(f"gram.poles must be 0 (one per layer) to {MAX_POLES}, got {poles}")
         if not 0 <= validation_fraction < 1:
             raise ValueError(
                 f"gram.validation_fraction must be in [0, 1), got {validation_fraction}"
             )
+        check_seed("gram.seed", seed)
         self.layers = [name.strip() for name in layers.split(",") if name.strip()]
         self.poles, self.fraction, self.seed = poles, validation_fraction, seed
 

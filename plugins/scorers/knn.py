@@ -17,6 +17,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
+from ncood.host.scoring import check_seed
 from ncood.store.features import Head, Split
 
 QUERY_BLOCK = 1024  # queries per matrix product
@@ -38,6 +39,7 @@ class KNN:
             raise ValueError(f"knn.k must be ≥ 1, got {k}")
         if not 0 < bank_fraction <= 1:
             raise ValueError(f"knn.bank_fraction must be in (0, 1], got {bank_fraction}")
+        check_seed("knn.seed", seed)
         self.k, self.bank_fraction, self.seed, self.device = k, bank_fraction, seed, device
 
     def fit(self, train: Split, head: Head) -> None:

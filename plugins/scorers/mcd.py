@@ -5,28 +5,40 @@ with dropout active, the softmax of each in float64.
 less, hence the minus). Only the dropout modules go to train mode (BatchNorm keeps its running
 statistics), and every module's mode is put back afterwards, even on error. A network without
 any dropout module (ncood's ResNet-18, torchvision's ResNets) gets dropout of rate ``p`` on the
-input of its head instead; with dropout modules present, ``p`` is unused. The draws come from a
-forked RNG seeded with ``seed`` at each split: reproducible, and the caller's RNG is untouched.
+input of its head instead; with dropout modules present, ``p`` is unused.
+
+The draws come from a forked RNG (the caller's is untouched), reseeded for each chunk of
+``CHUNK`` consecutive images of a split from ``seed`` and the chunk's index: the network runs
+on those chunks whatever ``--batch-size`` says, so an image's masks, and its score, depend on
+the seed and its place in the split only, never on how the images were batched.
 
 With dropout on the head's input only, everything before the head gives the same output at
-each of the N forwards: the network runs once per batch and only the head is sampled N times,
+each of the N forwards: the network runs once per chunk and only the head is sampled N times,
 drawing the same masks in the same order as N whole forwards would (tested equal).
+
+``samples`` is at most ``MAX_SAMPLES`` (the work grows with it: a mistyped 10⁹ would run for
+hours without a word), ``seed`` in [0, 2⁶³ − 1], and ``mode=var`` with ``p = 0`` is refused
+(no dropout, no spread: every score would be 0).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 import ncood
 from ncood.host.network import Batches, Network
+from ncood.host.scoring import check_seed
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
 
 MODES = ("mean", "var")
+CHUNK = 32  # images per draw of masks (and per forward), whatever the batch size
+MAX_SAMPLES = 1_000  # forwards per image: the work grows with it
 
 
 def dropout_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -49,6 +61,30 @@ def dropout_active(network: Network):
             module.train(training)
 
 
+def fixed_chunks(split: Batches, size: int) -> Iterator[torch.Tensor]:
+    """The split's inputs regrouped into runs of ``size`` consecutive images (the last one
+    shorter), whatever the size of its batches."""
+    import torch
+
+    held: list[torch.Tensor] = []
+    count = 0
+    for inputs, _ in split:
+        held.append(inputs)
+        count += int(inputs.shape[0])
+        while count >= size:
+            joined = torch.cat(held) if len(held) > 1 else held[0]
+            yield joined[:size]
+            held = [joined[size:]] if count > size else []
+            count -= size
+    if count:
+        yield torch.cat(held)
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th chunk of a split: a hash of both (SeedSequence)."""
+    return int(np.random.SeedSequence((seed, index)).generate_state(1, np.uint64)[0])
+
+
 def rng_devices(device: torch.device) -> list[int]:
     import torch
 
@@ -63,10 +99,14 @@ class MCDropout:
     def __init__(self, samples: int = 30, mode: str = "mean", p: float = 0.5, seed: int = 0):
         if mode not in MODES:
             raise ValueError(f"mcd.mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if samples < (2 if mode == "var" else 1):
-            raise ValueError(f"mcd.samples must be at least {2 if mode == 'var' else 1}")
+        least = 2 if mode == "var" else 1
+        if not least <= samples <= MAX_SAMPLES:
+            raise ValueError(f"mcd.samples must be in [{least}, {MAX_SAMPLES}], got {samples}")
         if not 0 <= p < 1:
             raise ValueError(f"mcd.p must be in [0, 1), got {p}")
+        if mode == "var" and p == 0:
+            raise ValueError("mcd.p = 0 with mcd.mode=var drops nothing: every score would be 0")
+        check_seed("mcd.seed", seed)
         self.samples, self.mode, self.p, self.seed = samples, mode, p, seed
 
     def fit(self, network: Network, train: Batches) -> None:
@@ -81,22 +121,25 @@ class MCDropout:
     def score(self, network: Network, split: Batches) -> np.ndarray:
         import torch
 
+        own = bool(dropout_modules(network.module))
+        sampled = self.whole_samples if own else self.head_samples
         scores = []
-        with torch.random.fork_rng(devices=rng_devices(network.device)):
-            torch.manual_seed(self.seed)
-            if dropout_modules(network.module):
-                with dropout_active(network), torch.no_grad():
-                    for inputs, _ in split:
-                        probs = [
-                            torch.softmax(network.logits(inputs).double(), dim=1)
-                            for _ in range(self.samples)
-                        ]
-                        scores.append(self.summary(torch.stack(probs)).cpu())
-            else:
-                with torch.no_grad():
-                    for inputs, _ in split:
-                        scores.append(self.summary(self.head_samples(network, inputs)).cpu())
+        with (
+            torch.random.fork_rng(devices=rng_devices(network.device)),
+            dropout_active(network) if own else contextlib.nullcontext(),
+            torch.no_grad(),
+        ):
+            for index, inputs in enumerate(fixed_chunks(split, CHUNK)):
+                torch.manual_seed(chunk_seed(self.seed, index))
+                scores.append(self.summary(sampled(network, inputs)).cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+    def whole_samples(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
+        """samples × N × C softmax of whole forwards through the network's own dropout."""
+        import torch
+
+        probs = [torch.softmax(network.logits(inputs).double(), dim=1) for _ in range(self.samples)]
+        return torch.stack(probs)
 
     def head_samples(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
         """samples × N × C softmax of the head on dropped-out copies of its input."""

@@ -21,6 +21,10 @@ from ncood.host.network import Batches, Network
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
 
+# Each step is two batched products over every image's map (the paper uses 20): more is
+# refused before any work, rather than running for hours without a word.
+MAX_POWER_ITERATIONS = 1_000
+
 
 def top_component(matrices: torch.Tensor, power_iterations: int = 0) -> torch.Tensor:
     """σ₁u₁v₁ᵀ of each B × C × S matrix."""
@@ -61,9 +65,10 @@ class RankFeat:
     def __init__(self, stage: str = "", T: float = 1.0, power_iterations: int = 0) -> None:
         if not T > 0:
             raise ValueError(f"rankfeat.T must be positive, got {T}")
-        if power_iterations < 0:
+        if not 0 <= power_iterations <= MAX_POWER_ITERATIONS:
             raise ValueError(
-                f"rankfeat.power_iterations must be 0 (exact) or more, got {power_iterations}"
+                f"rankfeat.power_iterations must be 0 (exact) to {MAX_POWER_ITERATIONS}, "
+                f"got {power_iterations}"
             )
         self.stage, self.T, self.power_iterations = stage, T, power_iterations
 

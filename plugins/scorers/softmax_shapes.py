@@ -129,6 +129,19 @@ def fit_temperature(train: Split, tolerance: float = 1e-10, max_steps: int = 50)
     return 1.0 / beta
 
 
+def one_softmax(split: Split) -> bool:
+    """Whether every row of the logits is the first one up to a shift: one softmax for all
+    (constant logits), whose NLL no temperature fits."""
+    first = np.asarray(split.logits[0], np.float64)
+    first = first - first.max()
+
+    def differing(chunk):
+        z = np.asarray(chunk.logits, np.float64)
+        return (np.count_nonzero(np.any(z - z.max(axis=1, keepdims=True) != first, axis=1)),)
+
+    return len(split) > 0 and fold_chunks(split, differing, ("logits",))[0] == 0
+
+
 class TemperatureScaling:
     """Temperature-scaled MSP (Guo et al., ICML 2017): max_c softmax(z / T)_c, with T given or
     fitted on the ID train logits by minimising their negative log-likelihood."""
@@ -140,13 +153,24 @@ class TemperatureScaling:
 
     def fit(self, train: Split, head: Head) -> None:
         temperature = self.T
-        if temperature is None:
+        if temperature is None and one_softmax(train):
+            temperature = 1.0
+            warn(
+                "tscaling: the ID train logits are constant (every sample has the same "
+                "softmax), so they say nothing about T; T = 1 is used — set tscaling.T to "
+                "choose it"
+            )
+        elif temperature is None:
             temperature = fit_temperature(train)
             if min(abs(temperature - bound) / bound for bound in T_BOUNDS) < 1e-6:
+                why = (
+                    "train logits nearly separable"
+                    if temperature < 1
+                    else "train logits no better than a uniform softmax"
+                )
                 warn(
                     f"tscaling: the ID train NLL keeps falling towards T = {temperature:g} "
-                    "(train logits nearly separable); T is held there — set tscaling.T to "
-                    "choose it"
+                    f"({why}); T is held there — set tscaling.T to choose it"
                 )
         self.temperature = float(temperature)
         self.resolved_params = {"T": self.temperature}
