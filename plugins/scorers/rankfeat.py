@@ -59,8 +59,7 @@ class RankFeat:
     """Energy of the logits once the stage map's rank-1 part is removed; no fit."""
 
     def __init__(self, stage: str = "", T: float = 1.0, power_iterations: int = 0) -> None:
-        if not T > 0:
-            raise ValueError(f"rankfeat.T must be positive, got {T}")
+        check_temperature("rankfeat.T", T)
         if power_iterations < 0:
             raise ValueError(
                 f"rankfeat.power_iterations must be 0 (exact) or more, got {power_iterations}"
