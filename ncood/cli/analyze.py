@@ -87,7 +87,9 @@ def analyze(
     verify: Annotated[
         bool,
         typer.Option(
-            "--verify", help="Check each features file's sha256 against the run's manifest."
+            "--verify",
+            help="Check the sha256 of each features file (and, for model-based scorers, "
+            "of each checkpoint) against the run's manifest.",
         ),
     ] = False,
     discard_failed: Annotated[
@@ -182,7 +184,15 @@ def analyze(
         verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=verify)
     check_model_scorers(on_model, True, options)
     network_at = _model_inputs(
-        run, [e for e, _, _ in jobs], on_model, device, precision, data_dir, batch_size, quiet
+        run,
+        [e for e, _, _ in jobs],
+        on_model,
+        device,
+        precision,
+        data_dir,
+        batch_size,
+        quiet,
+        verify=verify,
     )
 
     for _, features_path, _ in jobs:
@@ -230,9 +240,12 @@ def analyze(
         raise typer.Exit(1)
 
 
-def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size, quiet):
+def _model_inputs(
+    run, epochs, on_model, device, precision, data_dir, batch_size, quiet, *, verify=False
+):
     """For each epoch, how the model-based scorers get the network and the batches (None when
-    none is selected); every epoch's weights are checked before any work."""
+    none is selected); every epoch's weights are checked before any work (their sha256 too
+    with ``--verify``)."""
     if not on_model:
         return lambda epoch, progress: None
     from ncood.engine.accel import pick_device
@@ -248,7 +261,7 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
         raise NcoodError("--batch-size must be at least 1")
     target = pick_device(device or "auto")
     for epoch in epochs:
-        check_rebuildable(run, epoch)
+        check_rebuildable(run, epoch, verify=verify)
     data = load_run_data(run, data_dir, show_progress=not quiet)  # once, before any work
 
     def at(epoch, progress):

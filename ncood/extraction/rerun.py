@@ -30,8 +30,10 @@ def check_precision(precision: str) -> None:
         raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
 
 
-def check_rebuildable(run: RunDir, epoch: int) -> str:
-    """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it."""
+def check_rebuildable(run: RunDir, epoch: int, *, verify: bool = False) -> str:
+    """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it.
+    With ``verify`` (``analyze --verify``), the weights file's sha256 is checked against its
+    record too, as the features files' are (size and modification time can be kept)."""
     manifest = run.manifest()
     if manifest.get("source") == "imported":
         record = _weights_record(run, manifest, epoch)
@@ -41,6 +43,8 @@ def check_rebuildable(run: RunDir, epoch: int) -> str:
                 f"the weights of epoch {epoch} ({path}) are gone; model-based scorers need "
                 f"them (the run was imported from that file)"
             )
+        if verify:
+            _check_imported_weights(path, record, epoch)
         return str(path)
     path = run.checkpoint(epoch)
     if not path.is_file():
@@ -48,7 +52,19 @@ def check_rebuildable(run: RunDir, epoch: int) -> str:
             f"{run.root} has no checkpoint for epoch {epoch} ({path.name}); model-based "
             f"scorers need the weights"
         )
+    if verify:
+        from ncood.store.integrity import verify_files
+
+        verify_files(run, [str(path.relative_to(run.root))], full=True)
     return str(path)
+
+
+def _check_imported_weights(path: Path, record: dict[str, Any], epoch: int) -> None:
+    if record.get("sha256") and sha256(path) != record["sha256"]:
+        raise NcoodError(
+            f"{path} changed since it was imported (its sha256 differs): the features of "
+            f"epoch {epoch} come from other weights; extract the run again"
+        )
 
 
 def _weights_record(run: RunDir, manifest: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -202,11 +218,7 @@ def _imported_model(run: RunDir, manifest, epoch: int):
 
     record = _weights_record(run, manifest, epoch)
     path = Path(record["file"])
-    if record.get("sha256") and sha256(path) != record["sha256"]:
-        raise NcoodError(
-            f"{path} changed since it was imported (its sha256 differs): the features of "
-            f"epoch {epoch} come from other weights; extract the run again"
-        )
+    _check_imported_weights(path, record, epoch)
     model_info = manifest.get("model") or {}
     arch = str(model_info.get("name"))
     model = model_registry().create(
@@ -217,8 +229,9 @@ def _imported_model(run: RunDir, manifest, epoch: int):
 
 
 def _check_sizes(run: RunDir, manifest, splits) -> None:
-    """The data must be the data the features were extracted from (same sizes here; the driver
-    compares the labels too)."""
+    """The data must be the data the features were extracted from: the same sizes, and the
+    same images where the manifest records their digests (runs made before it did not; the
+    driver compares the labels too)."""
     recorded = manifest.get("dataset") or {}
     expected = {
         "train": recorded.get("train_size"),
@@ -230,6 +243,17 @@ def _check_sizes(run: RunDir, manifest, splits) -> None:
             raise NcoodError(
                 f"split {name!r} has {len(images)} images here but {expected[name]} in "
                 f"{run.root}'s manifest: not the data the run used (give --data-dir)"
+            )
+    digests = recorded.get("digests")
+    if not isinstance(digests, dict):
+        return
+    from ncood.datasets.digest import image_digest
+
+    for name, images in splits.items():
+        if isinstance(digests.get(name), str) and digests[name] != image_digest(images):
+            raise NcoodError(
+                f"the images of split {name!r} are not those {run.root} was made from (same "
+                f"count, other pixels: their digest differs); restore them or give --data-dir"
             )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, Network
+from ncood.host.scoring import check_temperature
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
