@@ -53,7 +53,7 @@ class Energy(LogitScorer):
     """Negative free energy (Liu et al., 2020): T · logsumexp(z / T)."""
 
     def __init__(self, T: float = 1.0) -> None:
-        check_temperature("energy.T", T)
+        check_temperature("energy temperature T", T)
         self.T = T
 
     def of_logits(self, logits: np.ndarray) -> np.ndarray:
