@@ -184,7 +184,11 @@ def test_constant_scores_are_marked_degenerate_and_never_the_best(features, tmp_
     assert "degenerate" not in per["test_stepped"]
     # the others rank OOD above ID: the highest AUROC is the constant one's 0.5
     assert per["test_inverted"]["auroc"] < 0.5 and per["test_stepped"]["auroc"] < 0.5
-    assert results["significance"]["ood"]["blobs"]["best"] == "test_constant"
+    verdict = results["significance"]["ood"]["blobs"]
+    assert verdict["best"] != "test_constant" and "test_constant" not in verdict["pairs"]
+
+    # a results.json written before the check, whose verdict names the constant scorer
+    verdict["best"] = "test_constant"
 
     ctx = ReportContext(
         [made_up_run(results)], "en", tmp_path, tmp_path, load_strings("en", [core_templates()])

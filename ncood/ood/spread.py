@@ -25,13 +25,18 @@ DEGENERATE = "degenerate"  # key of results.json's per-scorer metrics: true when
 DISTINCT = "distinct_values"  # key recorded when there are few distinct values
 
 
+def constant(*scores: np.ndarray) -> bool:
+    """Whether the given scores, all together, are one value (none counts as not)."""
+    values = np.concatenate([np.asarray(s).reshape(-1) for s in scores])
+    return bool(values.size) and bool(values.min() == values.max())
+
+
 def spread(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, Any]:
     """What to record beside one OOD set's metrics: nothing for scores that rank samples."""
     values = np.concatenate([np.asarray(id_scores), np.asarray(ood_scores)])
     if values.size == 0:
         return {}
-    low, high = values.min(), values.max()
-    if low == high:
+    if constant(values):
         return {DEGENERATE: True, DISTINCT: 1}
     if values.size <= FEW_DISTINCT:
         return {}
