@@ -27,6 +27,7 @@ from ncood.host.scoring import Contribution
 from ncood.ood.bootstrap import DEFAULT_RESAMPLES
 from ncood.ood.conventions import ood_metrics
 from ncood.ood.groups import TestSets, check_available
+from ncood.ood.spread import spread, warn_spread
 from ncood.ood.statistics import add_statistics
 from ncood.ood.tuning import DEFAULT_FRACTION, DEFAULT_SEED, check_validation_set, tune
 from ncood.store.arrays_file import arrays_path, save_arrays
@@ -340,10 +341,14 @@ def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome, netw
         if isinstance(getattr(built, "resolved_params", None), dict):
             resolved.update(built.resolved_params)
         outcome.results["params"][contribution.name].update(to_json(resolved, "resolved_params"))
+        flagged: dict[str, dict[str, Any]] = {}
         for ood_name in dump.ood:
-            outcome.results["ood"][ood_name][contribution.name] = ood_metrics(
-                per_split["test"], per_split[f"ood/{ood_name}"]
-            )
+            test, ood = per_split["test"], per_split[f"ood/{ood_name}"]
+            metrics = ood_metrics(test, ood)
+            flagged[ood_name] = spread(test, ood)
+            metrics.update(flagged[ood_name])
+            outcome.results["ood"][ood_name][contribution.name] = metrics
+        warn_spread(contribution.name, flagged)
         outcome.scores[contribution.name] = per_split
         return
     if contribution.name in RESERVED_KEYS:

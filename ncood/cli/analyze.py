@@ -87,7 +87,9 @@ def analyze(
     verify: Annotated[
         bool,
         typer.Option(
-            "--verify", help="Check each features file's sha256 against the run's manifest."
+            "--verify",
+            help="Check the sha256 of each features file (and, for model-based scorers, "
+            "of each checkpoint) against the run's manifest.",
         ),
     ] = False,
     discard_failed: Annotated[
@@ -204,6 +206,7 @@ def analyze(
         batch_size,
         quiet,
         model,
+        verify=verify,
     )
 
     for _, features_path, _ in jobs:
@@ -251,9 +254,12 @@ def analyze(
         raise typer.Exit(1)
 
 
-def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size, quiet, model):
+def _model_inputs(
+    run, epochs, on_model, device, precision, data_dir, batch_size, quiet, model, *, verify=False
+):
     """For each epoch, how the model-based scorers get the network and the batches (None when
-    none is selected); every epoch's weights are checked before any work."""
+    none is selected); every epoch's weights are checked before any work (their sha256 too
+    with ``--verify``)."""
     if not on_model:
         return lambda epoch, progress: None
     from ncood.engine.accel import pick_device
@@ -269,7 +275,7 @@ def _model_inputs(run, epochs, on_model, device, precision, data_dir, batch_size
         raise NcoodError("--batch-size must be at least 1")
     target = pick_device(device or "auto")
     for epoch in epochs:
-        check_rebuildable(run, epoch, model)
+        check_rebuildable(run, epoch, model, verify=verify)
     data = load_run_data(run, data_dir, show_progress=not quiet)  # once, before any work
 
     def at(epoch, progress):

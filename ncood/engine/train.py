@@ -22,6 +22,7 @@ import torch
 
 import ncood
 from ncood.datasets import check_names
+from ncood.datasets.digest import split_digests
 from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
 from ncood.engine.extract import dump_features, splits_of
@@ -235,6 +236,13 @@ def _new_manifest(session: Session) -> dict[str, Any]:
             "train_size": len(session.train_set),
             "test_size": len(ind.test),
             "ood": {name: len(images) for name, images in session.ood.items()},
+            "digests": split_digests(
+                {
+                    "train": session.train_set,
+                    "test": session.test_set,
+                    **{f"ood/{name}": images for name, images in session.ood.items()},
+                }
+            ),
             "mean": list(ind.mean),
             "std": list(ind.std),
         },

@@ -37,6 +37,7 @@ class ExtractRequest:
 def run_extract(request: ExtractRequest, show_progress: bool = True):
     """Check every name and file before the slow steps, then write the run."""
     from ncood.datasets import check_names, load_data
+    from ncood.datasets.digest import split_digests
     from ncood.engine.accel import pick_device
     from ncood.engine.extract import extract_batch_size
     from ncood.extraction.imported import (
@@ -95,6 +96,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             "train_size": len(splits["train"]),
             "test_size": len(splits["test"]),
             "ood": {name.removeprefix("ood/"): len(s) for name, s in splits.items() if "/" in name},
+            "digests": split_digests(splits),
         },
         preprocessing={**preprocess.describe(), "limit": request.limit},
         config={

@@ -30,12 +30,16 @@ def check_precision(precision: str) -> None:
         raise NcoodError(f"--precision {precision!r}: give one of {', '.join(PRECISIONS)}")
 
 
-def check_rebuildable(run: RunDir, epoch: int, model: str | None = None) -> str:
+def check_rebuildable(
+    run: RunDir, epoch: int, model: str | None = None, *, verify: bool = False
+) -> str:
     """Where the weights of ``epoch`` come from; a one-line error if ncood cannot rebuild it.
 
     ``model`` is the architecture as the user names it (``--model``): it must be the one the
     manifest records, and is the only way a ``package.module:callable`` recorded there is
-    imported (ncood.host.model_records). Nothing is imported before a refusal.
+    imported (ncood.host.model_records). Nothing is imported before a refusal. With ``verify``
+    (``analyze --verify``), the weights file's sha256 is checked against its record too, as the
+    features files' are (size and modification time can be kept).
     """
     manifest = run.manifest()
     recorded = (manifest.get("model") or {}).get("name")
@@ -48,6 +52,8 @@ def check_rebuildable(run: RunDir, epoch: int, model: str | None = None) -> str:
                 f"the weights of epoch {epoch} ({path}) are gone; model-based scorers need "
                 f"them (the run was imported from that file)"
             )
+        if verify:
+            _check_imported_weights(path, record, epoch)
         return str(path)
     if model is not None and model != recorded:
         raise NcoodError(
@@ -60,6 +66,10 @@ def check_rebuildable(run: RunDir, epoch: int, model: str | None = None) -> str:
             f"{run.root} has no checkpoint for epoch {epoch} ({path.name}); model-based "
             f"scorers need the weights"
         )
+    if verify:
+        from ncood.store.integrity import verify_files
+
+        verify_files(run, [str(path.relative_to(run.root))], full=True)
     return str(path)
 
 
@@ -75,6 +85,14 @@ def _check_architecture(run: RunDir, manifest: dict[str, Any], model: str | None
         where=str(run.root),
         base=run.root,
     )
+
+
+def _check_imported_weights(path: Path, record: dict[str, Any], epoch: int) -> None:
+    if record.get("sha256") and sha256(path) != record["sha256"]:
+        raise NcoodError(
+            f"{path} changed since it was imported (its sha256 differs): the features of "
+            f"epoch {epoch} come from other weights; extract the run again"
+        )
 
 
 def _weights_record(run: RunDir, manifest: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -248,11 +266,7 @@ def _imported_model(run: RunDir, manifest, epoch: int, model: str | None = None)
 
     record = _weights_record(run, manifest, epoch)
     path = _weights_path(run, record)
-    if record.get("sha256") and sha256(path) != record["sha256"]:
-        raise NcoodError(
-            f"{path} changed since it was imported (its sha256 differs): the features of "
-            f"epoch {epoch} come from other weights; extract the run again"
-        )
+    _check_imported_weights(path, record, epoch)
     model_info = manifest.get("model") or {}
     arch = model_info.get("name")
     module = rebuild_recorded(
@@ -269,8 +283,9 @@ def _imported_model(run: RunDir, manifest, epoch: int, model: str | None = None)
 
 
 def _check_sizes(run: RunDir, manifest, splits) -> None:
-    """The data must be the data the features were extracted from (same sizes here; the driver
-    compares the labels too)."""
+    """The data must be the data the features were extracted from: the same sizes, and the
+    same images where the manifest records their digests (runs made before it did not; the
+    driver compares the labels too)."""
     from ncood.datasets import folder_path, ood_name
 
     recorded = manifest.get("dataset") or {}
@@ -294,6 +309,24 @@ def _check_sizes(run: RunDir, manifest, splits) -> None:
         raise NcoodError(
             f"split {name!r} has {len(images)} images here but {expected[name]} in "
             f"{run.root}'s manifest: not the data the run used (give --data-dir)"
+        )
+    digests = recorded.get("digests")
+    if not isinstance(digests, dict):
+        return
+    from ncood.datasets.digest import image_digest
+
+    for name, images in splits.items():
+        if not isinstance(digests.get(name), str) or digests[name] == image_digest(images):
+            continue
+        if name in folders:
+            raise NcoodError(
+                f"the OOD folder {folders[name]} holds other images than when {run.root} was "
+                f"made (same count, other pixels: their digest differs); put them back or "
+                f"extract the run again"
+            )
+        raise NcoodError(
+            f"the images of split {name!r} are not those {run.root} was made from (same "
+            f"count, other pixels: their digest differs); restore them or give --data-dir"
         )
 
 

@@ -27,6 +27,24 @@ if TYPE_CHECKING:  # this module is imported to load plugins: it must not pull i
 # and the head; the features after shaping the activations; the network itself.
 FAMILIES = ("logit", "feature", "shaping", "model")
 
+# Above this temperature softmax(z / T) and T·logsumexp(z / T) of logits of a usual size
+# (1 to 100) differ from sample to sample by less than ~1e-12 relative: a few thousand float64
+# ulps, rounding rather than a ranking; far above it every score is the same number
+# (docs/conventions.md, "Scores that say nothing").
+MAX_TEMPERATURE = 1e12
+
+
+def check_temperature(where: str, value: float) -> None:
+    """A scorer's temperature: positive and at most MAX_TEMPERATURE (a ValueError, which
+    ``Contribution.build`` turns into a one-line error before any work)."""
+    if not value > 0:
+        raise ValueError(f"{where} must be positive, got {value}")
+    if value > MAX_TEMPERATURE:
+        raise ValueError(
+            f"{where} = {value:g} exceeds {MAX_TEMPERATURE:g}: the logits / T would differ by "
+            f"less than float64 resolves, giving every sample the same score"
+        )
+
 
 class Scorer(Protocol):
     def fit(self, train: Split, head: Head) -> None: ...

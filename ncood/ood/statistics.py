@@ -29,6 +29,7 @@ from ncood.ood.bootstrap import (
 from ncood.ood.delong import pairwise_pvalues
 from ncood.ood.groups import group_summary
 from ncood.ood.multiple_testing import ALPHA, CORRECTION, compare_with_best
+from ncood.ood.spread import constant
 
 SIGNIFICANCE_TEST = "DeLong (midrank algorithm of Sun & Xu 2014), two-sided"
 
@@ -89,6 +90,8 @@ def significance(
     per_set: dict[str, Any] = {}
     for ood in sets:
         present = [s for s in scorers if f"ood/{ood}" in scores[s]]
+        # a degenerate scorer (one score for all, ncood.ood.spread) is compared with none
+        present = [s for s in present if not constant(scores[s]["test"], scores[s][f"ood/{ood}"])]
         if len(present) < 2:
             continue
         auroc, pvalues = pairwise_pvalues(

@@ -38,6 +38,7 @@ MANIFEST = {
         "train_size": INT,
         "test_size": INT,
         "ood": {str: INT},
+        "digests": {str: TEXT},  # split → sha256 of its uint8 images (ncood.datasets.digest)
         "mean": ([NUMBER], None),  # null for an imported run without them
         "std": ([NUMBER], None),
     },

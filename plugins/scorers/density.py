@@ -29,6 +29,10 @@ from ncood.store.features import Head, Split
 
 BANK_BLOCK = 8192  # bank rows per similarity product: 2,048 queries × 8,192 float32 = 64 MiB
 MAX_GMM_BYTES = 4 << 30
+# gmm's ridge is relative to the mean variance: at r the log-normaliser (D/2 · log r) outweighs
+# a sample's quadratic term (~D / r) by r · log r, so above 1e12 the scores keep a few digits
+# at most, and past ~1e14 none (every score the same): docs/conventions.md.
+MAX_GMM_RIDGE = 1e12
 
 
 def normalised(features: np.ndarray) -> np.ndarray:
@@ -94,8 +98,11 @@ class GaussianMixture:
     ID train class frequencies (the class-conditional GMM of pytorch-ood)."""
 
     def __init__(self, ridge: float = 1e-6) -> None:
-        if ridge < 0:
-            raise ValueError(f"gmm.ridge must be ≥ 0, got {ridge}")
+        if not 0 <= ridge <= MAX_GMM_RIDGE:
+            raise ValueError(
+                f"gmm.ridge must be in [0, {MAX_GMM_RIDGE:g}], got {ridge:g} (a larger ridge "
+                "swamps the covariance, and its log-determinant every sample's distance)"
+            )
         self.ridge = ridge
 
     def fit(self, train: Split, head: Head) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.host.scoring import check_temperature
 from ncood.maths.stats import logsumexp_rows
 from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
@@ -21,8 +22,7 @@ class GradNorm:
     """‖p − u‖₁ · ‖f‖₁ / T: larger for confident (ID) samples, so it is a score as it stands."""
 
     def __init__(self, T: float = 1.0, bias: bool = False) -> None:
-        if T <= 0:
-            raise ValueError(f"gradnorm.T must be positive, got {T}")
+        check_temperature("gradnorm.T", T)
         self.T, self.bias = T, bias
 
     def fit(self, train: Split, head: Head) -> None:

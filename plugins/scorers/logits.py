@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.host.scoring import check_temperature
 from ncood.maths.stats import logsumexp_rows
 from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
@@ -52,8 +53,7 @@ class Energy(LogitScorer):
     """Negative free energy (Liu et al., 2020): T · logsumexp(z / T)."""
 
     def __init__(self, T: float = 1.0) -> None:
-        if T <= 0:
-            raise ValueError(f"energy temperature T must be positive, got {T}")
+        check_temperature("energy temperature T", T)
         self.T = T
 
     def of_logits(self, logits: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 
 import ncood
 from ncood.host.network import Batches, Network
+from ncood.host.scoring import check_temperature
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
@@ -27,8 +28,7 @@ class Odin:
     def __init__(self, eps: float = 0.0014, T: float = 1000.0, pixel_units: bool = True) -> None:
         if not eps >= 0:
             raise ValueError(f"odin.eps must be 0 or more, got {eps}")
-        if not T > 0:
-            raise ValueError(f"odin.T must be positive, got {T}")
+        check_temperature("odin.T", T)
         self.eps, self.T, self.pixel_units = eps, T, pixel_units
 
     def fit(self, network: Network, train: Batches) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, Network
+from ncood.host.scoring import check_temperature
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
@@ -63,8 +64,7 @@ class RankFeat:
     """Energy of the logits once the stage map's rank-1 part is removed; no fit."""
 
     def __init__(self, stage: str = "", T: float = 1.0, power_iterations: int = 0) -> None:
-        if not T > 0:
-            raise ValueError(f"rankfeat.T must be positive, got {T}")
+        check_temperature("rankfeat.T", T)
         if not 0 <= power_iterations <= MAX_POWER_ITERATIONS:
             raise ValueError(
                 f"rankfeat.power_iterations must be 0 (exact) to {MAX_POWER_ITERATIONS}, "

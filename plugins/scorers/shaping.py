@@ -161,6 +161,8 @@ class Dice:
 
     def __init__(self, p: float = 90.0) -> None:
         check_percent("dice.p", p)
+        if p == 100:
+            raise ValueError("dice.p = 100 prunes every weight: every score would be the same")
         self.p = p
 
     def fit(self, train: Split, head: Head) -> None:
@@ -195,8 +197,11 @@ class VRA(Shaper):
     ) -> None:
         check_percent("vra.lower_percentile", lower_percentile)
         check_percent("vra.upper_percentile", upper_percentile)
-        if lower_percentile > upper_percentile:
-            raise ValueError("vra.lower_percentile must not exceed vra.upper_percentile")
+        if not lower_percentile < upper_percentile:
+            raise ValueError(
+                "vra.lower_percentile must be below vra.upper_percentile (equal bounds clip "
+                "every activation to one value: every score would be the same)"
+            )
         super().__init__(maps)
         self.lower_percentile, self.upper_percentile = lower_percentile, upper_percentile
 

@@ -14,6 +14,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
+from ncood.host.scoring import check_temperature
 from ncood.maths.stats import class_sums, logsumexp_rows, predicted_classes
 from ncood.store.chunked import fold_chunks, map_rows
 from ncood.store.features import Head, Split
@@ -147,8 +148,8 @@ class TemperatureScaling:
     fitted on the ID train logits by minimising their negative log-likelihood."""
 
     def __init__(self, T: float | None = None) -> None:
-        if T is not None and T <= 0:
-            raise ValueError(f"tscaling.T must be positive, got {T}")
+        if T is not None:
+            check_temperature("tscaling.T", T)
         self.T = T
 
     def fit(self, train: Split, head: Head) -> None:

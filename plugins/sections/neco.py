@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 import ncood
 from ncood.ood.conventions import ID_RECALL
+from ncood.ood.spread import is_degenerate
 from ncood.report.context import AnalysedRun, ReportContext, ReportSection
 from ncood.report.figures import grid, line_style, new_figure
 from ncood.report.latex import command, format_param, join, num, percent
@@ -42,7 +43,8 @@ def standing(run: AnalysedRun, ood: str) -> Standing:
     per_scorer = run.final["ood"][ood]
     aurocs = {name: metrics["auroc"] for name, metrics in per_scorer.items()}
     mine = aurocs[SCORER]
-    best = max(aurocs, key=lambda name: (aurocs[name], name == SCORER))
+    candidates = [n for n in aurocs if not is_degenerate(per_scorer[n])] or list(aurocs)
+    best = max(candidates, key=lambda name: (aurocs[name], name == SCORER))
     return Standing(
         ood=ood,
         auroc=mine,

@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 import ncood
 from ncood.ood.conventions import roc_points
+from ncood.ood.spread import is_degenerate
 from ncood.report.context import FAMILY_ORDER, AnalysedRun, ReportContext, ReportSection, plain
 from ncood.report.figures import FULL_WIDTH, line_style, new_figure
 from ncood.report.latex import escape, num
@@ -167,13 +168,34 @@ def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> s
     return (min if lower_is_better else max)(sorted(present), key=present.get)
 
 
+def degenerate(run: AnalysedRun, ood: str) -> set[str]:
+    """The scorers that gave ID test and ``ood`` one score for every sample (ncood.ood.spread):
+    their metrics hold by construction, so they are shown, marked, and never the best."""
+    return {s for s, m in run.final.get("ood", {}).get(ood, {}).items() if is_degenerate(m)}
+
+
+def ranked(values: dict[str, float | None], excluded: set[str]) -> dict[str, float | None]:
+    return {s: v for s, v in values.items() if s not in excluded}
+
+
 def best_auroc(run: AnalysedRun, ood: str, values: dict[str, float | None]) -> str | None:
     """The stored verdict's best where there is one (the † and the sentences are relative to
-    it; it breaks ties on the exact midrank AUROC), else the highest AUROC shown."""
+    it; it breaks ties on the exact midrank AUROC), else the highest AUROC shown; never a
+    degenerate scorer."""
+    values = ranked(values, degenerate(run, ood))
     found = verdict(run, ood)
     if found and values.get(found.get("best")) is not None:
         return found["best"]
     return best_of(values)
+
+
+def ties(run: AnalysedRun, ood: str, best: str | None) -> list[str] | None:
+    """``tied_with_best``, when the stored verdict's best is the best shown (not when a
+    degenerate scorer was the verdict's best and another was shown instead)."""
+    found = verdict(run, ood)
+    if not found or found.get("best") != best:
+        return None
+    return tied_with_best(run, ood)
 
 
 def metrics_table(ctx: ReportContext, ood: str) -> dict:
@@ -185,17 +207,20 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
     for run in ctx.runs:
         scorers += [s for s in run.final["ood"].get(ood, {}) if s not in scorers]
     scorers = [s for _, members in by_family(ctx, ordered(scorers)) for s in members]
-    columns = []  # (run, metric, values, lower is better, tied with the best)
+    columns = []  # (run, metric, values, lower is better, tied with the best, degenerate)
+    bests = []
     for run in ctx.runs:
         per = run.final["ood"].get(ood, {})
         values = {s: per.get(s, {}).get("auroc") for s in scorers}
-        columns.append((run, "auroc", values, False, tied_with_best(run, ood) or []))
+        bests.append(best_auroc(run, ood, values))
+        tied = ties(run, ood, bests[-1]) or []
+        columns.append((run, "auroc", values, False, tied, degenerate(run, ood)))
     per_last = last.final["ood"].get(ood, {})
     for key in ("aupr_in", "aupr_out", "fpr95"):
         values = {s: per_last.get(s, {}).get(key) for s in scorers}
-        columns.append((last, key, values, key == "fpr95", []))
-    bests = [best_auroc(run, ood, values) for run, _, values, _, _ in columns[: len(ctx.runs)]]
-    bests += [best_of(values, lower) for _, _, values, lower, _ in columns[len(ctx.runs) :]]
+        excluded = degenerate(last, ood)
+        bests.append(best_of(ranked(values, excluded), key == "fpr95"))
+        columns.append((last, key, values, key == "fpr95", [], excluded))
     by_scorer = {
         s: {
             "method": ctx.scorer_title(s),
@@ -204,9 +229,12 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
                     "value": values[s],
                     "best": s == best,
                     "tied": s != best and s in tied,
+                    "degenerate": s in excluded,
                     "ci": interval(ctx, metric_interval(run, ood, s, metric)),
                 }
-                for (run, metric, values, _, tied), best in zip(columns, bests, strict=True)
+                for (run, metric, values, _, tied, excluded), best in zip(
+                    columns, bests, strict=True
+                )
             ],
         }
         for s in scorers
@@ -219,6 +247,7 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
         "best_auroc": bests[: len(ctx.runs)],
         "scorers": scorers,
         "marked": any(cell["tied"] for row in rows for cell in row["cells"]),
+        "degenerate": any(cell["degenerate"] for row in rows for cell in row["cells"]),
         "intervals": any(cell["ci"] for row in rows for cell in row["cells"]),
     }
 
@@ -236,7 +265,7 @@ def best_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, best: str) -> 
         if counted:
             return ctx.t("ood_best_seeds", count=len(run.members), hits=hits, **values)
         return ctx.t("ood_best_seeds_plain", count=len(run.members), **values)
-    tied = tied_with_best(run, ood)
+    tied = ties(run, ood, best)
     if tied is None:
         return ctx.t("ood_best", **values)
     others = [ctx.scorer_title(s) for s in ordered(tied) if s != best]
@@ -252,7 +281,7 @@ def family_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: lis
     A tie goes to the family ``FAMILY_ORDER`` lists first."""
     per = run.final["ood"].get(ood, {})
     values = {}
-    for s in scorers:
+    for s in ranked({s: None for s in scorers}, degenerate(run, ood)):
         auroc = per.get(s, {}).get("auroc")
         if isinstance(auroc, numbers.Real) and math.isfinite(float(auroc)):
             values[s] = float(auroc)
@@ -319,8 +348,10 @@ def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
             ({s: summary[s] for s in scorers}, "auroc", False),
             ({s: summary[s] for s in scorers}, "fpr95", True),
         ]
+        excluded = set().union(*(degenerate(run, o) for o in sets))
         bests = [
-            best_of({s: v[s].get(metric) for s in scorers}, lower) for v, metric, lower in columns
+            best_of(ranked({s: v[s].get(metric) for s in scorers}, excluded), lower)
+            for v, metric, lower in columns
         ]
         by_scorer = {
             s: {
@@ -330,6 +361,7 @@ def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
                         "value": v[s].get(metric),
                         "best": s == best,
                         "tied": False,
+                        "degenerate": s in excluded,
                         "ci": ci(v[s], metric),
                     }
                     for (v, metric, _), best in zip(columns, bests, strict=True)
@@ -345,6 +377,7 @@ def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
                 "rows": list(by_scorer.values()),
                 "families": family_blocks(ctx, by_scorer),
                 "label": ctx.label(run),
+                "degenerate": bool(excluded & set(scorers)),
             }
         )
     return tables
