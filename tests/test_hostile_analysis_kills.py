@@ -294,9 +294,7 @@ def context(runs: list[Path], tmp_path: Path) -> ReportContext:
 def bold_and_max(ctx: ReportContext, ood: str) -> tuple[str, float, float]:
     """The method the AUROC column bolds, its AUROC, and the column's highest AUROC."""
     table = report_ood.metrics_table(ctx, ood)
-    column = {
-        s: row["cells"][0] for s, row in zip(table["scorers"], table["rows"], strict=True)
-    }
+    column = {s: row["cells"][0] for s, row in zip(table["scorers"], table["rows"], strict=True)}
     bold = [s for s, cell in column.items() if cell["best"]]
     assert len(bold) == 1 and table["best_auroc"][0] == bold[0]
     values = [cell["value"] for cell in column.values() if cell["value"] is not None]
