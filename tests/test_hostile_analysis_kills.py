@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ncood.cli import app
 from ncood.errors import NcoodError
 from ncood.report.build import core_templates
 from ncood.report.context import ReportContext, load_analysed_run, load_strings
+from ncood.store.atomic import folder_lock
 from ncood.store.features import save_features
 from ncood.store.scores_file import LEGACY_NAME, is_scores_file, load_scores_beside, scores_path
 from ncood_plugins.sections import ood as report_ood
@@ -175,6 +177,25 @@ def test_a_killed_write_leaves_no_scores_file_that_is_ever_read(tmp_path, featur
     assert is_scores_file(orphan.name) and scores_path(out, results_of(out)) != orphan
     assert analyze(features, "--plugins", "msp", "--out", out).exit_code == 0
     assert not orphan.exists() and leftovers(out) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are not locked on Windows")
+def test_two_writers_of_one_folder_take_turns(tmp_path, features):
+    """A write waits while another holds the folder, then merges into what that one wrote."""
+    out = tmp_path / "out"
+    assert analyze(features, "--plugins", "msp", "--out", out).exit_code == 0
+    finished = []
+    with folder_lock(out):  # another writer, between its read and its switch
+        second = threading.Thread(
+            target=lambda: finished.append(analyze(features, "--plugins", "energy", "--out", out))
+        )
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and not finished  # waiting, nothing written meanwhile
+        assert listed(results_of(out)) == {"msp"}
+    second.join(timeout=60)
+    assert finished and finished[0].exit_code == 0, finished
+    assert listed(checked_pair(out)[0]) == {"msp", "energy"} and leftovers(out) == []
 
 
 # -- scores that are lost: never half kept -------------------------------------------------------
