@@ -109,6 +109,7 @@ SLOW_MODULES = {
     "test_distributed",
     "test_engine_faults",
     "test_extract_command",
+    "test_hostile_analysis_kills",
     "test_hostile_runs",
     "test_install",
     "test_memory_bound",

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from ncood.cli import app
 from ncood.cli.analyze import regroup_ood
+from ncood.store.scores_file import scores_path
 
 runner = CliRunner()
 
@@ -97,7 +98,7 @@ def test_a_partial_rerun_and_a_single_run_give_bit_identical_statistics(tmp_path
     assert set(a["ood"]["photos"]) == {"msp", "energy", "mahalanobis", "vim"}
     for key in ("ood", "significance", "ood_groups", "test"):
         assert a[key] == b[key], key  # dict equality: every float equal, order aside
-    scores_a, scores_b = (load_file(str(d / "scores.safetensors")) for d in (merged, single))
+    scores_a, scores_b = (load_file(str(scores_path(d, r))) for d, r in ((merged, a), (single, b)))
     assert scores_a.keys() == scores_b.keys()
     for key, values in scores_a.items():
         assert values.dtype == np.float64

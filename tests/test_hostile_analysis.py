@@ -76,9 +76,9 @@ def test_a_new_run_of_one_plugin_replaces_only_its_entries(tmp_path, features_fi
     merged = results_of(out)
     assert merged["ood"]["blobs"]["msp"] == first["ood"]["blobs"]["msp"]
     assert merged["params"]["energy"] == {"T": 3.0} and "msp" in merged["params"]
-    from ncood.store.scores_file import load_scores
+    from ncood.store.scores_file import load_scores_beside
 
-    scores = load_scores(out / "scores.safetensors", merged)
+    scores = load_scores_beside(out, merged)
     assert set(scores) == {"msp", "energy"}
 
 
@@ -93,15 +93,15 @@ def test_a_failed_plugin_keeps_its_previous_good_result_unless_asked(tmp_path, f
     kept = results_of(out)
     assert kept["ood"]["blobs"]["vim"] == good and "vim.dim" in kept["errors"]["vim"]
     assert "msp" in kept["ood"]["blobs"]
-    from ncood.store.scores_file import load_scores
+    from ncood.store.scores_file import load_scores_beside
 
-    assert set(load_scores(out / "scores.safetensors", kept)) == {"msp", "vim"}
+    assert set(load_scores_beside(out, kept)) == {"msp", "vim"}
     dropped = analyze(
         features_file, "--plugins", "vim", "--set", "vim.dim=8", "--out", out, "--discard-failed"
     )
     assert dropped.exit_code == 1
     assert "vim" not in results_of(out)["ood"]["blobs"]
-    assert set(load_scores(out / "scores.safetensors", results_of(out))) == {"msp"}
+    assert set(load_scores_beside(out, results_of(out))) == {"msp"}
 
 
 def test_when_every_plugin_fails_the_results_and_scores_still_match(tmp_path, features_file):
@@ -112,7 +112,9 @@ def test_when_every_plugin_fails_the_results_and_scores_still_match(tmp_path, fe
     assert set(results["ood"]["blobs"]) == {"msp", "energy"}
     from safetensors import safe_open
 
-    with safe_open(str(out / "scores.safetensors"), "numpy") as handle:
+    from ncood.store.scores_file import scores_path
+
+    with safe_open(str(scores_path(out, results)), "numpy") as handle:
         assert handle.metadata()["id"] == results["scores_file"]["id"]
         assert {k.split("/")[0] for k in handle.keys()}  # noqa: SIM118 == {"msp", "energy"}
 
@@ -123,10 +125,11 @@ def test_the_report_refuses_scores_that_are_not_the_results_own(demo_run, tmp_pa
 
     run = tmp_path / "run"
     shutil.copytree(demo_run.root, run)
-    epochs = sorted(p.name for p in (run / "analysis").iterdir())
+    from ncood.store.scores_file import scores_path
+
+    first, last = (sorted((run / "analysis").iterdir())[i] for i in (0, -1))
     shutil.copyfile(  # another epoch's scores file beside this epoch's results
-        run / "analysis" / epochs[0] / "scores.safetensors",
-        run / "analysis" / epochs[-1] / "scores.safetensors",
+        scores_path(first, results_of(first)), scores_path(last, results_of(last))
     )
     with pytest.raises(NcoodError, match="not the scores file results.json was written with"):
         load_analysed_run(run).final_scores  # noqa: B018
@@ -138,8 +141,12 @@ def test_the_report_refuses_a_scores_file_of_the_wrong_length(demo_run, tmp_path
 
     run = tmp_path / "run"
     shutil.copytree(demo_run.root, run)
-    last = sorted((run / "analysis").iterdir())[-1] / "scores.safetensors"
     from safetensors import safe_open
+
+    from ncood.store.scores_file import scores_path
+
+    folder = sorted((run / "analysis").iterdir())[-1]
+    last = scores_path(folder, results_of(folder))
 
     with safe_open(str(last), "numpy") as handle:
         metadata = handle.metadata()

@@ -34,6 +34,7 @@ from ncood.report import build as build_module
 from ncood.report.context import ReportSection
 from ncood.store.features import save_features
 from ncood.store.run import RunDir
+from ncood.store.scores_file import scores_path
 
 runner = CliRunner()
 FUZZ = settings(
@@ -44,7 +45,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 FEATURES = "features/epoch-0002.safetensors"
-SCORES = "analysis/epoch-0002/scores.safetensors"
 RESULTS = "analysis/epoch-0002/results.json"
 DTYPES = ["F16", "F32", "F64", "BF16", "F8_E4M3", "F8_E5M2", "BOOL", "I8", "I32", "I64", "U8", "X"]
 
@@ -109,6 +109,11 @@ def fresh(pristine, tmp_path):
         return target
 
     return copy
+
+
+def scores_of(root: Path) -> Path:
+    """The scores file epoch 2's results.json names."""
+    return scores_path((root / RESULTS).parent, json.loads((root / RESULTS).read_text()))
 
 
 @pytest.fixture(autouse=True)
@@ -407,7 +412,7 @@ def test_results_with_a_value_replaced(fresh, tmp_path, data, new):
 @given(fraction=st.floats(0.0, 0.999))
 def test_truncated_scores_are_refused_by_the_report(fresh, tmp_path, fraction):
     root = fresh()
-    path = root / SCORES
+    path = scores_of(root)
     with open(path, "r+b") as handle:
         handle.truncate(int(path.stat().st_size * fraction))
     before = files_of(root)
@@ -422,7 +427,7 @@ def test_truncated_scores_are_refused_by_the_report(fresh, tmp_path, fraction):
 )
 def test_scores_files_that_lie(fresh, tmp_path, change, position):
     root = fresh()
-    path = root / SCORES
+    path = scores_of(root)
     header, data = header_of(path)
     tensors = load_file(str(path))
     metadata = dict(header.get("__metadata__", {}))

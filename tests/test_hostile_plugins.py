@@ -191,7 +191,7 @@ def test_a_scorer_that_changes_the_network_is_reported_and_the_next_gets_it_as_l
 def test_the_offender_is_one_line_on_the_cli_and_odin_matches_odin_alone(
     vandal, imported, odin_alone, tmp_path
 ):
-    from ncood.store.scores_file import load_scores
+    from ncood.store.scores_file import load_scores_beside
 
     copy = tmp_path / "run"
     shutil.copytree(imported.root, copy)
@@ -203,7 +203,7 @@ def test_the_offender_is_one_line_on_the_cli_and_odin_matches_odin_alone(
     run = RunDir.open(copy)
     results = json.loads(run.results(2).read_text())
     assert set(results["errors"]) == {"test_vandal"}
-    scores = load_scores(run.analysis_dir(2) / "scores.safetensors", results)
+    scores = load_scores_beside(run.analysis_dir(2), results)
     for split, expected in odin_alone.items():
         np.testing.assert_allclose(scores["odin"][split], expected, rtol=1e-9, atol=1e-12)
 

@@ -19,7 +19,7 @@ from ncood.host.loading import host
 from ncood.host.network import Batches
 from ncood.store.features import Split
 from ncood.store.run import RunDir
-from ncood.store.scores_file import load_scores
+from ncood.store.scores_file import load_scores_beside
 
 
 def fresh(run: RunDir, where) -> RunDir:
@@ -35,7 +35,7 @@ def analyse(run: RunDir, *args: str):
 def results_and_scores(run: RunDir) -> tuple[dict, dict]:
     epoch = run.feature_epochs()[-1]
     results = json.loads(run.results(epoch).read_text())
-    return results, load_scores(run.analysis_dir(epoch) / "scores.safetensors", results)
+    return results, load_scores_beside(run.analysis_dir(epoch), results)
 
 
 # ---- mcd does not depend on how the images are batched; the batching is recorded

@@ -14,7 +14,7 @@ from cli_helpers import one_line_error, runner, train
 import ncood
 from ncood.cli import app
 from ncood.store.run import RunDir
-from ncood.store.scores_file import load_scores
+from ncood.store.scores_file import load_scores_beside
 
 
 class NetworkMSP:
@@ -81,7 +81,7 @@ def assert_equals_msp(run: RunDir) -> dict:
     epoch = run.feature_epochs()[-1]
     results = json.loads(run.results(epoch).read_text())
     assert "test_netmsp" not in results["errors"], results["errors"]
-    scores = load_scores(run.analysis_dir(epoch) / "scores.safetensors", results)
+    scores = load_scores_beside(run.analysis_dir(epoch), results)
     assert set(scores["msp"]) == set(scores["test_netmsp"]) and "test" in scores["msp"]
     for split, expected in scores["msp"].items():
         # the features file's logits went through the same fp32 network: float32 rounding only

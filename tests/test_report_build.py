@@ -324,7 +324,7 @@ def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
         results = json.loads(path.read_text())
         results["ood"] = {ood.get(k, k): v for k, v in results["ood"].items()}
         path.write_text(json.dumps(results))
-    for path in (run_dir / "analysis").glob("epoch-*/scores.safetensors"):
+    for path in (run_dir / "analysis").glob("epoch-*/scores-*.safetensors"):
         tensors = load_file(str(path))
         for old, new in ood.items():
             tensors = {k.replace(f"/ood/{old}", f"/ood/{new}"): v for k, v in tensors.items()}

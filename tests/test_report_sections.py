@@ -40,7 +40,7 @@ def edit_results(run: Path, change) -> None:
 
 
 def set_scores(run: Path, change) -> None:
-    for path in sorted((run / "analysis").glob("epoch-*/scores.safetensors")):
+    for path in sorted((run / "analysis").glob("epoch-*/scores-*.safetensors")):
         tensors = change(dict(load_file(str(path))))
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata()  # keeps the id results.json records

@@ -95,9 +95,9 @@ def test_refused_dimension_is_recorded_and_the_others_kept(
     assert message in results["errors"][scorer]
     assert results["ood"]["blobs"]["msp"]["auroc"] > 0.9
     assert scorer not in results["ood"]["blobs"]
-    from ncood.store.scores_file import load_scores
+    from ncood.store.scores_file import load_scores_beside
 
-    assert set(load_scores(out / "scores.safetensors")) == {"msp"}
+    assert set(load_scores_beside(out, results)) == {"msp"}
 
 
 class Exploding:

@@ -454,7 +454,8 @@ def analyse_file(
 
 def _statistics_over_all(outcome: AnalysisOutcome, options: OodOptions):
     """When the merge keeps scorers of earlier runs, their intervals, the DeLong pairs and the
-    group means are recomputed over every scorer present (same seed: the same resamples)."""
+    group means are recomputed over every scorer present (same seed: the same resamples); if
+    that fails, no comparison is kept (this run's own covers only part of the scorers)."""
 
     def refresh(merged: dict[str, Any], scores: dict[str, dict[str, np.ndarray]]) -> None:
         if set(scores) == set(outcome.scores):
@@ -469,6 +470,8 @@ def _statistics_over_all(outcome: AnalysisOutcome, options: OodOptions):
             )
         except Exception as exc:  # intervals are extra: their failure keeps the point values
             merged.setdefault("errors", {})["statistics"] = describe(exc)
+            for key in ("significance", "ood_groups"):  # this run's: over part of the scorers
+                merged.pop(key, None)
 
     return refresh
 

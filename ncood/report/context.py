@@ -28,7 +28,7 @@ from ncood.store.arrays_file import arrays_path, load_arrays
 from ncood.store.integrity import verify_files
 from ncood.store.results_schema import check_results
 from ncood.store.run import RunDir, epoch_name
-from ncood.store.scores_file import load_scores
+from ncood.store.scores_file import load_scores, scores_path, unscored
 
 if TYPE_CHECKING:
     from ncood.host.scoring import Contribution
@@ -122,13 +122,23 @@ class AnalysedRun:
         return self.scores_at(self.last_epoch)
 
     def scores_at(self, epoch: int) -> dict[str, dict[str, Any]]:
-        """Per-sample scores of each scorer at ``epoch`` (scorer → split → array)."""
+        """Per-sample scores of each scorer at ``epoch`` (scorer → split → array). Results
+        that list a scorer without its scores are refused: every statistic the report shows
+        ("best", intervals, the comparisons) must stand on the scores of every scorer listed.
+        """
         cache = self.__dict__.setdefault("_scores", {})
         if epoch not in cache:
-            scores = load_scores(
-                self.run.analysis_dir(epoch) / "scores.safetensors", self.results[epoch]
-            )
-            check_scores_fit(scores, self.manifest, self.run.analysis_dir(epoch))
+            folder, results = self.run.analysis_dir(epoch), self.results[epoch]
+            path = scores_path(folder, results)
+            scores = load_scores(path, results)
+            check_scores_fit(scores, self.manifest, path)
+            missing = unscored(results, scores) if "scores_file" in results else []
+            if missing:
+                raise NcoodError(
+                    f"{folder / 'results.json'} lists {', '.join(missing)} without their "
+                    f"scores ({path.name} holds none for them); run `ncood analyze "
+                    f"{self.run.root} --epoch {epoch} --plugins {','.join(missing)}` again"
+                )
             cache[epoch] = scores
         return cache[epoch]
 
@@ -188,10 +198,12 @@ def load_analysed_run(path: Path, verify: bool = False) -> AnalysedRun:
     manifest = run.manifest()
     verify_files(run, [f"features/{epoch_name(e)}.safetensors" for e in epochs], full=verify)
     results = {e: check_results(run.results_for(e), run.results(e)) for e in epochs}
-    return AnalysedRun(run, manifest, run.history(), results)
+    analysed = AnalysedRun(run, manifest, run.history(), results)
+    analysed.final_scores  # noqa: B018 — checked now: "best" is claimed from the last epoch
+    return analysed
 
 
-def check_scores_fit(scores: dict, manifest: dict, where: Path) -> None:
+def check_scores_fit(scores: dict, manifest: dict, path: Path) -> None:
     """Scores of as many samples as the run's test and OOD sets hold (when it records them)."""
     dataset = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
     sizes = {"test": dataset.get("test_size")}
@@ -201,7 +213,7 @@ def check_scores_fit(scores: dict, manifest: dict, where: Path) -> None:
             expected = sizes.get(split)
             if isinstance(expected, int) and len(values) != expected:
                 raise NcoodError(
-                    f"{where}/scores.safetensors: {scorer!r} has {len(values)} {split} scores, "
+                    f"{path}: {scorer!r} has {len(values)} {split} scores, "
                     f"but the run's {split} set holds {expected}; run `ncood analyze` again"
                 )
 

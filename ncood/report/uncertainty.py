@@ -31,10 +31,16 @@ def metric_interval(run: AnalysedRun, ood: str, scorer: str, metric: str) -> lis
 
 
 def verdict(run: AnalysedRun, ood: str) -> dict[str, Any] | None:
-    """The stored DeLong/Holm comparison with the best for one OOD set of a single run."""
+    """The stored DeLong/Holm comparison with the best for one OOD set of a single run; None
+    unless it compares exactly the scorers the results list for that set (one made over part
+    of them would name a "best" the table contradicts)."""
     if isinstance(run, SeedGroup):
         return None
-    return run.final.get("significance", {}).get("ood", {}).get(ood)
+    found = run.final.get("significance", {}).get("ood", {}).get(ood)
+    listed = set(run.final.get("ood", {}).get(ood, {}))
+    if not found or set(found.get("pairs", {})) != listed or found.get("best") not in listed:
+        return None
+    return found
 
 
 def tied_with_best(run: AnalysedRun, ood: str) -> list[str] | None:

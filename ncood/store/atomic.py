@@ -74,6 +74,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make the renames done in ``folder`` durable, in order (a crash of the machine, not only
+    of the process, keeps them in the order they were made); a no-op where folders cannot be
+    opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder: the renames are still atomic
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an advisory lock (``flock``) on ``folder`` itself, waiting for another holder:
+    writers that read, merge and rewrite the files of one folder take turns. No lock file is
+    made, and the kernel drops the lock when its holder dies (even by SIGKILL). Where folders
+    cannot be locked (Windows, some network filesystems) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the lock
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

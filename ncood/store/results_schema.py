@@ -21,7 +21,7 @@ RESULTS = {
     "test": {"num_classes": INT, "feature_dim": INT},
     "features": TEXT,
     "epoch": INT,
-    "scores_file": {"id": TEXT, "samples": {str: INT}},
+    "scores_file": {"id": TEXT, "name": TEXT, "samples": {str: INT}},
     "nc": {str: ANY},
 }
 

@@ -22,7 +22,8 @@ from ncood.store.run import MANIFEST, RUN_FORMAT
 OWN_FILES = re.compile(
     r"^(?:manifest\.json|history\.json"
     r"|(?:checkpoints|features)/epoch-\d{4,}\.safetensors"
-    r"|analysis/epoch-\d{4,}/(?:results\.json|scores\.safetensors|tsne\.safetensors)"
+    r"|analysis/epoch-\d{4,}/(?:results\.json|scores(?:-[0-9a-f]{32})?\.safetensors"
+    r"|tsne\.safetensors)"
     r"|state/(?:state\.json|epoch-\d{4,}\.safetensors))$"
 )
 OWN_FOLDERS = re.compile(r"^(?:checkpoints|features|state|analysis|analysis/epoch-\d{4,})$")

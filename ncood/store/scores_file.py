@@ -8,13 +8,17 @@ single run, of a partial rerun that recomputes intervals over the scorers it kee
 report — is computed from these same values, so all agree to the last bit. Version 1 files
 (before float64) held float32 copies; they are read, upcast, with a one-line note.
 
-The two files are written together and share an id (results.json's ``scores_file.id``, with
-the length of each split in ``scores_file.samples``): a scores file that is not the one its
-results were written with, or of the wrong length, is refused on read. See docs/run-format.md.
+The two files are one unit: each write makes a new ``scores-<id>.safetensors`` that results.json
+names (``scores_file.id`` and ``.name``, with the length of each split in ``scores_file.samples``),
+so replacing results.json switches both at once (ncood.store.result_merge). A scores file that is
+not the one its results were written with, or of the wrong length, is refused on read, and
+:func:`unscored` names the scorers results.json lists without their scores. Folders written
+before generations hold ``scores.safetensors``; it is read the same way. See docs/run-format.md.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,51 @@ from ncood.store.tensor_header import check_dtypes
 
 FORMAT_NAME = "ncood-scores"
 FORMAT_VERSION = "2"  # 2: float64 scores; 1: float32 copies
+LEGACY_NAME = "scores.safetensors"  # before generations: one file, rewritten in place
+_GENERATION = re.compile(r"^scores-[0-9a-f]{32}\.safetensors$")
+
+
+def scores_name(file_id: str) -> str:
+    """The name of the scores file written with id ``file_id``."""
+    return f"scores-{file_id}.safetensors"
+
+
+def is_scores_file(name: str) -> bool:
+    """Whether ``name`` is a scores file ncood writes (a generation, or the older fixed name)."""
+    return name == LEGACY_NAME or _GENERATION.match(name) is not None
+
+
+def _record(results: dict[str, Any] | None) -> dict[str, Any]:
+    record = (results or {}).get("scores_file")
+    return record if isinstance(record, dict) else {}
+
+
+def scores_path(folder: Path, results: dict[str, Any] | None) -> Path:
+    """The scores file beside ``results`` (its ``scores_file.name``; ``scores.safetensors`` for
+    results written before generations). A name that is not ``scores-<its id>.safetensors`` is
+    refused: results.json never makes ncood read another file."""
+    name = _record(results).get("name")
+    if name is None:
+        return Path(folder) / LEGACY_NAME
+    if name != scores_name(str(_record(results).get("id"))) or not is_scores_file(str(name)):
+        raise NcoodError(
+            f"{Path(folder) / 'results.json'} names {name!r} as its scores file, which is not "
+            f"the name ncood gives it; run `ncood analyze` again"
+        )
+    return Path(folder) / name
+
+
+def unscored(results: dict[str, Any], scores: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The scorers ``results`` gives metrics for whose per-sample scores are not all in
+    ``scores`` (ID test, and each OOD set they were measured on), in the order listed."""
+    missing: list[str] = []
+    ood = results.get("ood") if isinstance(results.get("ood"), dict) else {}
+    for ood_name, per_scorer in ood.items():
+        for scorer in per_scorer if isinstance(per_scorer, dict) else {}:
+            have = scores.get(scorer, {})
+            if ("test" not in have or f"ood/{ood_name}" not in have) and scorer not in missing:
+                missing.append(scorer)
+    return missing
 
 
 def score_metadata(file_id: str = "") -> dict[str, str]:
@@ -56,8 +105,7 @@ def load_scores(
     """The scores beside ``results`` (when given, checked to be the file written with them)."""
     from safetensors.numpy import load_file
 
-    record = (results or {}).get("scores_file")
-    record = record if isinstance(record, dict) else {}
+    record = _record(results)
     if not path.is_file():
         if record.get("samples"):
             raise NcoodError(f"{path} is missing (results.json beside it names one)")
@@ -96,6 +144,11 @@ def load_scores(
             raise NcoodError(f"{path}: {key!r} has non-finite scores")
         scores.setdefault(scorer, {})[split] = values.astype(np.float64, copy=False)
     return scores
+
+
+def load_scores_beside(folder: Path, results: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """The scores of the file ``results`` names in ``folder``, checked against them."""
+    return load_scores(scores_path(folder, results), results)
 
 
 def split_score_key(key: str) -> tuple[str, str]:

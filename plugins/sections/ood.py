@@ -1,7 +1,7 @@
 """The report's OOD section: AUROC per method and run (the TP's Table 1), the ROC curves of all
 methods in one figure, and each method's ID-vs-OOD score distributions (the TP's Energy figure).
 
-Figures come from the per-sample scores ``ncood analyze`` saved (scores.safetensors) at the last
+Figures come from the per-sample scores ``ncood analyze`` saved (the scores file) at the last
 run's last epoch; matplotlib is imported only when a figure is drawn.
 """
 
