@@ -36,8 +36,7 @@ import numpy as np
 
 os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")  # built-ins only, whatever else is installed
 
-from ncood.engine.stream_writer import StreamedSafetensors  # noqa: E402
-from ncood.store.features import FORMAT_NAME, FORMAT_VERSION  # noqa: E402
+from ncood.store.features_writer import FeaturesWriter  # noqa: E402
 
 OOD_SETS = {
     "ssb-hard": 49_000,
@@ -62,20 +61,9 @@ def generate(path: Path, dim: int, classes: int, train: int, test: int, seed: in
     weight = ((means - means.mean(axis=0)) * (4.0 / np.sqrt(dim))).astype(np.float32)
     bias = rng.normal(0, 0.1, classes).astype(np.float32)
     sizes = {"train": train, "test": test, **{f"ood/{k}": n for k, n in OOD_SETS.items()}}
-    layout = {"head/weight": (np.float32, (classes, dim)), "head/bias": (np.float32, (classes,))}
-    for name, n in sizes.items():
-        layout[f"{name}/features"] = (np.float32, (n, dim))
-        layout[f"{name}/logits"] = (np.float32, (n, classes))
-        layout[f"{name}/labels"] = (np.int64, (n,))
-    metadata = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "epoch": "1",
-        "dataset": f"synthetic-{dim}x{classes}-train{train}-seed{seed}",
-    }
-    with StreamedSafetensors(path, layout, metadata) as writer:
-        writer.write_rows("head/weight", 0, weight)
-        writer.write_rows("head/bias", 0, bias[:, None].reshape(classes))
+    metadata = {"epoch": "1", "dataset": f"synthetic-{dim}x{classes}-train{train}-seed{seed}"}
+    with FeaturesWriter(path, classes=classes, dim=dim, splits=sizes, metadata=metadata) as writer:
+        writer.write_head(weight, bias[:, None].reshape(classes))
         for index, (name, n) in enumerate(sizes.items()):
             split_rng = np.random.default_rng([seed, index])
             ood = name.startswith("ood/")
@@ -91,9 +79,9 @@ def generate(path: Path, dim: int, classes: int, train: int, test: int, seed: in
                     centres = means[labels]
                 noise = split_rng.standard_normal((rows, dim), dtype=np.float32)
                 features = np.maximum(centres + np.float32(3.0) * noise, 0, dtype=np.float32)
-                writer.write_rows(f"{name}/features", start, features)
-                writer.write_rows(f"{name}/logits", start, features @ weight.T + bias)
-                writer.write_rows(f"{name}/labels", start, labels)
+                writer.write_rows(name, "features", start, features)
+                writer.write_rows(name, "logits", start, features @ weight.T + bias)
+                writer.write_rows(name, "labels", start, labels)
     return time.perf_counter() - started
 
 

@@ -43,7 +43,7 @@ os.environ.setdefault("NCOOD_LOAD_PLUGINS", "")
 from ncood.datasets import ImageSet, synthetic_set  # noqa: E402
 from ncood.engine.accel import pick_device, setup_accel  # noqa: E402
 from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
-from ncood.engine.extract import dump_features, extract_batch_size  # noqa: E402
+from ncood.engine.dump import dump_features, forward_batch_size  # noqa: E402
 from ncood.engine.loop import train_epoch  # noqa: E402
 from ncood.engine.model import ResNet18  # noqa: E402
 from ncood.engine.presets import resolve_preset  # noqa: E402
@@ -195,7 +195,7 @@ def baseline_extraction(model, images, data, workers, accel, path: Path) -> tupl
     splits = {}
     for name, split in (("train", images), ("test", data.test)):
         features, logits, labels = [], [], []
-        batch = extract_batch_size(accel.device)  # the same batch as ncood's
+        batch = forward_batch_size(accel.device)  # the same batch as ncood's
         for x, y in baseline_loader(split, data.mean, data.std, batch, workers, False, cuda):
             feats, _ = model.forward_features(x.to(accel.device))
             features.append(feats.float().cpu().numpy())

@@ -4,7 +4,7 @@ GPU machine whose python has torch and numpy only (no network to install anythin
 ``pluggy``: only the markers (``import ncood`` defines ``hookimpl``); no plugin runs in the
 check. ``safetensors``: a reader of the file format (an 8-byte header length, a JSON header,
 raw little-endian tensors), which is all a resume needs; ncood writes its files itself
-(ncood.engine.stream_writer). Installed only for a package that is missing, and the check's
+(ncood.store.streamed). Installed only for a package that is missing, and the check's
 JSON names what was stood in for.
 """
 

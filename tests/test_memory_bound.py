@@ -14,8 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from ncood.engine.stream_writer import StreamedSafetensors
-from ncood.store.features import FORMAT_NAME, FORMAT_VERSION
+from ncood.store.features_writer import FeaturesWriter
 
 PLUGINS = "msp,maxlogit,energy,mahalanobis,vim,neco,nc"
 # Issue 19's feature-level scorers (nnguide's bank, a share of train, is the one thing that
@@ -31,17 +30,9 @@ def write_dump(path, train: int, dim: int = 256, classes: int = 10, seed: int = 
     weight = (means - means.mean(axis=0)).astype(np.float32) / np.float32(np.sqrt(dim))
     bias = np.zeros(classes, np.float32)
     sizes = {"train": train, "test": 5_000, "ood/far": 5_000}
-    layout = {"head/weight": (np.float32, (classes, dim)), "head/bias": (np.float32, (classes,))}
-    for name, n in sizes.items():
-        layout |= {
-            f"{name}/features": (np.float32, (n, dim)),
-            f"{name}/logits": (np.float32, (n, classes)),
-            f"{name}/labels": (np.int64, (n,)),
-        }
-    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "epoch": "1"}
-    with StreamedSafetensors(path, layout, metadata) as writer:
-        writer.write_rows("head/weight", 0, weight)
-        writer.write_rows("head/bias", 0, bias)
+    metadata = {"epoch": "1"}
+    with FeaturesWriter(path, classes=classes, dim=dim, splits=sizes, metadata=metadata) as writer:
+        writer.write_head(weight, bias)
         for name, n in sizes.items():
             for start in range(0, n, 20_000):
                 rows = min(20_000, n - start)
@@ -49,10 +40,10 @@ def write_dump(path, train: int, dim: int = 256, classes: int = 10, seed: int = 
                 centres = means[labels] if name != "ood/far" else means[labels] * 0.2
                 noise = rng.standard_normal((rows, dim), dtype=np.float32)
                 features = np.maximum(centres + noise, 0, dtype=np.float32)
-                writer.write_rows(f"{name}/features", start, features)
-                writer.write_rows(f"{name}/logits", start, features @ weight.T + bias)
+                writer.write_rows(name, "features", start, features)
+                writer.write_rows(name, "logits", start, features @ weight.T + bias)
                 writer.write_rows(
-                    f"{name}/labels", start, labels if name != "ood/far" else np.full(rows, -1)
+                    name, "labels", start, labels if name != "ood/far" else np.full(rows, -1)
                 )
 
 

@@ -26,10 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ncood.engine.state_schema import STATE_FORMAT, check_state
-from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.store.atomic import write_json
 from ncood.store.run import RunDir, read_json
+from ncood.store.streamed import StreamedSafetensors
 
 STATE_FORMAT_VERSION = 1
 CUDA_RNG_PREFIX = "rng/cuda/"

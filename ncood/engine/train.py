@@ -13,7 +13,6 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,19 @@ from ncood.datasets import check_names
 from ncood.datasets.digest import split_digests
 from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
-from ncood.engine.extract import dump_features, splits_of
+from ncood.engine.dump import dump_features, splits_of
 from ncood.engine.lock import RunLock
 from ncood.engine.loop import evaluate, train_epoch
 from ncood.engine.monitor import TrainingMonitor
 from ncood.engine.session import Session, open_session
 from ncood.engine.state import SavedState, StateWriter, read_state, snapshot
-from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.store.atomic import clean_stale
+from ncood.store.manifest import new_manifest, now
 from ncood.store.outputs import WRITE_ERRORS, one_line_os_errors, os_error_line
-from ncood.store.run import LOCK, MANIFEST, RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, read_json
+from ncood.store.run import LOCK, MANIFEST, RunDir, read_json
 from ncood.store.run_cleanup import clear_run
+from ncood.store.streamed import StreamedSafetensors
 from ncood.store.train_config import TrainConfig
 
 
@@ -64,10 +64,6 @@ def versions() -> dict[str, str]:
         "torchvision": torchvision_version,
         "numpy": np.__version__,
     }
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def save_weights(model: torch.nn.Module, path: Path, epoch: int) -> None:
@@ -215,22 +211,20 @@ def _remove_unstarted(root: Path) -> None:
 
 def _new_manifest(session: Session) -> dict[str, Any]:
     config, ind, cluster = session.config, session.ind, session.cluster
-    return {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
-        "status": "running",
-        "created": now(),
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "versions": versions(),
-        "device": str(session.device),
-        "acceleration": session.accel.describe(),
-        "distributed": {
+    return new_manifest(
+        status="running",
+        created=now(),
+        seed=config.seed,
+        config=config.to_dict(),
+        versions=versions(),
+        device=str(session.device),
+        acceleration=session.accel.describe(),
+        distributed={
             "world_size": cluster.world,
             "backend": cluster.backend,
             "sync_batchnorm": session.synced,
         },
-        "dataset": {
+        dataset={
             "name": ind.name,
             "num_classes": ind.num_classes,
             "train_size": len(session.train_set),
@@ -246,13 +240,13 @@ def _new_manifest(session: Session) -> dict[str, Any]:
             "mean": list(ind.mean),
             "std": list(ind.std),
         },
-        "model": {
+        model={
             "name": "resnet18-cifar",
             "width": config.width,
             "feature_dim": session.model.feature_dim,
         },
-        "files": {},
-    }
+        files={},
+    )
 
 
 def _execute(state: _Run, show_progress: bool) -> RunDir:
@@ -284,9 +278,9 @@ def _train_epochs(state: _Run, writer: StateWriter | None, show_progress: bool) 
             if not (math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])):
                 _stop_diverged(state.run, state.cluster, epoch, record, config)
             history.append(record)
-            extract_error = _checkpoint_features(session, state.run, epoch, monitor)
+            dump_error = _checkpoint_features(session, state.run, epoch, monitor)
             state.cluster.agree(
-                lambda epoch=epoch, error=extract_error: _end_epoch(
+                lambda epoch=epoch, error=dump_error: _end_epoch(
                     session, state.run, writer, history, epoch, error
                 ),
                 share=False,
@@ -357,7 +351,7 @@ def _train_one_epoch(session: Session, epoch: int, monitor: TrainingMonitor) -> 
 def _checkpoint_features(
     session: Session, run: RunDir, epoch: int, monitor: TrainingMonitor
 ) -> OSError | None:
-    """At a checkpoint epoch, the features file (every rank extracts its share). A write
+    """At a checkpoint epoch, the features dump (every rank computes its share). A write
     error is returned, to be raised by rank 0 inside the epoch's agreed end."""
     if epoch not in session.config.checkpoint_epochs:
         return None
@@ -388,12 +382,12 @@ def _end_epoch(
     writer: StateWriter,
     history: list[dict[str, Any]],
     epoch: int,
-    extract_error: OSError | None,
+    dump_error: OSError | None,
 ) -> None:
     """Rank 0: history, the weights at a checkpoint, then the resume state (in a thread)."""
     with run_writes(run.root):
-        if extract_error is not None:
-            raise extract_error
+        if dump_error is not None:
+            raise dump_error
         run.write_history(history)
         if epoch in session.config.checkpoint_epochs:
             save_weights(session.model, run.checkpoint(epoch), epoch)

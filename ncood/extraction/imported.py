@@ -25,10 +25,10 @@ from ncood.extraction.inputs import Source
 from ncood.extraction.stream import extract_features
 from ncood.models.capture import choose_head
 from ncood.models.weights import fit_weights, read_checkpoint
-from ncood.store.run import RUN_FORMAT, RUN_FORMAT_VERSION, RunDir, sha256
+from ncood.store.manifest import IMPORTED, new_manifest, now
+from ncood.store.run import RunDir, sha256
 from ncood.store.run_cleanup import foreign_files, is_ncood_run
 
-SOURCE_IMPORTED = "imported"
 _EPOCH_WORD = re.compile(r"(?i)(?:^|[^a-z])(?:epoch|ep|e)[_=-]?(\d+)")
 _NUMBER = re.compile(r"\d+")
 
@@ -125,7 +125,7 @@ def write_imported_run(
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> RunDir:
     """Extract ``model`` at each of ``weights`` (or as it is, as ``epoch``) into ``out``."""
-    from ncood.engine.train import now, versions
+    from ncood.engine.train import versions
 
     out = Path(out)
     prepare_out(out, force)
@@ -163,7 +163,7 @@ def write_imported_run(
                     "epoch": str(this_epoch),
                     "dataset": str(plan.dataset["name"]),
                     "run": out.name,
-                    "source": SOURCE_IMPORTED,
+                    "source": IMPORTED,
                 },
                 on_batch=on_batch,
             )
@@ -175,15 +175,14 @@ def write_imported_run(
                 }
             )
         epochs = [e["epoch"] for e in evaluation]
-        manifest = {
-            "format": RUN_FORMAT,
-            "format_version": RUN_FORMAT_VERSION,
-            "source": SOURCE_IMPORTED,
-            "status": "complete",
-            "created": created,
-            "finished": now(),
-            "config": {
-                "source": SOURCE_IMPORTED,
+        files = run.checksums()
+        manifest = new_manifest(
+            source=IMPORTED,
+            status="complete",
+            created=created,
+            finished=now(),
+            config={
+                "source": IMPORTED,
                 "model": plan.arch,
                 "dataset": plan.dataset["name"],
                 "ood": list(plan.dataset.get("ood", {})),
@@ -191,15 +190,15 @@ def write_imported_run(
                 "checkpoint_epochs": epochs,
                 **plan.config,
             },
-            "versions": versions(),
-            "device": str(device),
-            "dataset": {
+            versions=versions(),
+            device=str(device),
+            dataset={
                 **plan.dataset,
                 "mean": plan.preprocessing.get("mean"),
                 "std": plan.preprocessing.get("std"),
             },
-            "preprocessing": plan.preprocessing,
-            "model": {
+            preprocessing=plan.preprocessing,
+            model={
                 "name": plan.arch,
                 "class": f"{type(model).__module__}.{type(model).__qualname__}",
                 "arguments": plan.model_args,
@@ -209,11 +208,11 @@ def write_imported_run(
                 "features": choice.describe(),
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
-            "weights": records,
-            "evaluation": evaluation,
-            "files": run.checksums(),
-        }
-        manifest["file_stats"] = run.file_stats(manifest["files"])
+            weights=records,
+            evaluation=evaluation,
+            files=files,
+            file_stats=run.file_stats(files),
+        )
         run.write_manifest(manifest)
         _move_into_place(staging, out)
     except BaseException:

@@ -39,7 +39,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     from ncood.datasets import check_names, load_data
     from ncood.datasets.digest import split_digests
     from ncood.engine.accel import pick_device
-    from ncood.engine.extract import extract_batch_size
+    from ncood.engine.dump import forward_batch_size
     from ncood.extraction.imported import (
         ImportPlan,
         prepare_out,
@@ -86,7 +86,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     splits = {"train": ind.train, "test": ind.test, **{f"ood/{n}": s for n, s in ood_sets.items()}}
     if request.limit is not None:
         splits = {name: _first_random(images, request.limit) for name, images in splits.items()}
-    batch_size = request.batch_size or extract_batch_size(device)
+    batch_size = request.batch_size or forward_batch_size(device)
     sources = {name: from_image_set(s, preprocess, batch_size) for name, s in splits.items()}
     plan = ImportPlan(
         arch=request.model,

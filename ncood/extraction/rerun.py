@@ -154,7 +154,7 @@ def open_model_inputs(
 ) -> ModelInputs:
     """The network of ``epoch`` on ``device`` and the batches of every split of the run;
     ``model`` names the architecture again when the run records your own code (--model)."""
-    from ncood.engine.extract import extract_batch_size
+    from ncood.engine.dump import forward_batch_size
 
     check_precision(precision)
     manifest = run.manifest()
@@ -167,7 +167,7 @@ def open_model_inputs(
     module.to(device).eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)  # input gradients only (ODIN): no weight grads kept
-    size = batch_size or extract_batch_size(device)
+    size = batch_size or forward_batch_size(device)
     batches = {
         name: _batches(name, images, data.transform, device, size)
         for name, images in data.splits.items()

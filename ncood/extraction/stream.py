@@ -1,9 +1,10 @@
 """One pass of a model over every split, streamed into one features file (docs/run-format.md).
 
-Memory stays one batch whatever the dataset's size: rows land at their offset through the
-engine's :class:`~ncood.engine.stream_writer.StreamedSafetensors`. The first batch is checked
-(``features @ W.T + b`` = logits) before anything is written. Like the engine's own extraction,
-the pass runs in exact fp32 (no autocast, no TF32: the engine's ``exact_fp32``).
+Memory stays one batch whatever the dataset's size: rows land at their offset through
+:class:`~ncood.store.features_writer.FeaturesWriter`, the writer of the engine's checkpoint
+dumps too. The first batch is checked (``features @ W.T + b`` = logits) before anything is
+written. Like the engine's dump, the pass runs in exact fp32 (no autocast, no TF32: the
+engine's ``exact_fp32``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ncood.engine.accel import exact_fp32
-from ncood.engine.stream_writer import StreamedSafetensors
 from ncood.errors import NcoodError
 from ncood.extraction.inputs import Source
 from ncood.models.capture import FeatureTap, HeadChoice, check_affine, head_tensors
-from ncood.store.features import FORMAT_NAME, FORMAT_VERSION
+from ncood.store.features_writer import FeaturesWriter
 
 ID_SPLITS = ("train", "test")
 
@@ -30,16 +29,6 @@ class Extracted:
 
     accuracy: dict[str, float]
     affine_error: float
-
-
-def layout(sources: dict[str, Source], classes: int, dim: int) -> dict:
-    f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
-    shapes = {"head/weight": (f32, (classes, dim)), "head/bias": (f32, (classes,))}
-    for split, source in sources.items():
-        shapes[f"{split}/features"] = (f32, (source.count, dim))
-        shapes[f"{split}/logits"] = (f32, (source.count, classes))
-        shapes[f"{split}/labels"] = (i64, (source.count,))
-    return shapes
 
 
 def extract_features(
@@ -62,16 +51,20 @@ def extract_features(
     model.eval()
     correct: dict[str, int] = {}
     affine_error: float | None = None
-    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **(metadata or {})}
     try:
         with (
             torch.no_grad(),
             exact_fp32(),
             FeatureTap(model, choice) as tap,
-            StreamedSafetensors(path, layout(sources, classes, dim), header) as writer,
+            FeaturesWriter(
+                path,
+                classes=classes,
+                dim=dim,
+                splits={split: source.count for split, source in sources.items()},
+                metadata=metadata,
+            ) as writer,
         ):
-            writer.write_rows("head/weight", 0, weight.numpy())
-            writer.write_rows("head/bias", 0, bias.numpy())
+            writer.write_head(weight.numpy(), bias.numpy())
             for split, source in sources.items():
                 row = 0
                 for inputs, labels in source.batches(device):
@@ -83,9 +76,9 @@ def extract_features(
                         raise NcoodError(f"{split}: more images than the {source.count} announced")
                     labels = _checked_labels(split, labels, count, classes)
                     logits_cpu = logits.float().cpu()
-                    writer.write_rows(f"{split}/features", row, features.float().cpu().numpy())
-                    writer.write_rows(f"{split}/logits", row, logits_cpu.numpy())
-                    writer.write_rows(f"{split}/labels", row, labels.numpy())
+                    writer.write_rows(split, "features", row, features.float().cpu().numpy())
+                    writer.write_rows(split, "logits", row, logits_cpu.numpy())
+                    writer.write_rows(split, "labels", row, labels.numpy())
                     if split in ID_SPLITS:
                         hits = int((logits_cpu.argmax(1) == labels).sum())
                         correct[split] = correct.get(split, 0) + hits

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,8 +224,32 @@ class FeatureDump:
         return named
 
 
+def features_layout(
+    classes: int, dim: int, splits: Mapping[str, int], stages: Mapping[str, int] | None = None
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Tensor name → (dtype, shape) of a features file: the head, then for each split of
+    ``splits`` (name → images) its features, logits, labels and each stage of ``stages``
+    (name → width)."""
+    f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
+    layout = {"head/weight": (f32, (classes, dim)), "head/bias": (f32, (classes,))}
+    for split, n in splits.items():
+        layout[f"{split}/features"] = (f32, (n, dim))
+        layout[f"{split}/logits"] = (f32, (n, classes))
+        layout[f"{split}/labels"] = (i64, (n,))
+        for stage, width in (stages or {}).items():
+            layout[f"{split}/layers/{stage}"] = (f32, (n, width))
+    return layout
+
+
+def features_metadata(metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The header's metadata: the format and its version, then the writer's (epoch, run …)."""
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **(metadata or {})}
+
+
 def save_features(path: str | os.PathLike, dump: FeatureDump) -> None:
-    """Write atomically; arrays are stored as float32 / int64 whatever they came as."""
+    """Write a dump held in memory, atomically; arrays are stored as float32 / int64 whatever
+    they came as. A file written as it is computed goes through
+    :class:`ncood.store.features_writer.FeaturesWriter` instead (same layout and header)."""
     tensors: dict[str, np.ndarray] = {
         "head/weight": np.ascontiguousarray(dump.head.weight, dtype=np.float32),
         "head/bias": np.ascontiguousarray(dump.head.bias, dtype=np.float32),
@@ -236,9 +260,8 @@ def save_features(path: str | os.PathLike, dump: FeatureDump) -> None:
         tensors[f"{name}/labels"] = np.ascontiguousarray(split.labels, dtype=np.int64)
         for layer, values in split.layers.items():
             tensors[f"{name}/layers/{layer}"] = np.ascontiguousarray(values, dtype=np.float32)
-    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **dump.metadata}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=features_metadata(dump.metadata))
 
 
 def check_readable(path: str | os.PathLike) -> None:

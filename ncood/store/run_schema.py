@@ -4,6 +4,7 @@ A manifest or history that is valid JSON but of the wrong shape (a list, a strin
 number goes, a NaN, a config that lost its keys) must be one line naming the key, not a
 ``KeyError`` deep inside a command. Keys are checked when present, so older or imported runs
 that lack some still read; values must have the documented type (docs/run-format.md).
+``MANIFEST`` is also the order in which ncood.store.manifest writes a new manifest's sections.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CONFIG = config_schema()  # derived from TrainConfig, the one declaration of the
 MANIFEST = {
     "format": TEXT,
     "format_version": INT,
+    "source": TEXT,  # "imported" for a run extracted from a model trained elsewhere
     "status": TEXT,
     "error": TEXT,
     "created": TEXT,
@@ -42,7 +44,10 @@ MANIFEST = {
         "mean": ([NUMBER], None),  # null for an imported run without them
         "std": ([NUMBER], None),
     },
+    "preprocessing": ANY,  # an imported run's: read by ncood.extraction.rerun and the report
     "model": {"name": TEXT, "width": INT, "feature_dim": INT},
+    "weights": ANY,  # an imported run's weights files (file, epoch, sha256, adapted)
+    "evaluation": ANY,  # an imported run's accuracy and head check at each epoch
     "files": {str: TEXT},
     "file_stats": {str: {"size": INT, "mtime_ns": INT}},
 }

@@ -1,11 +1,13 @@
-"""Write a safetensors file row block by row block, so extraction memory does not grow with N.
+"""Write a safetensors file row block by row block, so a writer's memory does not grow with N.
 
 The header is known before any data (every shape is), so the file is laid out once, then each
-batch of features lands at its offset with ``os.pwrite``. The result is an ordinary safetensors
-file (readable by ``safetensors`` and :func:`ncood.store.features.load_features`), written through a
-temp file and renamed, like every ncood write. A write error (disk full) is remembered rather
-than raised mid-stream, so under torchrun rank 0 keeps answering its peers' collectives and the
-error surfaces, for every rank at once, when the file is closed.
+block of rows lands at its offset with ``os.pwrite``. The result is an ordinary safetensors
+file (readable by ``safetensors`` and :func:`ncood.store.features.load_features`), written
+through a temp file and renamed, like every ncood write. A write error (disk full) is
+remembered rather than raised mid-stream, so under torchrun rank 0 keeps answering its peers'
+collectives and the error surfaces, for every rank at once, when the file is closed.
+Features files go through :class:`ncood.store.features_writer.FeaturesWriter`, which gives
+this writer their layout; weights and resume state use it directly.
 """
 
 from __future__ import annotations

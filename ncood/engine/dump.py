@@ -1,17 +1,18 @@
-"""Feature extraction: run the trained network once over every split and stream the results
-to a features file (the format of ncood.store.features, written by ncood.engine.stream_writer).
+"""Dump the features at a checkpoint: run the network being trained once over every split and
+stream its outputs to the run's features file (ncood.store.features_writer).
 
 Always in exact fp32, whatever the training precision: no autocast, no TF32 (restored after).
 NC1 late in training, Mahalanobis, ViM, NECO and every NC metric read these numbers; bf16
 would leave them about 3 significant digits.
 
 Memory stays bounded whatever the number of images: one batch of activations at a time, written
-at its offset in the file. Under torchrun, each rank extracts its share of every block of
+at its offset in the file. Under torchrun, each rank computes its share of every block of
 ``world × batch_size`` images; rank 0 gathers the blocks and is the only one that writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -22,13 +23,13 @@ from ncood.datasets import ImageSet, normalise
 from ncood.engine.accel import Accel, exact_fp32
 from ncood.engine.distributed import Cluster
 from ncood.engine.model import STAGES, ResNet18
-from ncood.engine.stream_writer import StreamedSafetensors
-from ncood.store.features import FORMAT_NAME, FORMAT_VERSION
+from ncood.store.features_writer import FeaturesWriter
 
 
-def extract_batch_size(device: torch.device) -> int:
-    """512 fills a GPU; on a CPU larger batches gain nothing and cost memory (about 1.3 MiB of
-    activations per image at width 64)."""
+def forward_batch_size(device: torch.device) -> int:
+    """Images per forward pass without gradients (this dump, an imported model's extraction,
+    the model-based scorers): 512 fills a GPU; on a CPU larger batches gain nothing and cost
+    memory (about 1.3 MiB of activations per image at width 64)."""
     return 512 if device.type == "cuda" else 128
 
 
@@ -38,21 +39,6 @@ def _parts(model: ResNet18, with_stages: bool) -> list[tuple[str, int]]:
     if with_stages:
         parts += [(f"layers/{name}", model.stage_dims[name]) for name in STAGES]
     return parts
-
-
-def feature_layout(
-    model: ResNet18, splits: dict[str, ImageSet], with_stages: bool
-) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    layout: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
-        "head/weight": (np.dtype(np.float32), tuple(model.fc.weight.shape)),
-        "head/bias": (np.dtype(np.float32), tuple(model.fc.bias.shape)),
-    }
-    for split, images in splits.items():
-        n = len(images)
-        layout[f"{split}/labels"] = (np.dtype(np.int64), (n,))
-        for part, dim in _parts(model, with_stages):
-            layout[f"{split}/{part}"] = (np.dtype(np.float32), (n, dim))
-    return layout
 
 
 @torch.no_grad()
@@ -97,50 +83,50 @@ def dump_features(
     was_training = model.training
     model.eval()
     device = accel.device
-    batch_size = batch_size or extract_batch_size(device)
+    batch_size = batch_size or forward_batch_size(device)
     parts = _parts(model, with_stages)
     width = sum(dim for _, dim in parts)
     stride = batch_size * cluster.world
-    writer = None
+    writer = None  # rank 0's
     if cluster.main:
-        writer = StreamedSafetensors(
+        classes, dim = model.fc.weight.shape
+        writer = FeaturesWriter(
             path,
-            feature_layout(model, splits, with_stages),
-            {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **(metadata or {})},
+            classes=classes,
+            dim=dim,
+            splits={split: len(images) for split, images in splits.items()},
+            stages={name: model.stage_dims[name] for name in STAGES} if with_stages else None,
+            metadata=metadata,
         )
-        writer.__enter__()
     try:
-        if writer is not None:
-            writer.write_rows("head/weight", 0, model.fc.weight.detach().float().cpu().numpy())
-            writer.write_rows("head/bias", 0, model.fc.bias.detach().float().cpu().numpy())
-        for split, images in splits.items():
-            n = len(images)
+        with writer or contextlib.nullcontext():
             if writer is not None:
-                writer.write_rows(f"{split}/labels", 0, images.labels.cpu().numpy())
-            for block in range(0, n, stride):
-                start = block + cluster.rank * batch_size
-                local = images.images[start : min(start + batch_size, n)].to(device)
-                if local.shape[0]:
-                    rows = _rows(model, local, mean, std, accel, with_stages)
-                else:
-                    rows = torch.zeros((0, width), device=device)
-                shards = _gather(rows, batch_size, width, cluster)
+                writer.write_head(
+                    model.fc.weight.detach().float().cpu().numpy(),
+                    model.fc.bias.detach().float().cpu().numpy(),
+                )
+            for split, images in splits.items():
+                n = len(images)
                 if writer is not None:
-                    for rank, shard in enumerate(shards):
-                        first = block + rank * batch_size
-                        count = max(0, min(batch_size, n - first))
-                        if count:
-                            _write_packed(writer, split, first, shard[:count], parts)
-                if on_batch is not None:
-                    on_batch(min(stride, n - block))
-    except BaseException as exc:
-        if writer is not None:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
-        raise
+                    writer.write_rows(split, "labels", 0, images.labels.cpu().numpy())
+                for block in range(0, n, stride):
+                    start = block + cluster.rank * batch_size
+                    local = images.images[start : min(start + batch_size, n)].to(device)
+                    if local.shape[0]:
+                        rows = _rows(model, local, mean, std, accel, with_stages)
+                    else:
+                        rows = torch.zeros((0, width), device=device)
+                    shards = _gather(rows, batch_size, width, cluster)
+                    if writer is not None:
+                        for rank, shard in enumerate(shards):
+                            first = block + rank * batch_size
+                            count = max(0, min(batch_size, n - first))
+                            if count:
+                                _write_packed(writer, split, first, shard[:count], parts)
+                    if on_batch is not None:
+                        on_batch(min(stride, n - block))
     finally:
         model.train(was_training)
-    if writer is not None:
-        writer.__exit__(None, None, None)
 
 
 def _gather(rows: torch.Tensor, batch_size: int, width: int, cluster: Cluster) -> list[np.ndarray]:
@@ -153,10 +139,12 @@ def _gather(rows: torch.Tensor, batch_size: int, width: int, cluster: Cluster) -
     return [t.cpu().numpy() for t in bucket] if cluster.main else []
 
 
-def _write_packed(writer, split: str, first: int, packed: np.ndarray, parts) -> None:
+def _write_packed(
+    writer: FeaturesWriter, split: str, first: int, packed: np.ndarray, parts
+) -> None:
     column = 0
     for part, dim in parts:
-        writer.write_rows(f"{split}/{part}", first, packed[:, column : column + dim])
+        writer.write_rows(split, part, first, packed[:, column : column + dim])
         column += dim
 
 
