@@ -32,53 +32,60 @@ _GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 _SOURCE = typer.Argument(metavar="SOURCE", help="A run directory or a features .safetensors file.")
 
 
-def analyze(*, source: Path, **given) -> None:
-    """Score OOD detection and measure Neural Collapse on dumped features.
+def analyze_command(options_class: type = AnalyzeOptions):
+    """The ``ncood analyze`` function for ``options_class`` (its signature is the options)."""
 
-    Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
-    DeLong p-value (docs/conventions.md).
-    """
-    from ncood.analyze.driver import check_model_scorers, check_parameters, select
-    from ncood.host.loading import host
+    def analyze(*, source: Path, **given) -> None:
+        """Score OOD detection and measure Neural Collapse on dumped features.
 
-    options = AnalyzeOptions(**config_values(AnalyzeOptions, given))
-    scorers, analyses = select(host(), options.plugins)
-    warn_broken_plugins(host())
-    settings = options.settings
-    if options.device:
-        from ncood.engine.accel import pick_device
+        Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
+        DeLong p-value (docs/conventions.md).
+        """
+        from ncood.analyze.driver import check_model_scorers, check_parameters, select
+        from ncood.host.loading import host
 
-        pick_device(options.device)  # a device that cannot compute is one line, before any work
-        for contribution in scorers:
-            if "device" in contribution.defaults():
-                settings.setdefault(contribution.name, {}).setdefault("device", options.device)
-    check_parameters(settings, [*scorers, *analyses])
+        options = options_class(**config_values(options_class, given))
+        scorers, analyses = select(host(), options.plugins)
+        warn_broken_plugins(host())
+        settings = options.settings
+        if options.device:
+            from ncood.engine.accel import pick_device
 
-    on_model = [c for c in scorers if c.needs_model]
-    run, jobs = _jobs(source, options, on_model)
-    check_model_scorers(on_model, True, options)
-    network = _Network(run, [e for e, _, _ in jobs], len(on_model), options) if on_model else None
-    collected, failures = _analyse(jobs, scorers, analyses, options, network)
-    if options.as_json:
-        payload = (
-            next(iter(collected.values()))
-            if len(collected) == 1
-            else {"epochs": {str(e): r for e, r in collected.items()}}
+            pick_device(options.device)  # a device that cannot compute is one line, before any work
+            for contribution in scorers:
+                if "device" in contribution.defaults():
+                    settings.setdefault(contribution.name, {}).setdefault("device", options.device)
+        check_parameters(settings, [*scorers, *analyses])
+
+        on_model = [c for c in scorers if c.needs_model]
+        run, jobs = _jobs(source, options, on_model)
+        check_model_scorers(on_model, True, options)
+        network = (
+            _Network(run, [e for e, _, _ in jobs], len(on_model), options) if on_model else None
         )
-        typer.echo(json.dumps(payload, indent=2))
-    else:
-        for job_epoch, results in collected.items():
-            _print_summary(job_epoch, results)
-    for failure in failures:
-        typer.echo(f"ncood: error: {failure}", err=True)
-    if failures:
-        raise typer.Exit(1)
+        collected, failures = _analyse(jobs, scorers, analyses, options, network)
+        if options.as_json:
+            payload = (
+                next(iter(collected.values()))
+                if len(collected) == 1
+                else {"epochs": {str(e): r for e, r in collected.items()}}
+            )
+            typer.echo(json.dumps(payload, indent=2))
+        else:
+            for job_epoch, results in collected.items():
+                _print_summary(job_epoch, results)
+        for failure in failures:
+            typer.echo(f"ncood: error: {failure}", err=True)
+        if failures:
+            raise typer.Exit(1)
+
+    analyze.__signature__ = inspect.Signature(
+        [keyword("source", Path, _SOURCE, inspect.Parameter.empty), *config_options(options_class)]
+    )
+    return analyze
 
 
-analyze.__signature__ = inspect.Signature(
-    [keyword("source", Path, _SOURCE, inspect.Parameter.empty), *config_options(AnalyzeOptions)]
-)
-app.command(cls=Command)(user_errors(analyze))
+app.command(name="analyze", cls=Command)(user_errors(analyze_command()))
 
 
 def _jobs(source: Path, options: AnalyzeOptions, on_model: list):

@@ -35,29 +35,34 @@ _MORE_WEIGHTS = typer.Argument(
 )
 
 
-def extract(*, more_weights: list[Path] | None, quiet: bool, **given) -> None:
-    """Import a model trained anywhere: run it over the datasets, write an ncood run.
+def extract_command(request_class: type = ExtractRequest):
+    """The ``ncood extract`` function for ``request_class`` (its signature is the options)."""
 
-    `ncood analyze` and `ncood report` then work on it; see docs/extract.md.
-    """
-    from ncood.extraction.named import run_extract
+    def extract(*, more_weights: list[Path] | None, quiet: bool, **given) -> None:
+        """Import a model trained anywhere: run it over the datasets, write an ncood run.
 
-    request = ExtractRequest(**config_values(ExtractRequest, given))
-    request.weights = _expand([*request.weights, *(more_weights or [])])
-    run = run_extract(request, show_progress=not quiet)
-    evaluation = run.manifest()["evaluation"][-1]
-    typer.echo(
-        f"run written to {run.root} ({len(run.feature_epochs())} epoch(s); epoch "
-        f"{evaluation['epoch']}: train acc {evaluation['train_acc']:.4f}, "
-        f"test acc {evaluation['test_acc']:.4f})"
+        `ncood analyze` and `ncood report` then work on it; see docs/extract.md.
+        """
+        from ncood.extraction.named import run_extract
+
+        request = request_class(**config_values(request_class, given))
+        request.weights = _expand([*request.weights, *(more_weights or [])])
+        run = run_extract(request, show_progress=not quiet)
+        evaluation = run.manifest()["evaluation"][-1]
+        typer.echo(
+            f"run written to {run.root} ({len(run.feature_epochs())} epoch(s); epoch "
+            f"{evaluation['epoch']}: train acc {evaluation['train_acc']:.4f}, "
+            f"test acc {evaluation['test_acc']:.4f})"
+        )
+
+    extract.__signature__ = inspect.Signature(
+        [
+            keyword("more_weights", list[Path] | None, _MORE_WEIGHTS, None),
+            *config_options(request_class),
+            keyword("quiet", bool, typer.Option(help="No progress bar."), False),
+        ]
     )
+    return extract
 
 
-extract.__signature__ = inspect.Signature(
-    [
-        keyword("more_weights", list[Path] | None, _MORE_WEIGHTS, None),
-        *config_options(ExtractRequest),
-        keyword("quiet", bool, typer.Option(help="No progress bar."), False),
-    ]
-)
-app.command(cls=Command)(user_errors(extract))
+app.command(name="extract", cls=Command)(user_errors(extract_command()))
