@@ -20,16 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ncood.analyze.options import OodOptions
 from ncood.errors import NcoodError
 from ncood.host.loading import PluginHost, describe
 from ncood.host.network_state import Pristine
 from ncood.host.scoring import Contribution
-from ncood.ood.bootstrap import DEFAULT_RESAMPLES
 from ncood.ood.conventions import ood_metrics
-from ncood.ood.groups import TestSets, check_available
 from ncood.ood.spread import spread, warn_spread
 from ncood.ood.statistics import add_statistics
-from ncood.ood.tuning import DEFAULT_FRACTION, DEFAULT_SEED, check_validation_set, tune
+from ncood.ood.tuning import tune
 from ncood.store.arrays_file import arrays_path, save_arrays
 from ncood.store.features import FeatureDump, load_features
 from ncood.store.plugin_output import RESERVED_KEYS, to_json
@@ -45,34 +44,6 @@ EVERYTHING = "all"  # --plugins all: every scorer, model-based ones included, an
 # params.<model-based scorer>.network: how the network ran (device, precision, batch size,
 # weights), recorded beside the scorer's own parameters
 NETWORK_KEY = "network"
-
-
-@dataclass(frozen=True)
-class OodOptions:
-    """Which OOD sets are test sets (and their groups), the bootstrap, and the tuning."""
-
-    bootstrap: int = DEFAULT_RESAMPLES  # resamples; 0: no intervals
-    bootstrap_seed: int = 0
-    test_sets: TestSets | None = None  # None: every OOD set of the features
-    tune: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    tune_on: str | None = None
-    tune_fraction: float = DEFAULT_FRACTION
-    tune_seed: int = DEFAULT_SEED
-
-    def check(self, available: list[str]) -> list[str]:
-        """The test sets among ``available`` (the features' OOD sets); one-line errors."""
-        if bool(self.tune) != (self.tune_on is not None):
-            raise NcoodError("--tune and --tune-on go together: a grid and its validation set")
-        if self.bootstrap < 0:
-            raise NcoodError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
-        if self.test_sets is not None:
-            check_available(self.test_sets, available)
-            test = list(self.test_sets.sets)
-        else:
-            test = list(available)
-        if self.tune_on is not None:
-            check_validation_set(self.tune_on, available, test)
-        return test
 
 
 @dataclass

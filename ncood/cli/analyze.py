@@ -2,219 +2,126 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from ncood.cli.app import Command, app, split_names, user_errors, warn_broken_plugins
+from ncood.analyze.options import AnalyzeOptions
+from ncood.cli.app import (
+    Command,
+    app,
+    config_options,
+    config_values,
+    keyword,
+    user_errors,
+    warn_broken_plugins,
+)
 from ncood.errors import NcoodError
+
+if TYPE_CHECKING:
+    from ncood.host.network import ModelInputs
 
 _GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 
 
-@app.command(cls=Command)
-@user_errors
-def analyze(
-    source: Annotated[
-        Path,
-        typer.Argument(metavar="SOURCE", help="A run directory or a features .safetensors file."),
-    ],
-    plugins: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAMES",
-            help="Comma-separated scorers and analyses (default: every feature-level scorer "
-            "and analysis; 'all' adds the model-based scorers, which run the network).",
-        ),
-    ] = None,
-    epoch: Annotated[
-        str, typer.Option(metavar="N|last|all", help="Checkpoint epoch: N, 'last' or 'all'.")
-    ] = "last",
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="NAME.PARAM=VALUE",
-            help="Parameter override NAME.PARAM=VALUE (repeatable).",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(metavar="DIR", help="Where results.json goes for a features file."),
-    ] = None,
-    ood: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="[GROUP:]SETS",
-            help="Test OOD sets and their groups: near:cifar10,tin far:svhn,mnist,dtd "
-            "(default: every OOD set of the features).",
-        ),
-    ] = None,
-    bootstrap: Annotated[
-        int,
-        typer.Option(
-            metavar="N", help="Stratified bootstrap resamples for the 95 % intervals (0: none)."
-        ),
-    ] = 1000,
-    bootstrap_seed: Annotated[
-        int, typer.Option(metavar="N", help="Seed of the bootstrap resamples.")
-    ] = 0,
-    tune_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tune",
-            metavar="NAME.PARAM=V1,V2,...",
-            help="Grid to choose from, NAME.PARAM=V1,V2,... (repeatable; --tune-on).",
-        ),
-    ] = None,
-    tune_on: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SET", help="OOD validation set for --tune; must not be a test OOD set."
-        ),
-    ] = None,
-    tune_fraction: Annotated[
-        float,
-        typer.Option(
-            metavar="FRACTION", help="Share of each class of ID train held out for --tune."
-        ),
-    ] = 0.1,
-    tune_seed: Annotated[int, typer.Option(metavar="N", help="Seed of the held-out ID split.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    verify: Annotated[
-        bool,
-        typer.Option(
-            "--verify",
-            help="Check the sha256 of each features file (and, for model-based scorers, "
-            "of each checkpoint) against the run's manifest.",
-        ),
-    ] = False,
-    discard_failed: Annotated[
-        bool,
-        typer.Option(
-            "--discard-failed",
-            help="A plugin that fails loses its previous result (default: it is kept).",
-        ),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            metavar="DEVICE",
-            help="Run the scorers that can use an accelerator there (e.g. cuda): sets the "
-            "'device' parameter of each selected scorer that has one, unless --set does, and "
-            "is where model-based scorers run the network (default: a GPU if there is one).",
-        ),
-    ] = None,
-    precision: Annotated[
-        str,
-        typer.Option(
-            metavar="fp32|bf16",
-            help="Model-based scorers' forward passes: exact fp32 (no TF32), or bf16 autocast.",
-        ),
-    ] = "fp32",
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR",
-            help="Where the run's datasets are, for model-based scorers (default: the run's).",
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(metavar="N", help="Images per forward of the model-based scorers."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ARCH",
-            help="An imported run's architecture, named again: a package.module:callable "
-            "that the run records is imported only then (it must equal the manifest's).",
-        ),
-    ] = None,
-) -> None:
-    """Score OOD detection and measure Neural Collapse on dumped features.
+_SOURCE = typer.Argument(metavar="SOURCE", help="A run directory or a features .safetensors file.")
 
-    Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
-    DeLong p-value (docs/conventions.md).
-    """
-    from ncood.analyze.driver import (
-        OodOptions,
-        analyse_file,
-        check_model_scorers,
-        check_parameters,
-        ood_set_names,
-        select,
+
+def analyze_command(options_class: type = AnalyzeOptions):
+    """The ``ncood analyze`` function for ``options_class`` (its signature is the options)."""
+
+    def analyze(*, source: Path, **given) -> None:
+        """Score OOD detection and measure Neural Collapse on dumped features.
+
+        Every OOD metric gets a 95 % stratified bootstrap interval, and each pair of scorers a
+        DeLong p-value (docs/conventions.md).
+        """
+        from ncood.analyze.driver import check_model_scorers, check_parameters, select
+        from ncood.host.loading import host
+
+        options = options_class(**config_values(options_class, given))
+        scorers, analyses = select(host(), options.plugins)
+        warn_broken_plugins(host())
+        settings = options.settings
+        if options.device:
+            from ncood.engine.accel import pick_device
+
+            pick_device(options.device)  # a device that cannot compute is one line, before any work
+            for contribution in scorers:
+                if "device" in contribution.defaults():
+                    settings.setdefault(contribution.name, {}).setdefault("device", options.device)
+        check_parameters(settings, [*scorers, *analyses])
+
+        on_model = [c for c in scorers if c.needs_model]
+        run, jobs = _jobs(source, options, on_model)
+        check_model_scorers(on_model, True, options)
+        network = (
+            _Network(run, [e for e, _, _ in jobs], len(on_model), options) if on_model else None
+        )
+        collected, failures = _analyse(jobs, scorers, analyses, options, network)
+        if options.as_json:
+            payload = (
+                next(iter(collected.values()))
+                if len(collected) == 1
+                else {"epochs": {str(e): r for e, r in collected.items()}}
+            )
+            typer.echo(json.dumps(payload, indent=2))
+        else:
+            for job_epoch, results in collected.items():
+                _print_summary(job_epoch, results)
+        for failure in failures:
+            typer.echo(f"ncood: error: {failure}", err=True)
+        if failures:
+            raise typer.Exit(1)
+
+    analyze.__signature__ = inspect.Signature(
+        [keyword("source", Path, _SOURCE, inspect.Parameter.empty), *config_options(options_class)]
     )
-    from ncood.host.loading import host
-    from ncood.host.scoring import parse_settings
-    from ncood.ood.groups import parse_ood
-    from ncood.ood.tuning import parse_tune
-    from ncood.progress import progress_bar
-    from ncood.store.features import check_readable
+    return analyze
+
+
+app.command(name="analyze", cls=Command)(user_errors(analyze_command()))
+
+
+def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
+    """The run (None for a features file) and its (epoch, features file, results folder)."""
+    from ncood.analyze.driver import check_model_scorers
     from ncood.store.integrity import verify_files
-    from ncood.store.outputs import one_line_os_errors, prepare_out_dir
+    from ncood.store.outputs import prepare_out_dir
     from ncood.store.run import RunDir
 
-    names = split_names(plugins)
-    scorers, analyses = select(host(), names)
-    warn_broken_plugins(host())
-    settings = parse_settings(set_ or [])
-    if device:
-        from ncood.engine.accel import pick_device
-
-        pick_device(device)  # a device that cannot compute is one line, before any work
-        for contribution in scorers:
-            if "device" in contribution.defaults():
-                settings.setdefault(contribution.name, {}).setdefault("device", device)
-    check_parameters(settings, [*scorers, *analyses])
-    options = OodOptions(
-        bootstrap=bootstrap,
-        bootstrap_seed=bootstrap_seed,
-        test_sets=parse_ood(ood) if ood else None,
-        tune=parse_tune(tune_ or []),
-        tune_on=tune_on,
-        tune_fraction=tune_fraction,
-        tune_seed=tune_seed,
-    )
-
-    on_model = [c for c in scorers if c.needs_model]
-    run = None
     if source.is_file():
         check_model_scorers(on_model, False)
-        if out is not None:
-            prepare_out_dir(out)
-        jobs = [(None, source, out)]
-    else:
-        if out is not None:
-            raise NcoodError("--out is for a features file; a run's results go into the run")
-        run = RunDir.open(source)
-        epochs = run.select_feature_epochs(epoch)
-        jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
-        verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=verify)
-    check_model_scorers(on_model, True, options)
-    network_at = _model_inputs(
-        run,
-        [e for e, _, _ in jobs],
-        on_model,
-        device,
-        precision,
-        data_dir,
-        batch_size,
-        quiet,
-        model,
-        verify=verify,
-    )
+        if options.out is not None:
+            prepare_out_dir(options.out)
+        return None, [(None, source, options.out)]
+    if options.out is not None:
+        raise NcoodError("--out is for a features file; a run's results go into the run")
+    run = RunDir.open(source)
+    epochs = run.select_feature_epochs(options.epoch)
+    jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
+    verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=options.verify)
+    return run, jobs
+
+
+def _analyse(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network | None):
+    """Each job's results, and one line per plugin that failed, under one progress bar."""
+    from ncood.analyze.driver import analyse_file, ood_set_names
+    from ncood.progress import progress_bar
+    from ncood.store.features import check_readable
+    from ncood.store.outputs import one_line_os_errors
 
     for _, features_path, _ in jobs:
         check_readable(features_path)  # a bad file is one line, before any progress bar
         options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
     collected, failures = {}, []
     steps = len(scorers) + len(analyses)
-    with progress_bar(not quiet) as progress:
+    with progress_bar(not options.quiet) as progress:
         task = progress.add_task("analyze", total=steps * len(jobs), status="")
         for job_epoch, features_path, out_dir in jobs:
             which = f"epoch {job_epoch}" if job_epoch is not None else str(features_path)
@@ -224,90 +131,68 @@ def analyze(
                     out_dir,
                     scorers,
                     analyses,
-                    settings,
+                    options.settings,
                     options=options,
                     on_step=lambda name, e=job_epoch: progress.update(
                         task, advance=1, status=f"epoch {e} {name}" if e else name
                     ),
-                    discard_failed=discard_failed,
-                    model_inputs=network_at(job_epoch, progress),
+                    discard_failed=options.discard_failed,
+                    model_inputs=network and functools.partial(network.open, job_epoch, progress),
                 )
             collected[job_epoch] = outcome.results
             for name, reason in outcome.reasons().items():
                 where = f"{name} (epoch {job_epoch})" if job_epoch is not None else name
                 kept = " (its previous result is kept)" if name in outcome.kept else ""
                 failures.append(f"{where} failed: {reason}{kept}")
+    return collected, failures
 
-    if as_json:
-        payload = (
-            next(iter(collected.values()))
-            if len(collected) == 1
-            else {"epochs": {str(e): r for e, r in collected.items()}}
+
+class _Network:
+    """How the model-based scorers get the network and the batches of each epoch: every
+    epoch's weights are checked, and the run's data loaded, before any work (the sha256 of
+    the weights too with ``--verify``); :meth:`open` then builds one epoch's inputs."""
+
+    def __init__(self, run, epochs: list[int], scorers: int, options: AnalyzeOptions) -> None:
+        from ncood.engine.accel import pick_device
+        from ncood.extraction.rerun import check_precision, check_rebuildable, load_run_data
+
+        check_precision(options.precision)
+        if options.batch_size is not None and options.batch_size < 1:
+            raise NcoodError("--batch-size must be at least 1")
+        self.run, self.scorers, self.options = run, scorers, options
+        self.device = pick_device(options.device or "auto")
+        for epoch in epochs:
+            check_rebuildable(run, epoch, options.model, verify=options.verify)
+        self.data = load_run_data(run, options.data_dir, show_progress=not options.quiet)
+
+    def open(self, epoch: int, progress) -> ModelInputs:
+        """The network of ``epoch`` and its batches, counted on a progress bar of its own."""
+        from ncood.extraction.rerun import open_model_inputs
+
+        inputs = open_model_inputs(
+            self.run,
+            epoch,
+            device=self.device,
+            data=self.data,
+            batch_size=self.options.batch_size,
+            precision=self.options.precision,
+            show_progress=not self.options.quiet,
+            model=self.options.model,
         )
-        typer.echo(json.dumps(payload, indent=2))
-    else:
-        for job_epoch, results in collected.items():
-            _print_summary(job_epoch, results)
-    for failure in failures:
-        typer.echo(f"ncood: error: {failure}", err=True)
-    if failures:
-        raise typer.Exit(1)
+        # test and OOD once per scorer; a pass over train (a fit) adds itself as it starts
+        scored = [b for name, b in inputs.splits.items() if name != "train"]
+        total = self.scorers * sum(b.count for b in scored)
+        task = progress.add_task("network", total=total, status=f"epoch {epoch} {self.device}")
+        for batches in inputs.splits.values():
+            batches.on_images = lambda n: progress.advance(task, n)
+        train, counted = inputs.splits["train"], [total]
 
+        def fit_pass() -> None:
+            counted[0] += train.count
+            progress.update(task, total=counted[0])
 
-def _model_inputs(
-    run, epochs, on_model, device, precision, data_dir, batch_size, quiet, model, *, verify=False
-):
-    """For each epoch, how the model-based scorers get the network and the batches (None when
-    none is selected); every epoch's weights are checked before any work (their sha256 too
-    with ``--verify``)."""
-    if not on_model:
-        return lambda epoch, progress: None
-    from ncood.engine.accel import pick_device
-    from ncood.extraction.rerun import (
-        check_precision,
-        check_rebuildable,
-        load_run_data,
-        open_model_inputs,
-    )
-
-    check_precision(precision)
-    if batch_size is not None and batch_size < 1:
-        raise NcoodError("--batch-size must be at least 1")
-    target = pick_device(device or "auto")
-    for epoch in epochs:
-        check_rebuildable(run, epoch, model, verify=verify)
-    data = load_run_data(run, data_dir, show_progress=not quiet)  # once, before any work
-
-    def at(epoch, progress):
-        def build():
-            inputs = open_model_inputs(
-                run,
-                epoch,
-                device=target,
-                data=data,
-                batch_size=batch_size,
-                precision=precision,
-                show_progress=not quiet,
-                model=model,
-            )
-            # test and OOD once per scorer; a pass over train (a fit) adds itself as it starts
-            scored = [b for name, b in inputs.splits.items() if name != "train"]
-            total = len(on_model) * sum(b.count for b in scored)
-            task = progress.add_task("network", total=total, status=f"epoch {epoch} {target}")
-            for batches in inputs.splits.values():
-                batches.on_images = lambda n: progress.advance(task, n)
-            train, counted = inputs.splits["train"], [total]
-
-            def fit_pass() -> None:
-                counted[0] += train.count
-                progress.update(task, total=counted[0])
-
-            train.on_start = fit_pass
-            return inputs
-
-        return build
-
-    return at
+        train.on_start = fit_pass
+        return inputs
 
 
 def _print_summary(epoch: int | None, results: dict) -> None:

@@ -1,28 +1,23 @@
 """The Typer application every command module adds itself to, and what they share: the
-user-error wrapper (one line on stderr, exit 1) and the parsers of comma-separated options."""
+user-error wrapper (one line on stderr, exit 1), the parsers of comma-separated options, and
+the options of a config dataclass (:func:`config_options`, :func:`config_values`)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import sys
 import warnings
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
 
 import ncood
 from ncood.errors import NcoodError
-
-# Options that mean the same in several commands, declared once.
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        metavar="DIR", help="Where the datasets live (default $NCOOD_DATA_DIR or ./data)."
-    ),
-]
+from ncood.store.settings import field_hint, field_kind, option_name
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -140,3 +135,81 @@ def int_list(value: str | None) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def keyword(name: str, kind, option, default) -> inspect.Parameter:
+    """One parameter of a command whose signature is built (``command.__signature__``)."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+    )
+
+
+def config_options(config_class: type, *, unset: bool = False) -> list[inspect.Parameter]:
+    """One ``--option`` per field of a config dataclass (ncood/store/settings.py), in their
+    order: lists comma-separated (or repeatable, as ``given`` says), booleans ``--x/--no-x``.
+
+    An option shows the field's default; one without a default is required. ``unset=True``
+    makes every option default to None: unset, whatever the caller starts from (a preset)
+    stands."""
+    options = []
+    for spec in dataclasses.fields(config_class):
+        meta = spec.metadata
+        if not meta.get("option", True):
+            continue
+        kind = meta.get("given")
+        if kind is None:
+            element, is_list, _ = field_kind(field_hint(config_class, spec))
+            kind = str if is_list else element
+        default = spec.default
+        if unset or spec.default_factory is not dataclasses.MISSING:
+            default = None  # a list or a mapping: unset, the field's own stands
+        elif default is dataclasses.MISSING:
+            default = inspect.Parameter.empty  # required
+        settings: dict[str, Any] = {"help": meta["help"]}
+        if kind is not bool and meta.get("metavar"):
+            settings["metavar"] = meta["metavar"]
+        names = [meta["name"]] if meta.get("name") else []
+        if kind is bool and not meta.get("negatable", True):
+            names = names or [option_name(spec.name)]
+        elif kind is bool and names:
+            names = [f"{names[0]}/--no-{names[0].removeprefix('--')}"]
+        option = typer.Option(*names, **settings)
+        options.append(
+            keyword(spec.name, kind | None if default is None else kind, option, default)
+        )
+    return options
+
+
+def parse_option(config_class: type, name: str, value):
+    """A command-line value as the field's: ``parse`` where declared, comma-separated lists
+    split and converted."""
+    if value is None:
+        return None
+    spec = next(s for s in dataclasses.fields(config_class) if s.name == name)
+    if spec.metadata.get("parse"):
+        return spec.metadata["parse"](value)
+    if spec.metadata.get("given") is not None:
+        return value
+    element, is_list, _ = field_kind(field_hint(config_class, spec))
+    if not is_list:
+        return value
+    if element is str:
+        return split_names(value)
+    if element is int:
+        return int_list(value)
+    try:
+        return [element(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def config_values(config_class: type, given: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``config_class`` that the command line gave, as the fields' values; one
+    left unset is left out (timm's ``create_model``), so the field's own default stands."""
+    values = {}
+    for spec in dataclasses.fields(config_class):
+        value = given.get(spec.name)
+        if value is None or (isinstance(value, list | tuple) and not value):
+            continue
+        values[spec.name] = parse_option(config_class, spec.name, value)
+    return values

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import glob
+import inspect
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from ncood.cli.app import (
-    Command,
-    DataDirOption,
-    app,
-    int_list,
-    split_names,
-    user_errors,
-)
+from ncood.cli.app import Command, app, config_options, config_values, keyword, user_errors
 from ncood.errors import NcoodError
+from ncood.extraction.named import ExtractRequest
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -34,116 +28,41 @@ def _expand(paths: list[Path]) -> list[Path]:
     return expanded
 
 
-@app.command(cls=Command)
-@user_errors
-def extract(
-    model: Annotated[
-        str,
-        typer.Option(
-            metavar="ARCH",
-            help="Architecture: resnet18-cifar, openood:resnet18_32x32, torchvision:NAME, "
-            "timm:NAME, package.module:callable, or one a plugin registers.",
-        ),
-    ],
-    weights: Annotated[
-        list[Path],
-        typer.Option(
-            metavar="FILE",
-            help="Weights file(s): .safetensors, .pt, .pth, .ckpt; several = epochs.",
-        ),
-    ],
-    dataset: Annotated[
-        str, typer.Option(metavar="DATASET", help="In-distribution dataset, as for `ncood train`.")
-    ],
-    out: Annotated[Path, typer.Option(metavar="RUN_DIR", help="Run directory to write.")],
-    more_weights: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            metavar="[FILE]...", help="More weights files (what a glob after --weights gives)."
-        ),
-    ] = None,
-    ood: Annotated[
-        str | None,
-        typer.Option(metavar="SETS", help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …)."),
-    ] = None,
-    data_dir: DataDirOption = None,
-    num_classes: Annotated[
-        int | None, typer.Option(metavar="N", help="The model's classes (must be the dataset's).")
-    ] = None,
-    image_size: Annotated[
-        int | None,
-        typer.Option(metavar="SIZE", help="Resize images to SIZE×SIZE before normalising."),
-    ] = None,
-    normalize: Annotated[
-        str,
-        typer.Option(
-            metavar="dataset|imagenet|MEAN/STD",
-            help="dataset (its mean/std), imagenet, or MEAN/STD (e.g. 0.5/0.25).",
-        ),
-    ] = "dataset",
-    feature_layer: Annotated[
-        str | None,
-        typer.Option(
-            metavar="MODULE", help="Module whose input (a Linear) or output gives the features."
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(metavar="N", help="Images per forward pass.")
-    ] = None,
-    device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 …")
-    ] = "auto",
-    epochs: Annotated[
-        str | None,
-        typer.Option(metavar="EPOCHS", help="Epochs of the weights files, in order: 10,20,30."),
-    ] = None,
-    model_arg: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model-arg",
-            metavar="KEY=VALUE",
-            help="KEY=VALUE passed to the architecture (repeatable).",
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(metavar="N", help="At most N images per split (a fixed random subset)."),
-    ] = None,
-    download: Annotated[
-        bool, typer.Option(help="Download missing datasets when the network allows.")
-    ] = True,
-    force: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-) -> None:
-    """Import a model trained anywhere: run it over the datasets, write an ncood run.
+# The options of the command itself; every other option is a field of ExtractRequest, derived
+# from its declaration (ncood/extraction/named.py) by config_options.
+_MORE_WEIGHTS = typer.Argument(
+    metavar="[FILE]...", help="More weights files (what a glob after --weights gives)."
+)
 
-    `ncood analyze` and `ncood report` then work on it; see docs/extract.md.
-    """
-    from ncood.extraction.named import ExtractRequest, parse_model_args, run_extract
 
-    request = ExtractRequest(
-        model=model,
-        weights=_expand([*weights, *(more_weights or [])]),
-        dataset=dataset,
-        ood=split_names(ood) or [],
-        out=out,
-        data_dir=data_dir,
-        num_classes=num_classes,
-        image_size=image_size,
-        normalize=normalize,
-        feature_layer=feature_layer,
-        batch_size=batch_size,
-        device=device,
-        epochs=int_list(epochs),
-        model_args=parse_model_args(model_arg or []),
-        limit=limit,
-        download=download,
-        force=force,
+def extract_command(request_class: type = ExtractRequest):
+    """The ``ncood extract`` function for ``request_class`` (its signature is the options)."""
+
+    def extract(*, more_weights: list[Path] | None, quiet: bool, **given) -> None:
+        """Import a model trained anywhere: run it over the datasets, write an ncood run.
+
+        `ncood analyze` and `ncood report` then work on it; see docs/extract.md.
+        """
+        from ncood.extraction.named import run_extract
+
+        request = request_class(**config_values(request_class, given))
+        request.weights = _expand([*request.weights, *(more_weights or [])])
+        run = run_extract(request, show_progress=not quiet)
+        evaluation = run.manifest()["evaluation"][-1]
+        typer.echo(
+            f"run written to {run.root} ({len(run.feature_epochs())} epoch(s); epoch "
+            f"{evaluation['epoch']}: train acc {evaluation['train_acc']:.4f}, "
+            f"test acc {evaluation['test_acc']:.4f})"
+        )
+
+    extract.__signature__ = inspect.Signature(
+        [
+            keyword("more_weights", list[Path] | None, _MORE_WEIGHTS, None),
+            *config_options(request_class),
+            keyword("quiet", bool, typer.Option(help="No progress bar."), False),
+        ]
     )
-    run = run_extract(request, show_progress=not quiet)
-    evaluation = run.manifest()["evaluation"][-1]
-    typer.echo(
-        f"run written to {run.root} ({len(run.feature_epochs())} epoch(s); epoch "
-        f"{evaluation['epoch']}: train acc {evaluation['train_acc']:.4f}, "
-        f"test acc {evaluation['test_acc']:.4f})"
-    )
+    return extract
+
+
+app.command(name="extract", cls=Command)(user_errors(extract_command()))

@@ -7,18 +7,16 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from ncood.cli.app import Command, app, user_errors
+from ncood.cli.app import Command, app, config_options, keyword, parse_option, user_errors
 from ncood.cli.app import int_list as _int_list
-from ncood.cli.app import split_names as _split_names
 from ncood.errors import NcoodError
-from ncood.store.train_config import TrainConfig, config_fields
+from ncood.store.train_config import TrainConfig
 
 # The options of the command itself; every other option is a field of TrainConfig, derived
-# from its declaration (ncood/store/train_config.py) by train_options.
+# from its declaration (ncood/store/train_config.py) by config_options.
 _COMMAND_OPTIONS = {
     "preset": (
         str | None,
@@ -45,44 +43,6 @@ _COMMAND_FLAGS = {
     "force": "Replace an existing run in --out.",
     "quiet": "No progress bars.",
 }
-
-
-def train_options(config_class: type = TrainConfig) -> list[inspect.Parameter]:
-    """One ``--option`` per field of ``config_class`` (lists comma-separated, booleans as
-    ``--x/--no-x``), each defaulting to None: unset, the preset's value stands."""
-    options = []
-    for spec, element, is_list, _ in config_fields(config_class):
-        if not spec.metadata.get("option", True):
-            continue
-        kind = str if is_list else element
-        settings = {"help": spec.metadata["help"]}
-        if kind is not bool and spec.metadata.get("metavar"):
-            settings["metavar"] = spec.metadata["metavar"]
-        options.append(_keyword(spec.name, kind | None, typer.Option(**settings), None))
-    return options
-
-
-def parse_option(config_class: type, name: str, value):
-    """A CLI value as the field's type (comma-separated lists split and converted)."""
-    if value is None:
-        return None
-    element, is_list = {s.name: (e, lst) for s, e, lst, _ in config_fields(config_class)}[name]
-    if not is_list:
-        return value
-    if element is str:
-        return _split_names(value)
-    if element is int:
-        return _int_list(value)
-    try:
-        return [element(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
-
-
-def _keyword(name: str, kind, option, default) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
-    )
 
 
 def train_command(config_class: type = TrainConfig):
@@ -128,9 +88,9 @@ def train_command(config_class: type = TrainConfig):
 
     train.__signature__ = inspect.Signature(
         [
-            *(_keyword(n, kind, option, None) for n, (kind, option) in _COMMAND_OPTIONS.items()),
-            *train_options(config_class),
-            *(_keyword(n, bool, typer.Option(help=h), False) for n, h in _COMMAND_FLAGS.items()),
+            *(keyword(n, kind, option, None) for n, (kind, option) in _COMMAND_OPTIONS.items()),
+            *config_options(config_class, unset=True),  # unset, the preset's value stands
+            *(keyword(n, bool, typer.Option(help=h), False) for n, h in _COMMAND_FLAGS.items()),
         ]
     )
     return train

@@ -2,36 +2,85 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ncood.errors import NcoodError
+from ncood.store.settings import recorded, setting
 
 LIMIT_SEED = 0
 
 
 @dataclass
 class ExtractRequest:
-    """The command's options, as the command line gives them."""
+    """What ``ncood extract`` is asked, declared once: its options (ncood/cli/extract.py) and
+    what the run's manifest records of it (``record``) are derived from these fields."""
 
-    model: str
-    weights: list[Path]
-    dataset: str
-    ood: list[str]
-    out: Path
-    data_dir: Path | None = None
-    num_classes: int | None = None
-    image_size: int | None = None
-    normalize: str = "dataset"
-    feature_layer: str | None = None
-    batch_size: int | None = None
-    device: str = "auto"
-    epochs: list[int] | None = None
-    model_args: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None
-    download: bool = True
-    force: bool = False
+    model: str = setting(
+        help="Architecture: resnet18-cifar, openood:resnet18_32x32, torchvision:NAME, "
+        "timm:NAME, package.module:callable, or one a plugin registers.",
+        metavar="ARCH",
+    )
+    weights: list[Path] = setting(
+        help="Weights file(s): .safetensors, .pt, .pth, .ckpt; several = epochs.",
+        metavar="FILE",
+        given=list[Path],
+    )
+    dataset: str = setting(
+        help="In-distribution dataset, as for `ncood train`.",
+        metavar="DATASET",
+        record="dataset_spec",  # as given: the model-based scorers reload it
+    )
+    out: Path = setting(help="Run directory to write.", metavar="RUN_DIR")
+    ood: list[str] = setting(
+        [],
+        help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …).",
+        metavar="SETS",
+        record="ood_specs",
+    )
+    data_dir: Path | None = setting(
+        None, help="Where the datasets live (default $NCOOD_DATA_DIR or ./data).", metavar="DIR"
+    )
+    num_classes: int | None = setting(
+        None, help="The model's classes (must be the dataset's).", metavar="N"
+    )
+    image_size: int | None = setting(
+        None, help="Resize images to SIZE×SIZE before normalising.", metavar="SIZE", record=True
+    )
+    normalize: str = setting(
+        "dataset",
+        help="dataset (its mean/std), imagenet, or MEAN/STD (e.g. 0.5/0.25).",
+        metavar="dataset|imagenet|MEAN/STD",
+        record=True,
+    )
+    feature_layer: str | None = setting(
+        None,
+        help="Module whose input (a Linear) or output gives the features.",
+        metavar="MODULE",
+        record=True,
+    )
+    batch_size: int | None = setting(None, help="Images per forward pass.", metavar="N")
+    device: str = setting("auto", help="auto, cpu, cuda, cuda:1 …", metavar="DEVICE")
+    epochs: list[int] | None = setting(
+        None, help="Epochs of the weights files, in order: 10,20,30.", metavar="EPOCHS"
+    )
+    model_args: dict[str, Any] = setting(
+        {},
+        help="KEY=VALUE passed to the architecture (repeatable).",
+        metavar="KEY=VALUE",
+        name="--model-arg",
+        given=list[str],
+        parse=lambda pairs: parse_model_args(pairs),
+    )
+    limit: int | None = setting(
+        None,
+        help="At most N images per split (a fixed random subset).",
+        metavar="N",
+        record=True,
+    )
+    download: bool = setting(True, help="Download missing datasets when the network allows.")
+    force: bool = setting(False, help="Replace an existing run in --out.")
 
 
 def run_extract(request: ExtractRequest, show_progress: bool = True):
@@ -99,15 +148,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             "digests": split_digests(splits),
         },
         preprocessing={**preprocess.describe(), "limit": request.limit},
-        config={
-            "dataset_spec": request.dataset,  # as given: the model-based scorers reload it
-            "ood_specs": list(request.ood),
-            "batch_size": batch_size,
-            "feature_layer": request.feature_layer,
-            "image_size": request.image_size,
-            "normalize": request.normalize,
-            "limit": request.limit,
-        },
+        config={**recorded(request), "batch_size": batch_size},
         feature_layer=request.feature_layer,
         model_args=dict(request.model_args),
     )

@@ -4,55 +4,23 @@ and bounds.
 ``TrainConfig`` is the one declaration. The options of ``ncood train`` (ncood/cli/train.py),
 its ``--dry-run`` printout, the manifest's ``config`` (stored verbatim) and the schema a
 manifest is checked against (:func:`config_schema`, used by ncood/store/run_schema.py) are all
-derived from its fields, so a new field appears in each without another edit. It lives in the
-run format's layer because a manifest is read (and checked) by commands that never train.
+derived from its fields (ncood/store/settings.py), so a new field appears in each without
+another edit. It lives in the run format's layer because a manifest is read (and checked) by
+commands that never train.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ncood.errors import NcoodError
+from ncood.store.settings import check_bounds, config_fields, setting
 
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "multistep")
-
-
-def setting(
-    default: Any = dataclasses.MISSING,
-    *,
-    help: str,
-    metavar: str | None = None,
-    choices: tuple[str, ...] = (),
-    minimum: float | None = None,
-    above: float | None = None,
-    option: bool = True,
-    on_resume: bool = False,
-) -> Any:
-    """A field of a config dataclass with what the CLI, the schema and the checks need.
-
-    ``minimum`` (inclusive) and ``above`` (exclusive) bound a number (floats must also be
-    finite); ``choices`` lists a text's values; ``option=False`` keeps it off the command line;
-    ``on_resume`` marks what may change when a run is resumed (where it runs, not what it is).
-    """
-    metadata = {
-        "help": help,
-        "metavar": metavar,
-        "choices": choices,
-        "minimum": minimum,
-        "above": above,
-        "option": option,
-        "on_resume": on_resume,
-    }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -173,53 +141,6 @@ class TrainConfig:
             missing = [n for n in required if not isinstance(data, Mapping) or n not in data]
             raise NcoodError(f"the run's configuration lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def option_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_bounds(config: Any) -> None:
-    """Each field against the choices and bounds its declaration states (one line each)."""
-    for spec in dataclasses.fields(config):
-        value, meta = getattr(config, spec.name), spec.metadata
-        if value is None or isinstance(value, bool):
-            continue
-        if meta.get("choices") and value not in meta["choices"]:
-            raise NcoodError(
-                f"unknown {spec.name.replace('_', ' ')} {value!r} "
-                f"(known: {', '.join(meta['choices'])})"
-            )
-        if not isinstance(value, int | float):
-            continue
-        minimum, above = meta.get("minimum"), meta.get("above")
-        if isinstance(value, float) or isinstance(minimum, float) or isinstance(above, float):
-            if not math.isfinite(value) or (minimum is not None and value < minimum):
-                raise NcoodError(f"{option_name(spec.name)} must be a finite positive number")
-            if above is not None and not value > above:
-                raise NcoodError(f"{option_name(spec.name)} must be a finite positive number")
-            continue
-        if minimum is not None and value < minimum:
-            wanted = "0 or more" if minimum == 0 else f"at least {minimum}"
-            raise NcoodError(f"{option_name(spec.name)} must be {wanted}, got {value}")
-
-
-def field_kind(hint: Any) -> tuple[type, bool, bool]:
-    """(the element type, is it a list, may it be None) of a field's type hint."""
-    optional = False
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        members = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(members) < len(typing.get_args(hint))
-        hint = members[0]
-    if typing.get_origin(hint) is list:
-        return typing.get_args(hint)[0], True, optional
-    return hint, False, optional
-
-
-def config_fields(cls: type = TrainConfig) -> list[tuple[dataclasses.Field, type, bool, bool]]:
-    """Each field of a config dataclass with its (element type, list?, optional?)."""
-    hints = typing.get_type_hints(cls)
-    return [(spec, *field_kind(hints[spec.name])) for spec in dataclasses.fields(cls)]
 
 
 _KINDS = {int: "int", float: "number", str: "text", bool: "bool"}
