@@ -181,7 +181,7 @@ def analyze(
         tune_seed=tune_seed,
     )
 
-    on_model = [c for c in scorers if c.needs_model]
+    on_model = [c for c in scorers if c.needs_network]
     run = None
     if source.is_file():
         check_model_scorers(on_model, False)
