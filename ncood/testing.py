@@ -232,11 +232,17 @@ def _fail(contribution: Contribution, rule: str, why: str) -> None:
 
 
 def collapsed_dump(
-    num_classes: int = 5, dim: int = 64, per_class: int = 80, ood_count: int = 200, seed: int = 0
+    num_classes: int = 5,
+    dim: int = 64,
+    per_class: int = 80,
+    ood_count: int = 200,
+    seed: int = 0,
+    ood_scale: float = 1.0,
 ) -> FeatureDump:
     """Non-negative (post-ReLU) features: each ID class a dense random pattern μ_c plus small
     noise, the head aligned with the centred means (as neural collapse makes it); each OOD
-    sample a fresh random pattern from the same distribution, close to no class."""
+    sample a fresh random pattern from the same distribution, close to no class, times
+    ``ood_scale`` (below 1: weaker activations, as a trained network gives OOD inputs)."""
     rng = np.random.default_rng(seed)
 
     def pattern(n: int) -> np.ndarray:
@@ -257,7 +263,7 @@ def collapsed_dump(
     return FeatureDump(
         in_distribution(per_class),
         in_distribution(per_class // 2),
-        {"far": make(pattern(ood_count), np.full(ood_count, -1))},
+        {"far": make(ood_scale * pattern(ood_count), np.full(ood_count, -1))},
         Head(weight, bias),
     )
 
@@ -289,9 +295,10 @@ def _dump_case(dump: FeatureDump, degenerate: dict[str, Case] | None = None) -> 
 
 
 def feature_case() -> Case:
-    """The collapsed dump; degenerate: an ID train without its last class, and an ID train
-    whose samples all have the same features."""
-    dump = collapsed_dump()
+    """The collapsed dump, OOD features at half strength (so that scorers of the class
+    structure and scorers of the activations' strength both see ID first); degenerate: an ID
+    train without its last class, and an ID train whose samples all have the same features."""
+    dump = collapsed_dump(ood_scale=0.5)
     kept = dump.train.labels != dump.num_classes - 1
     missing = FeatureDump(
         Split(dump.train.features[kept], dump.train.logits[kept], dump.train.labels[kept]),
