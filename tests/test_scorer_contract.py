@@ -50,11 +50,17 @@ def test_network_scorers_are_checked_through_the_network():
 
 
 class Base(ncood.Scorer):
+    """Minus the distance to the nearest class mean of ID train (of the classes it has)."""
+
     def fit(self, train, head):
-        self.mean = train.features.astype(np.float64).mean(axis=0)
+        features = train.features.astype(np.float64)
+        self.means = np.stack(
+            [features[train.labels == c].mean(axis=0) for c in np.unique(train.labels)]
+        )
 
     def score(self, split):
-        return -np.linalg.norm(split.features - self.mean, axis=1)
+        features = split.features.astype(np.float64)
+        return -np.linalg.norm(features[:, None, :] - self.means[None], axis=2).min(axis=1)
 
 
 class Flipped(Base):

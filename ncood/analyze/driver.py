@@ -99,12 +99,12 @@ def select(
     network over every image (slow on a CPU), so they run when named, or with ``all``.
     """
     scorers, analyses = host.scorers(), host.analyses()
+    on_features = [s for _, s in scorers.items() if not s.needs_network]
+    every_analysis = [a for _, a in analyses.items()]
     if not names:
-        return [s for _, s in scorers.items() if not s.needs_network], [
-            a for _, a in analyses.items()
-        ]
-    if names == [EVERYTHING]:
-        return [s for _, s in scorers.items()], [a for _, a in analyses.items()]
+        return on_features, every_analysis
+    if names == [EVERYTHING]:  # the network scorers after the others, as results.json lists them
+        return on_features + [s for _, s in scorers.items() if s.needs_network], every_analysis
     chosen_scorers, chosen_analyses = [], []
     for name in names:
         if name in scorers:
