@@ -159,3 +159,14 @@ def test_a_scorer_that_disagrees_with_its_factory_fails():
 
     with pytest.raises(ScorerCheckFailed, match="needs_network"):
         check_scorer(factory, rules=("output",))
+
+
+def test_the_suite_is_reached_from_the_package_root_without_loading_at_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ncood; assert 'ncood.testing' not in sys.modules; "
+        "assert callable(ncood.testing.check_scorer) and 'ncood.testing' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
