@@ -170,3 +170,12 @@ def test_the_suite_is_reached_from_the_package_root_without_loading_at_import():
         "assert callable(ncood.testing.check_scorer) and 'ncood.testing' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_built_in_scorer_derives_from_the_one_base():
+    from ncood.host.loading import host
+
+    built_in = [c for _, c in host().scorers().items() if c.plugin.startswith("scorers.")]
+    assert built_in
+    for contribution in built_in:
+        assert issubclass(contribution.factory, ncood.Scorer), contribution.name

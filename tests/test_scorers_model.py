@@ -22,10 +22,11 @@ from ncood.extraction.rerun import find_stages
 from ncood.host.loading import host
 from ncood.host.network import Batches, Network
 from ncood.ood.conventions import ood_metrics
+from ncood.testing import batches  # 25 images a batch
 from ncood_plugins.scorers.mcd import CHUNK, chunk_seed, fixed_chunks
 
 NAMES = ("odin", "mcd", "gram", "rankfeat")
-CLASSES, BATCH = 3, 25
+CLASSES = 3
 STD = (0.25, 0.5, 0.3)
 TOLERANCE = 1e-3
 
@@ -64,14 +65,6 @@ def tiny_network(dropout: bool = False, module: nn.Module | None = None) -> Netw
         parameter.requires_grad_(False)
     sample = torch.zeros(2, 3, 16, 16)
     return Network(module, torch.device("cpu"), "fc", find_stages(module, "fc", sample), STD)
-
-
-def batches(name: str, images: torch.Tensor, labels: torch.Tensor) -> Batches:
-    def produce():
-        for start in range(0, len(images), BATCH):
-            yield images[start : start + BATCH], labels[start : start + BATCH]
-
-    return Batches(name, len(images), labels.numpy(), produce)
 
 
 @pytest.fixture(scope="module")
