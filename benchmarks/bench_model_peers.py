@@ -98,7 +98,7 @@ def main() -> None:
         f"OOD images 3×32×32, {torch.get_num_threads()} threads; load {os.getloadavg()[0]:.1f}"
     )
     print(f"{'scorer':10} {'ncood s':>9} {'peer s':>9} {'AUROC ncood':>12} {'AUROC peer':>11}")
-    registry = host().model_scorers()
+    registry = host().scorers()
     detectors = peer_detectors(model, data.std, args.classes)
     totals = [0.0, 0.0]
     for name, detector in detectors.items():

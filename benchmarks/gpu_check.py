@@ -488,7 +488,7 @@ def _model_scorer_classes() -> dict:
         spec = importlib.util.spec_from_file_location(f"gpu_check_{name}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        module.register_model_scorers(register=Collect())
+        module.register_scorers(register=Collect())
     return found
 
 

@@ -25,8 +25,8 @@ _LAZY = {
     "Head": "ncood.store.features",
     "ood_metrics": "ncood.ood.conventions",
     "ReportSection": "ncood.report.context",
+    "Scorer": "ncood.host.scoring",
     "list_scorers": "ncood.api",
-    "list_model_scorers": "ncood.api",
     "list_analyses": "ncood.api",
     "create_scorer": "ncood.api",
     "create_analysis": "ncood.api",
@@ -37,10 +37,15 @@ _LAZY = {
     "create_model": "ncood.models.registry",
 }
 
+# submodules reached as attributes: ``ncood.testing.check_scorer`` after a bare ``import ncood``
+_SUBMODULES = ("testing",)
+
 __all__ = ["__version__", "hookimpl", "NcoodError", *_LAZY]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return import_module(f"ncood.{name}")  # the import system binds it as an attribute
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ncood' has no attribute {name!r}")
@@ -50,4 +55,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -13,6 +13,7 @@ conversion in front of :meth:`Contribution.create <ncood.host.scoring.Contributi
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,15 @@ from ncood.store.features import FeatureDump, load_features
 from ncood.store.run import RunDir
 
 
-def list_scorers(pattern: str = "*") -> list[str]:
-    """Names of the loaded scorers matching a shell-style ``pattern``, sorted."""
-    return host().scorers().names(pattern)
-
-
-def list_model_scorers(pattern: str = "*") -> list[str]:
-    """Names of the loaded model-based scorers (they run the network: ``ncood analyze RUN``)."""
-    return host().model_scorers().names(pattern)
+def list_scorers(pattern: str = "*", *, needs_network: bool | None = None) -> list[str]:
+    """Names of the loaded scorers matching a shell-style ``pattern``, sorted; with
+    ``needs_network`` only those that run the network (True) or read features (False)."""
+    return [
+        name
+        for name, scorer in host().scorers().items()
+        if fnmatch.fnmatch(name, pattern)
+        and (needs_network is None or scorer.needs_network == needs_network)
+    ]
 
 
 def list_analyses(pattern: str = "*") -> list[str]:
@@ -38,7 +40,8 @@ def list_analyses(pattern: str = "*") -> list[str]:
 
 
 def create_scorer(name: str, **params: Any):
-    """A new, unfitted scorer: ``fit(train, head)`` then ``score(split)``.
+    """A new, unfitted scorer (:class:`ncood.Scorer`): ``fit(train, head)`` then
+    ``score(split)``, or with ``needs_network`` ``fit(network, train)``, ``score(network, split)``.
 
     An unknown name or parameter is an :class:`~ncood.errors.NcoodError` listing the known ones.
     """

@@ -42,7 +42,6 @@ def dump_file(tiny_dump, tmp_path) -> Path:
 def test_hooks_exist():
     assert hook_names() == [
         "register_analyses",
-        "register_model_scorers",
         "register_models",
         "register_report_sections",
         "register_scorers",
@@ -187,9 +186,8 @@ def check_models(plugin_host, tmp_path):
 
 
 HOOK_TESTS = {
-    # tests/test_model_scorers_hook.py: a non-built-in model-based scorer on a trained run and
-    # on an imported one (it needs runs with weights, so it lives beside its fixtures)
-    "register_model_scorers": "test_model_scorers_hook.py",
+    # and tests/test_model_scorers_hook.py: a non-built-in network scorer through the same
+    # hook, on a trained run and on an imported one (beside the fixtures of runs with weights)
     "register_scorers": check_scorers,
     "register_analyses": check_analyses,
     "register_report_sections": check_report_sections,

@@ -124,6 +124,8 @@ DAMAGES = [zero_head, train_mode, trainable, leave_a_hook, to_double, replace_th
 class Vandal:
     """Scores by the max logit, then damages the shared network in one of :data:`DAMAGES`."""
 
+    needs_network = True
+
     damage = staticmethod(zero_head)
 
     def fit(self, network, train) -> None:
@@ -138,7 +140,7 @@ class Vandal:
 
 class VandalPlugin:
     @ncood.hookimpl
-    def register_model_scorers(self, register):
+    def register_scorers(self, register):
         register("test_vandal", Vandal, "max logit, then damages the network")
 
 

@@ -77,7 +77,7 @@ def test_mcd_with_dropout_modules_does_not_depend_on_the_batch_size():
 
         return Batches("test", len(images), labels.numpy(), produce)
 
-    scorer = host().model_scorers().get("mcd").create(samples=5, mode="var", seed=3)
+    scorer = host().scorers().get("mcd").create(samples=5, mode="var", seed=3)
     small, large = (scorer.score(network, batches(size)) for size in (7, 64))
     np.testing.assert_allclose(small, large, rtol=0, atol=1e-12)
     assert np.unique(small).size > 1
@@ -122,7 +122,7 @@ def test_bad_parameters_are_refused_before_any_work(imported, tmp_path, plugins,
 
 
 def test_the_bounds_themselves_are_accepted():
-    registry = host().model_scorers()
+    registry = host().scorers()
     registry.get("mcd").build({"samples": "1000", "seed": str(2**63 - 1)})
     registry.get("gram").build({"poles": "20", "seed": "0"})
     registry.get("rankfeat").build({"power_iterations": "1000"})

@@ -35,14 +35,23 @@ MAY_IMPORT: dict[str, set[str]] = {
     "report": BASE | {"ncood", "store", "host", "ood"},
     "ncood": BASE | {"host"},  # hookimpl, NcoodError; the public API loads lazily (PEP 562)
     "api": BASE | {"store", "host", "analyze", "extraction"},
+    "testing": BASE | {"store", "host", "ood", "extraction"},  # the scorer contract's own test
     "cli": BASE
     | {"ncood", "progress", "store", "host", "ood", "analyze", "datasets", "engine"}
     | {"extraction", "report"},
     "__main__": {"cli"},
 }
-# What the top level of ncood/ may hold besides folders: the entry point, the public API, and
-# the two leaves every layer uses (a user error in one line; a progress bar that looks the same).
-TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "api.py", "errors.py", "progress.py"}
+# What the top level of ncood/ may hold besides folders: the entry point, the public API and
+# the contract's test plugin authors run, and the two leaves every layer uses (a user error in
+# one line; a progress bar that looks the same).
+TOP_LEVEL_MODULES = {
+    "__init__.py",
+    "__main__.py",
+    "api.py",
+    "testing.py",
+    "errors.py",
+    "progress.py",
+}
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
-HOOK_OF = {  # folder → the hooks its modules may implement (scorers: on features, or the network)
-    "scorers": {"register_scorers", "register_model_scorers"},
+HOOK_OF = {  # folder → the hooks its modules may implement
+    "scorers": {"register_scorers"},
     "analyses": {"register_analyses"},
     "sections": {"register_report_sections"},
     "models": {"register_models"},

@@ -1,5 +1,6 @@
-"""``register_model_scorers``: a scorer that runs the network, from a plugin that is not built in,
-on a trained run and on an imported one; refused in one line where there is no network."""
+"""A network scorer (``needs_network``) through ``register_scorers``, from a plugin that is not
+built in, on a trained run and on an imported one; refused in one line where there is no
+network."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from ncood.store.scores_file import load_scores_beside
 
 class NetworkMSP:
     """MSP recomputed through the network: equal to ``msp`` on the features file exactly when
-    the rebuilt network, images, order and preprocessing are those of the extraction."""
+    the rebuilt network, images, order and preprocessing are those of the extraction. A plain
+    class (no base): the attribute alone says it runs the network."""
+
+    needs_network = True
 
     fitted_on: list[int] = []  # images seen by fit(), per call (class-level: the test reads it)
 
@@ -38,7 +42,7 @@ class NetworkMSP:
 
 class Plugin:
     @ncood.hookimpl
-    def register_model_scorers(self, register):
+    def register_scorers(self, register):
         register("test_netmsp", NetworkMSP, "MSP through the network", title="net-MSP")
 
 
@@ -124,10 +128,18 @@ def test_bf16_runs_and_stays_close(with_plugin, trained, tmp_path):
         )
 
 
-def test_listed_by_plugins(with_plugin):
-    assert "model scorer test_netmsp" in runner.invoke(app, ["plugins"]).output
-    assert ncood.list_model_scorers("test_*") == ["test_netmsp"]
-    assert "test_netmsp" not in ncood.list_scorers()
+def test_listed_and_built_like_any_scorer(with_plugin):
+    assert "scorer test_netmsp" in runner.invoke(app, ["plugins"]).output
+    assert ncood.list_scorers("test_*") == ["test_netmsp"]
+    assert ncood.list_scorers("test_*", needs_network=True) == ["test_netmsp"]
+    assert ncood.list_scorers("test_*", needs_network=False) == []
+    assert isinstance(ncood.create_scorer("test_netmsp", power=2.0), NetworkMSP)
+
+
+def test_it_keeps_the_scorer_contract(with_plugin):
+    from ncood.testing import check_scorer
+
+    check_scorer("test_netmsp")
 
 
 def test_not_run_unless_named_or_all(with_plugin, trained, tmp_path):

@@ -29,6 +29,7 @@ EXPECTED = {
         ),
         "feature",
     ),
+    **dict.fromkeys(("odin", "mcd", "gram", "rankfeat"), "model"),
 }
 
 # Logit: (0.80 + 0.92) / 2 = 0.86 over 2; feature: (0.95 + 0.71) / 2 = 0.83 over 2;
@@ -71,10 +72,9 @@ def context(run: AnalysedRun, tmp_path: Path, lang: str) -> ReportContext:
 
 def test_every_built_in_scorer_has_its_family():
     registered = {}
-    for registry in (host().scorers(), host().model_scorers()):
-        for name, scorer in registry.items():
-            assert scorer.family in FAMILIES, name
-            registered[name] = scorer.family
+    for name, scorer in host().scorers().items():
+        assert scorer.family in FAMILIES, name
+        registered[name] = scorer.family
     assert {n: f for n, f in registered.items() if n in EXPECTED} == EXPECTED
     assert set(host().scorers().names()) == set(EXPECTED)
 
@@ -83,10 +83,11 @@ class ThirdParty:
     @ncood.hookimpl
     def register_scorers(self, register):
         register("plain3p", object, "a third-party scorer with no family")
+        register("net3p", NetScorer, "a scorer that runs the network", title="Net 3P")
 
-    @ncood.hookimpl
-    def register_model_scorers(self, register):
-        register("net3p", object, "a scorer that runs the network", title="Net 3P")
+
+class NetScorer(ncood.Scorer):
+    needs_network = True
 
 
 def test_unknown_and_familyless_scorers_are_other_model_scorers_are_found(tmp_path, plugin_host):
@@ -94,7 +95,7 @@ def test_unknown_and_familyless_scorers_are_other_model_scorers_are_found(tmp_pa
     ctx = context(made_up_run(AUROCS), tmp_path, "en")
     assert ctx.scorer_family("mystery") == "other"  # in the results, in no loaded plugin
     assert ctx.scorer_family("plain3p") == "other"  # registered without a family
-    assert ctx.scorer_family("net3p") == "model"  # register_model_scorers' default
+    assert ctx.scorer_family("net3p") == "model"  # a network scorer's default
     assert ctx.scorer_title("net3p") == "Net 3P"
     assert ctx.scorer_family("energy") == "logit"
     order = report_ood.by_family(ctx, ["mystery", "net3p", "react", "knn", "msp", "energy"])

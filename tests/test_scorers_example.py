@@ -20,4 +20,4 @@ def test_the_example_plugin_tests_pass():
         cwd=EXAMPLE,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout

@@ -22,10 +22,11 @@ from ncood.extraction.rerun import find_stages
 from ncood.host.loading import host
 from ncood.host.network import Batches, Network
 from ncood.ood.conventions import ood_metrics
+from ncood.testing import batches  # 25 images a batch
 from ncood_plugins.scorers.mcd import CHUNK, chunk_seed, fixed_chunks
 
 NAMES = ("odin", "mcd", "gram", "rankfeat")
-CLASSES, BATCH = 3, 25
+CLASSES = 3
 STD = (0.25, 0.5, 0.3)
 TOLERANCE = 1e-3
 
@@ -66,14 +67,6 @@ def tiny_network(dropout: bool = False, module: nn.Module | None = None) -> Netw
     return Network(module, torch.device("cpu"), "fc", find_stages(module, "fc", sample), STD)
 
 
-def batches(name: str, images: torch.Tensor, labels: torch.Tensor) -> Batches:
-    def produce():
-        for start in range(0, len(images), BATCH):
-            yield images[start : start + BATCH], labels[start : start + BATCH]
-
-    return Batches(name, len(images), labels.numpy(), produce)
-
-
 @pytest.fixture(scope="module")
 def data() -> dict[str, Batches]:
     """ID images: a class pattern plus noise; OOD: smoother blobs of another scale."""
@@ -99,7 +92,7 @@ def images(split: Batches) -> list[torch.Tensor]:
 
 
 def ncood_scores(name: str, network: Network, data, **params) -> tuple[np.ndarray, np.ndarray]:
-    scorer, _ = host().model_scorers().get(name).build({k: str(v) for k, v in params.items()})
+    scorer, _ = host().scorers().get(name).build({k: str(v) for k, v in params.items()})
     scorer.fit(network, data["train"])
     test, ood = scorer.score(network, data["test"]), scorer.score(network, data["ood"])
     assert test.dtype == np.float64 and np.all(np.isfinite(np.r_[test, ood]))
@@ -243,7 +236,7 @@ def test_mcd_leaves_rng_and_modes_as_they_were(data, dropout):
 
 def test_mcd_restores_modes_on_error(data):
     network = tiny_network(dropout=True)
-    scorer = host().model_scorers().get("mcd").create(samples=2)
+    scorer = host().scorers().get("mcd").create(samples=2)
 
     def broken():
         yield torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64)  # wrong input shape
@@ -288,7 +281,7 @@ def test_gram_against_a_slow_loop(data):
     for pole in (1, 2, 3):
         torch.testing.assert_close(gram_vectors(maps, pole), slow_gram(maps, pole))
     network = tiny_network()
-    scorer = host().model_scorers().get("gram").create(layers="stage3", poles=2, seed=0)
+    scorer = host().scorers().get("gram").create(layers="stage3", poles=2, seed=0)
     scorer.fit(network, data["train"])
     inputs = images(data["ood"])[0][:5]
     with torch.no_grad():
@@ -308,7 +301,7 @@ def test_gram_against_a_slow_loop(data):
 
 def test_gram_bounds_cover_their_own_fitting_part(data):
     network = tiny_network()
-    scorer = host().model_scorers().get("gram").create(validation_fraction=0.0)
+    scorer = host().scorers().get("gram").create(validation_fraction=0.0)
     scorer.fit(network, data["train"])
     assert scorer.norms == [1.0, 1.0, 1.0]  # no validation part
     scores = scorer.score(network, data["train"])
@@ -369,13 +362,13 @@ def test_rankfeat_refuses_maps_of_one_position(data):
 # ---- registration and parameters
 
 
-def test_listed_as_model_scorers():
+def test_listed_as_network_scorers():
     listed = CliRunner().invoke(app, ["plugins"])
     assert listed.exit_code == 0, listed.output
-    registry = host().model_scorers()
+    registry = host().scorers()
     for name in NAMES:
         assert name in listed.output
-        assert registry.get(name).family == "model" and registry.get(name).needs_model
+        assert registry.get(name).family == "model" and registry.get(name).needs_network
 
 
 @pytest.mark.parametrize(
@@ -394,4 +387,4 @@ def test_listed_as_model_scorers():
 )
 def test_bad_values_say_which(name, key, value):
     with pytest.raises(NcoodError, match=f"{name}.{key}"):
-        host().model_scorers().get(name).build({key: value})
+        host().scorers().get(name).build({key: value})

@@ -6,9 +6,9 @@ What a plugin returns is checked and converted to JSON here, at the boundary (nu
 numbers, NaN/Inf to null), so one plugin's odd value cannot lose the others' results. The
 results of an epoch are merged per plugin with those already there (ncood.store.result_merge).
 
-A model-based scorer (``register_model_scorers``) runs through the network the caller rebuilds
-(``model_inputs``, built once per dump, when the first of them runs); its scores join the
-others' and every statistic treats them alike.
+A network scorer (one whose ``needs_network`` is true, ncood.host.scoring.Scorer) runs through
+the network the caller rebuilds (``model_inputs``, built once per dump, when the first of them
+runs); its scores join the others' and every statistic treats them alike.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ncood.analyze.options import OodOptions
 from ncood.errors import NcoodError
 from ncood.host.loading import PluginHost, describe
 from ncood.host.network_state import Pristine
-from ncood.host.scoring import Contribution
+from ncood.host.scoring import Contribution, needs_network
 from ncood.ood.conventions import ood_metrics
 from ncood.ood.spread import spread, warn_spread
 from ncood.ood.statistics import add_statistics
@@ -66,32 +66,24 @@ def select(
 ) -> tuple[list[Contribution], list[Contribution]]:
     """Split the requested names into scorers and analyses; unknown names list what exists.
 
-    Without names: every feature-level scorer and every analysis. Model-based scorers run the
+    Without names: every feature-level scorer and every analysis. Network scorers run the
     network over every image (slow on a CPU), so they run when named, or with ``all``.
     """
-    scorers, on_model, analyses = host.scorers(), host.model_scorers(), host.analyses()
-    for name in on_model.names():
-        if name in scorers:
-            raise NcoodError(
-                f"scorer {name!r} is registered both as a feature-level scorer (plugin "
-                f"{scorers.get(name).plugin!r}) and as a model-based one (plugin "
-                f"{on_model.get(name).plugin!r})"
-            )
+    scorers, analyses = host.scorers(), host.analyses()
+    on_features = [s for _, s in scorers.items() if not s.needs_network]
+    every_analysis = [a for _, a in analyses.items()]
     if not names:
-        return [s for _, s in scorers.items()], [a for _, a in analyses.items()]
-    if names == [EVERYTHING]:
-        every = [*(s for _, s in scorers.items()), *(s for _, s in on_model.items())]
-        return every, [a for _, a in analyses.items()]
+        return on_features, every_analysis
+    if names == [EVERYTHING]:  # the network scorers after the others, as results.json lists them
+        return on_features + [s for _, s in scorers.items() if s.needs_network], every_analysis
     chosen_scorers, chosen_analyses = [], []
     for name in names:
         if name in scorers:
             chosen_scorers.append(scorers.get(name))
-        elif name in on_model:
-            chosen_scorers.append(on_model.get(name))
         elif name in analyses:
             chosen_analyses.append(analyses.get(name))
         else:
-            known = ", ".join(sorted([*scorers.names(), *on_model.names(), *analyses.names()]))
+            known = ", ".join(sorted([*scorers.names(), *analyses.names()]))
             broken = ", ".join(sorted(info.name for info in host.broken()))
             raise NcoodError(
                 f"unknown plugin {name!r} (known: {known}"
@@ -204,7 +196,7 @@ def check_model_scorers(
     scorers: list[Contribution], has_network: bool, options: OodOptions | None = None
 ) -> None:
     """Model-based scorers need a run's network, and --tune tunes feature-level ones only."""
-    on_model = [c.name for c in scorers if c.needs_model]
+    on_model = [c.name for c in scorers if c.needs_network]
     if on_model and not has_network:
         raise NcoodError(
             f"{', '.join(on_model)} {'needs' if len(on_model) == 1 else 'need'} the network, "
@@ -272,7 +264,7 @@ def _run_guarded(
         raise
     except BaseException as exc:
         _fail(outcome, contribution, describe(exc))
-    if contribution.needs_model and network is not None:
+    if contribution.needs_network and network is not None:
         changed = network.put_back()
         if changed:
             reason = f"it left the network changed ({changed}); the next scorers get it as loaded"
@@ -298,7 +290,12 @@ def _fail(outcome: AnalysisOutcome, contribution: Contribution, reason: str) -> 
 def _run_one(contribution: Contribution, built, dump: FeatureDump, outcome, network) -> None:
     if contribution.kind == "scorer":
         resolved = {}
-        if contribution.needs_model:
+        if needs_network(built) != contribution.needs_network:
+            raise NcoodError(
+                f"its factory and the scorer it built disagree on needs_network: give the "
+                f"factory the scorer's needs_network = {needs_network(built)}"
+            )
+        if needs_network(built):
             if NETWORK_KEY in outcome.results["params"][contribution.name]:
                 raise NcoodError(
                     f"a model-based scorer may not have a parameter named {NETWORK_KEY!r} "

@@ -57,7 +57,7 @@ def analyze_command(options_class: type = AnalyzeOptions):
                     settings.setdefault(contribution.name, {}).setdefault("device", options.device)
         check_parameters(settings, [*scorers, *analyses])
 
-        on_model = [c for c in scorers if c.needs_model]
+        on_model = [c for c in scorers if c.needs_network]
         run, jobs = _jobs(source, options, on_model)
         check_model_scorers(on_model, True, options)
         network = (

@@ -25,7 +25,6 @@ def list_plugins(
     contributions: dict[str, list[str]] = {}
     registries = (
         plugin_host.scorers(),
-        plugin_host.model_scorers(),
         plugin_host.analyses(),
         plugin_host.report_sections(),
         plugin_host.models(),

@@ -8,15 +8,8 @@ hookimpl = pluggy.HookimplMarker("ncood")
 
 @hookspec
 def register_scorers(register):
-    """Register OOD scorers: ``register(name, factory, description="")``."""
-
-
-@hookspec
-def register_model_scorers(register):
-    """Register OOD scorers that need the network itself, not only its features (input
-    gradients, dropout, inner activations): ``register(name, factory, description="")``; each
-    fits on and scores :class:`ncood.host.network.Batches` of a run's data through its
-    :class:`ncood.host.network.Network`."""
+    """Register OOD scorers (:class:`ncood.Scorer`, on features or, with ``needs_network``,
+    through the network): ``register(name, factory, description="", title="", family="")``."""
 
 
 @hookspec

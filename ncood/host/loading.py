@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -33,7 +33,6 @@ BUILTIN_DISTRIBUTION = "ncood"
 # The entry-point name prefix that promises a plugin implements one hook only.
 GROUP_OF_HOOK = {
     "register_scorers": "scorers",
-    "register_model_scorers": "scorers",
     "register_analyses": "analyses",
     "register_report_sections": "sections",
     "register_models": "models",
@@ -161,13 +160,8 @@ class PluginHost:
         return registry
 
     def scorers(self) -> Registry[Contribution]:
+        """Every scorer, feature-level and network (``Contribution.needs_network``) alike."""
         return self._collect("register_scorers", _contribution("scorer"), "scorer")
-
-    def model_scorers(self) -> Registry[Contribution]:
-        """Scorers that run the network (ncood.host.network): only on runs with weights."""
-        return self._collect(
-            "register_model_scorers", _contribution("scorer", needs_model=True), "model scorer"
-        )
 
     def analyses(self) -> Registry[Contribution]:
         return self._collect("register_analyses", _contribution("analysis"), "analysis")
@@ -216,7 +210,7 @@ def _is_builtin(ep: EntryPoint) -> bool:
     return ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
 
 
-def _contribution(kind: str, needs_model: bool = False):
+def _contribution(kind: str):
     def make(
         plugin: str,
         name: str,
@@ -227,9 +221,8 @@ def _contribution(kind: str, needs_model: bool = False):
     ):
         if family and family not in FAMILIES:
             raise ValueError(f"{kind} {name!r}: family {family!r} is not one of {FAMILIES}")
-        if needs_model:
-            family = family or "model"
-        return Contribution(name, factory, description, plugin, kind, title, family, needs_model)
+        made = Contribution(name, factory, description, plugin, kind, title, family)
+        return replace(made, family="model") if made.needs_network and not family else made
 
     return make
 

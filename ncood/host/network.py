@@ -1,6 +1,6 @@
-"""What a model-based scorer receives: the run's network and its data, batch by batch.
+"""What a network scorer receives: the run's network and its data, batch by batch.
 
-A scorer registered through ``register_model_scorers`` implements::
+A scorer whose ``needs_network`` is true (:class:`ncood.host.scoring.Scorer`) implements::
 
     fit(network: Network, train: Batches) -> None      # ID train, for those that fit
     score(network: Network, split: Batches) -> (N,)    # higher = more in-distribution
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ncood.errors import NcoodError
 
@@ -103,12 +103,6 @@ class Batches:
             yield inputs, labels
             if self.on_images is not None:
                 self.on_images(int(labels.shape[0]))
-
-
-class ModelScorer(Protocol):
-    def fit(self, network: Network, train: Batches) -> None: ...
-
-    def score(self, network: Network, split: Batches) -> np.ndarray: ...
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """What a scorer or an analysis is, and how ``--set name.param=value`` reaches it.
 
-A scorer (pytorch-ood's fit/predict split) fits on the in-distribution train split and the
-classifier head, then scores any split: ``fit(train, head)``, ``score(split) -> (N,)`` array,
-higher = more in-distribution. An analysis reads a whole :class:`FeatureDump` and returns a
-JSON-able dict. Both are built by a factory whose keyword arguments are their parameters.
+A scorer (:class:`Scorer`, pytorch-ood's fit/predict split) fits once on in-distribution train,
+then scores any split: an (N,) array, higher = more in-distribution. It reads the features file
+or, if it says ``needs_network``, the network itself. An analysis reads a whole
+:class:`FeatureDump` and returns a JSON-able dict. Both are built by a factory whose keyword
+arguments are their parameters.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ncood.errors import NcoodError
 
 if TYPE_CHECKING:  # this module is imported to load plugins: it must not pull in numpy
     import numpy as np
 
-    from ncood.store.features import FeatureDump, Head, Split
+    from ncood.store.features import FeatureDump
 
 
 # The report groups scorers by what they read (docs/scorers.md): the logits only; the features
@@ -46,10 +47,39 @@ def check_temperature(where: str, value: float) -> None:
         )
 
 
-class Scorer(Protocol):
-    def fit(self, train: Split, head: Head) -> None: ...
+class Scorer:
+    """The one scorer contract (pytorch-ood's ``Detector``): ``fit`` once on ID train, then
+    ``score`` any split → N finite float64 values, higher = more in-distribution. A sample's
+    score depends on the fitted state and that sample only, so a split scored in chunks scores
+    the same (``ncood.testing.check_scorer`` checks every rule).
 
-    def score(self, split: Split) -> np.ndarray: ...
+    ``needs_network`` says what the two methods receive:
+
+    * False (feature scorers): ``fit(train: Split, head: Head)``, ``score(split: Split)`` on the
+      dumped features, logits and labels (:mod:`ncood.store.features`); analysis never runs
+      the network.
+    * True (network scorers: input gradients, dropout, inner activations):
+      ``fit(network: Network, train: Batches)``, ``score(network, split: Batches)``
+      (:mod:`ncood.host.network`); only on a run directory, and only when named or with
+      ``--plugins all``.
+
+    Subclassing is optional: any object with ``fit`` and ``score`` is a scorer, and a factory
+    that is not a class says ``needs_network`` as an attribute of its own.
+    """
+
+    needs_network: ClassVar[bool] = False
+
+    def fit(self, *inputs: Any) -> None:
+        """Nothing to fit, unless a subclass says otherwise."""
+
+    def score(self, *inputs: Any) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not define score()")
+
+
+def needs_network(scorer_or_factory: Any) -> bool:
+    """Whether a scorer (or the factory that builds it) runs the network: its own
+    ``needs_network`` attribute, False where it has none."""
+    return getattr(scorer_or_factory, "needs_network", False) is True
 
 
 class Analysis(Protocol):
@@ -67,11 +97,15 @@ class Contribution:
     kind: str  # "scorer" or "analysis"
     title: str = ""  # how tables and legends name it; defaults to ``name``
     family: str = ""  # one of FAMILIES, for the report's grouping; "" for analyses and unknowns
-    needs_model: bool = False  # registered through register_model_scorers: runs the network
 
     @property
     def display(self) -> str:
         return self.title or self.name
+
+    @property
+    def needs_network(self) -> bool:
+        """A scorer that runs the network, as its factory says (selection needs no instance)."""
+        return self.kind == "scorer" and needs_network(self.factory)
 
     def defaults(self) -> dict[str, Any]:
         """Parameters and their defaults, read from the factory's signature."""

@@ -393,15 +393,11 @@ class ReportContext:
         return list(dict.fromkeys(seen))
 
     def scorer(self, name: str) -> Contribution | None:
-        """The loaded scorer of that name, feature-level or model-based, or None (results may
-        name an uninstalled one)."""
+        """The loaded scorer of that name, or None (results may name an uninstalled one)."""
         from ncood.host.loading import host
 
-        plugin_host = host()
-        for registry in (plugin_host.scorers(), plugin_host.model_scorers()):
-            if name in registry:
-                return registry.get(name)
-        return None
+        registry = host().scorers()
+        return registry.get(name) if name in registry else None
 
     def scorer_title(self, name: str) -> str:
         """How tables and legends name a scorer: its registered title, else its name."""

@@ -41,7 +41,7 @@ def normalised(features: np.ndarray) -> np.ndarray:
     return values / np.maximum(norms, np.float32(1e-12))  # torch.nn.functional.normalize's ε
 
 
-class NNGuide:
+class NNGuide(ncood.Scorer):
     """NNGuide (Park et al., ICCV 2023): E(x) · mean of the k largest ⟨f̂(x), E(z) f̂(z)⟩ over a
     bank of ID train samples z, E the energy logsumexp(logits), f̂ = f/‖f‖."""
 
@@ -93,7 +93,7 @@ class NNGuide:
         return map_rows(split, block, ("features", "logits"))
 
 
-class GaussianMixture:
+class GaussianMixture(ncood.Scorer):
     """log Σ_c π_c N(f | μ_c, Σ_c): one Gaussian per class, its own covariance, weights π_c the
     ID train class frequencies (the class-conditional GMM of pytorch-ood)."""
 
@@ -193,7 +193,7 @@ def weibull_fit(x: np.ndarray, label: int) -> tuple[float, float]:
     return float(shape), float(top + log_mean / shape)
 
 
-class OpenMax:
+class OpenMax(ncood.Scorer):
     """OpenMax (Bendale & Boult, CVPR 2016): the logits of the α top classes are reduced by
     the Weibull CDF of their distance to that class's mean ID train logit vector, the removed
     mass becomes an "unknown" logit v₀; score = −log softmax(v₀, revised logits)₀."""

@@ -18,7 +18,7 @@ from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
 
 
-class GradNorm:
+class GradNorm(ncood.Scorer):
     """‖p − u‖₁ · ‖f‖₁ / T: larger for confident (ID) samples, so it is a score as it stands."""
 
     def __init__(self, T: float = 1.0, bias: bool = False) -> None:

@@ -63,8 +63,10 @@ def validation_mask(labels: np.ndarray, classes: int, fraction: float, seed: int
     return held
 
 
-class Gram:
+class Gram(ncood.Scorer):
     """−Σ_l δ_l(x) / E[δ_l]: the class-wise Gram bounds of ID train, by predicted class."""
+
+    needs_network = True
 
     def __init__(
         self, layers: str = "", poles: int = 0, validation_fraction: float = 0.1, seed: int = 0
@@ -157,7 +159,7 @@ class Gram:
 
 
 @ncood.hookimpl
-def register_model_scorers(register):
+def register_scorers(register):
     register(
         "gram",
         Gram,

@@ -31,7 +31,7 @@ def normalised(features: np.ndarray) -> np.ndarray:
     return values / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
-class KNN:
+class KNN(ncood.Scorer):
     def __init__(
         self, k: int = 50, bank_fraction: float = 1.0, seed: int = 0, device: str = "cpu"
     ) -> None:

@@ -22,7 +22,7 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return shifted / np.sum(shifted, axis=axis, keepdims=True)
 
 
-class LogitScorer:
+class LogitScorer(ncood.Scorer):
     """Nothing to fit: the score is a function of each sample's logits."""
 
     def fit(self, train: Split, head: Head) -> None:

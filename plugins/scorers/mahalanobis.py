@@ -41,7 +41,7 @@ def nearest_squared_distance(points: np.ndarray, centres: np.ndarray) -> np.ndar
     return np.clip(squared.min(axis=1), 0.0, None)
 
 
-class Mahalanobis:
+class Mahalanobis(ncood.Scorer):
     """−min_c (f − μ_c)ᵀ Σ⁻¹ (f − μ_c), Σ the tied within-class covariance (Lee et al., 2018)."""
 
     def __init__(self, ridge: float = DEFAULT_RIDGE) -> None:
@@ -88,7 +88,7 @@ class RelativeMahalanobis(Mahalanobis):
         return map_rows(split, block, ("features",))
 
 
-class NearestMeanL2:
+class NearestMeanL2(ncood.Scorer):
     """The TP's "L2 approximation", correctly oriented: −min_c ‖f − μ_c‖."""
 
     def fit(self, train: Split, head: Head) -> None:

@@ -93,8 +93,10 @@ def rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-class MCDropout:
+class MCDropout(ncood.Scorer):
     """Mean or spread of the softmax over ``samples`` dropout forwards; no fit."""
+
+    needs_network = True
 
     def __init__(self, samples: int = 30, mode: str = "mean", p: float = 0.5, seed: int = 0):
         if mode not in MODES:
@@ -163,7 +165,7 @@ class MCDropout:
 
 
 @ncood.hookimpl
-def register_model_scorers(register):
+def register_scorers(register):
     register(
         "mcd",
         MCDropout,

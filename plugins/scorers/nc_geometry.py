@@ -27,7 +27,7 @@ def feature_mean(split: Split) -> np.ndarray:
     return total / len(split)
 
 
-class NCI:
+class NCI(ncood.Scorer):
     """NCI (Liu & Qin, CVPR 2025): ⟨w_ŷ, f − μ_G⟩ / ‖f − μ_G‖ + α‖f‖₁.
 
     The first term is the proximity of the centred feature to the predicted class's classifier
@@ -58,7 +58,7 @@ class NCI:
         return proximity + self.alpha * np.abs(features).sum(axis=1)
 
 
-class FDBD:
+class FDBD(ncood.Scorer):
     """fDBD (Liu & Qin, ICML 2024): mean feature-space distance to the decision boundaries.
 
     The distance from f to the boundary between ŷ and c is (z_ŷ − z_c) / ‖w_ŷ − w_c‖ (exact for
@@ -93,7 +93,7 @@ class FDBD:
         return np.divide(mean_distance, scale, out=np.zeros(len(chunk)), where=scale > 0)
 
 
-class SHE:
+class SHE(ncood.Scorer):
     """SHE, Simplified Hopfield Energy (Zhang et al., ICLR 2023): ⟨f, S_ŷ⟩.
 
     S_c, the stored pattern of class c, is the mean of the ID train features of class c that the

@@ -23,7 +23,7 @@ def default_dim(num_classes: int, feature_dim: int) -> int:
     return max(1, min(num_classes - 1, feature_dim - 1))
 
 
-class NECO:
+class NECO(ncood.Scorer):
     def __init__(self, dim: int | None = None, maxlogit: bool = False) -> None:
         self.dim, self.maxlogit = dim, maxlogit
 

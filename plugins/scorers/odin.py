@@ -22,8 +22,10 @@ if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
 
 
-class Odin:
+class Odin(ncood.Scorer):
     """Max softmax at temperature T after the ODIN input step; no fit."""
+
+    needs_network = True
 
     def __init__(self, eps: float = 0.0014, T: float = 1000.0, pixel_units: bool = True) -> None:
         if not eps >= 0:
@@ -63,7 +65,7 @@ class Odin:
 
 
 @ncood.hookimpl
-def register_model_scorers(register):
+def register_scorers(register):
     register(
         "odin",
         Odin,

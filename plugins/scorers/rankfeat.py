@@ -60,8 +60,10 @@ def without_rank1(maps: torch.Tensor, power_iterations: int = 0) -> torch.Tensor
     return rest.reshape(maps.shape).to(maps.dtype)
 
 
-class RankFeat:
+class RankFeat(ncood.Scorer):
     """Energy of the logits once the stage map's rank-1 part is removed; no fit."""
+
+    needs_network = True
 
     def __init__(self, stage: str = "", T: float = 1.0, power_iterations: int = 0) -> None:
         check_temperature("rankfeat.T", T)
@@ -93,7 +95,7 @@ class RankFeat:
 
 
 @ncood.hookimpl
-def register_model_scorers(register):
+def register_scorers(register):
     register(
         "rankfeat",
         RankFeat,

@@ -14,7 +14,7 @@ from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
 
 
-class ReAct:
+class ReAct(ncood.Scorer):
     def __init__(self, percentile: float = 90.0) -> None:
         if not 0 < percentile <= 100:
             raise ValueError(f"react.percentile must be in (0, 100], got {percentile}")

@@ -25,7 +25,7 @@ def check_percent(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 100] (a percentage), got {value}")
 
 
-class Shaper:
+class Shaper(ncood.Scorer):
     """The activations a scorer shapes (features, or a stage's maps) and the head after them."""
 
     name = ""
@@ -155,7 +155,7 @@ class Scale(TopActivations):
         return values * np.exp(values.sum(axis=1) / kept.sum(axis=1))[:, None]
 
 
-class Dice:
+class Dice(ncood.Scorer):
     """DICE (Sun & Li, ECCV 2022): drop the p % smallest weight contributions m_j · W_cj (m the
     mean ID train feature), then the energy of the sparsified head's logits."""
 

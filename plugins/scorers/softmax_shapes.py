@@ -44,7 +44,7 @@ def negative_entropy(log_probs: np.ndarray) -> np.ndarray:
     return np.sum(np.where(probs > 0, probs * log_probs, 0.0), axis=1)
 
 
-class Entropy:
+class Entropy(ncood.Scorer):
     """Minus the Shannon entropy of the softmax: Σ_c p_c log p_c (higher = more confident)."""
 
     def fit(self, train: Split, head: Head) -> None:
@@ -56,7 +56,7 @@ class Entropy:
         )
 
 
-class KLMatching:
+class KLMatching(ncood.Scorer):
     """KL matching (Hendrycks et al., ICML 2022): −min_k KL(p ‖ d_k), d_k the mean softmax of the
     ID train samples the network predicts as k (no labels needed)."""
 
@@ -143,7 +143,7 @@ def one_softmax(split: Split) -> bool:
     return len(split) > 0 and fold_chunks(split, differing, ("logits",))[0] == 0
 
 
-class TemperatureScaling:
+class TemperatureScaling(ncood.Scorer):
     """Temperature-scaled MSP (Guo et al., ICML 2017): max_c softmax(z / T)_c, with T given or
     fitted on the ID train logits by minimising their negative log-likelihood."""
 
@@ -186,7 +186,7 @@ class TemperatureScaling:
         )
 
 
-class WeightedEnergy:
+class WeightedEnergy(ncood.Scorer):
     """Weighted energy (VOS, Du et al., ICLR 2022): log Σ_c max(w_c, 0) e^{z_c}.
 
     ``weights``: ``uniform`` (all 1: the energy), ``prior`` (the ID train class frequencies)

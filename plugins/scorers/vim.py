@@ -49,7 +49,7 @@ def pseudo_inverse_times(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return basis @ ((basis.T @ (matrix.T @ vector)) / values)  # (WᵀW)⁺ Wᵀ v
 
 
-class ViM:
+class ViM(ncood.Scorer):
     def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
 

@@ -7,7 +7,7 @@ import numpy as np
 import ncood
 
 
-class FeatureNorm:
+class FeatureNorm(ncood.Scorer):
     """Score = ‖f‖ᵖ scaled by the ID train mean norm.
 
     Higher = more in-distribution only when ID features have larger norms than OOD ones, which

@@ -1,5 +1,6 @@
-"""How to test a scorer plugin: register it on a private plugin host, run it through ncood's own
-analysis on a small constructed dump, and check its orientation and its formula."""
+"""How to test a scorer plugin: run ncood's contract on it (``ncood.testing.check_scorer``),
+register it on a private plugin host, run it through ncood's own analysis on a small
+constructed dump, and check its orientation and its formula."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from ncood.analyze.driver import analyse_dump
 from ncood.host.loading import PluginHost
 from ncood.store.features import FeatureDump, Head, Split
+from ncood.testing import check_scorer
 
 
 @pytest.fixture
@@ -43,6 +45,13 @@ def constructed_dump(seed: int = 0) -> FeatureDump:
         ood={"small": split(40, 2.0, np.full(40, -1))},
         head=Head(weight, bias),
     )
+
+
+def test_it_keeps_the_scorer_contract():
+    """Every rule of ncood's scorer contract: float64 output, ID above OOD, deterministic, the
+    same in pieces as whole, bad input scored or refused in one line."""
+    check_scorer(ncood_example_scorer.FeatureNorm)
+    check_scorer(ncood_example_scorer.FeatureNorm, p=2.0)
 
 
 def test_registered_with_its_parameters(host):
