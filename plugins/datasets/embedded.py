@@ -4,34 +4,37 @@ uniform noise (OOD), and generated CIFAR-shaped images (``synthetic``, ncood.dat
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 import ncood
-from ncood.datasets.base import (
-    IMAGE_SIZE,
-    DataContext,
-    ImageSet,
-    InDistribution,
-    channel_stats,
-    to_image_set,
-)
-from ncood.datasets.synthetic import synthetic_set
+
+if TYPE_CHECKING:  # `ncood plugins` imports this module: no numpy or torch until a set loads
+    import numpy as np
+
+    from ncood.datasets import DataContext, ImageSet, InDistribution
 
 
-def _upsample_gray(gray: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """N×h×w floats in [0, 1] → N×size×size×3 uint8."""
+def _upsample_gray(gray: np.ndarray) -> np.ndarray:
+    """N×h×w floats in [0, 1] → N×32×32×3 uint8 (ncood's image size)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ncood.datasets import IMAGE_SIZE
+
     tensor = torch.from_numpy(gray.astype(np.float32))[:, None]
-    up = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+    up = F.interpolate(tensor, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     up = (up.clamp(0, 1) * 255).round().to(torch.uint8)
     return up.repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
 
 
 def load_digits_set(context: DataContext | None = None) -> InDistribution:
     """scikit-learn's 1,797 handwritten digits (8×8), upsampled to 32×32; fixed 80/20 split."""
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    from ncood.datasets import InDistribution, channel_stats, to_image_set
 
     digits = load_digits()
     images = _upsample_gray(digits.images / 16.0)
@@ -46,7 +49,12 @@ def load_digits_set(context: DataContext | None = None) -> InDistribution:
 
 def load_photo_patches(context: DataContext | None, ind: InDistribution) -> ImageSet:
     """Grey 32×32 patches of scikit-learn's two bundled photographs (china, flower)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
     from sklearn.datasets import load_sample_images
+
+    from ncood.datasets import to_image_set
 
     rng = np.random.default_rng(0)
     count = len(ind.test)
@@ -64,6 +72,10 @@ def load_photo_patches(context: DataContext | None, ind: InDistribution) -> Imag
 
 def load_uniform_noise(context: DataContext | None, ind: InDistribution) -> ImageSet:
     """Grey uniform noise at 8×8, upsampled like the digits: the easy sanity-check OOD set."""
+    import numpy as np
+
+    from ncood.datasets import to_image_set
+
     rng = np.random.default_rng(1)
     count = len(ind.test)
     images = _upsample_gray(rng.uniform(0, 1, size=(count, 8, 8)))
@@ -72,6 +84,8 @@ def load_uniform_noise(context: DataContext | None, ind: InDistribution) -> Imag
 
 def load_synthetic(context: DataContext | None = None) -> InDistribution:
     """5,000 train / 1,000 test synthetic 32×32 colour images, 10 classes (no download)."""
+    from ncood.datasets import synthetic_set
+
     return synthetic_set(5000, 1000)
 
 

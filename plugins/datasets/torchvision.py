@@ -6,27 +6,20 @@ files' checks and the one-line errors are ncood.datasets.sources'.
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 import ncood
-from ncood.datasets.base import (
-    DataContext,
-    ImageSet,
-    InDistribution,
-    channel_stats,
-    ood_set,
-    resize_gray,
-    to_image_set,
-)
-from ncood.datasets.image_folder import load_image_files
-from ncood.datasets.sources import Source, open_source
+
+if TYPE_CHECKING:  # `ncood plugins` imports this module: no torch until a set is loaded
+    from ncood.datasets import DataContext, ImageSet, InDistribution
+    from ncood.datasets.sources import Source
 
 # --- CIFAR. ---------------------------------------------------------------------------------
 
 
 def _cifar_source(cls, label: str, train: bool) -> Source:
+    from ncood.datasets.sources import Source
+
     def files(root: Path) -> list[tuple[Path, str | None]]:
         folder = root / cls.base_folder
         listed = [(folder / name, md5) for name, md5 in cls.train_list + cls.test_list]
@@ -41,6 +34,9 @@ def _cifar_source(cls, label: str, train: bool) -> Source:
 
 
 def _cifar(context: DataContext, cls, label: str, name: str, classes: int) -> InDistribution:
+    from ncood.datasets import InDistribution, channel_stats, to_image_set
+    from ncood.datasets.sources import open_source
+
     train = open_source(_cifar_source(cls, label, True), context)
     test = open_source(_cifar_source(cls, label, False), context)
     train_set = to_image_set(train.data, train.targets)
@@ -65,6 +61,12 @@ def load_cifar10(context: DataContext) -> InDistribution:
 
 
 def _cifar_test_as_ood(context: DataContext, cls, label: str) -> ImageSet:
+    import numpy as np
+    import torch
+
+    from ncood.datasets import ood_set
+    from ncood.datasets.sources import open_source
+
     test = open_source(_cifar_source(cls, label, False), context)
     return ood_set(torch.from_numpy(np.ascontiguousarray(test.data)).permute(0, 3, 1, 2))
 
@@ -88,7 +90,12 @@ def load_cifar100_ood(context: DataContext, ind: InDistribution) -> ImageSet:
 
 def load_svhn_test(context: DataContext, ind: InDistribution) -> ImageSet:
     """SVHN's 26,032 test digits (the TP's OOD set)."""
+    import numpy as np
+    import torch
     from torchvision.datasets import SVHN
+
+    from ncood.datasets import ood_set
+    from ncood.datasets.sources import Source, open_source
 
     def files(root: Path) -> list[tuple[Path, str | None]]:
         _, filename, md5 = SVHN.split_list["test"]
@@ -109,6 +116,8 @@ def load_svhn_test(context: DataContext, ind: InDistribution) -> ImageSet:
 
 def _mnist_like(context: DataContext, cls, label: str) -> ImageSet:
     """torchvision wants all four raw files, even to read the test split only."""
+    from ncood.datasets import ood_set, resize_gray
+    from ncood.datasets.sources import Source, open_source
 
     def files(root: Path) -> list[tuple[Path, str | None]]:
         raw = root / cls.__name__ / "raw"
@@ -144,6 +153,9 @@ def load_fashion_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
 def load_dtd(context: DataContext, ind: InDistribution) -> ImageSet:
     """DTD's test split (partition 1), resized and centre-cropped to 32×32."""
     from torchvision.datasets import DTD
+
+    from ncood.datasets.image_folder import load_image_files
+    from ncood.datasets.sources import Source, open_source
 
     source = Source(
         what="DTD (textures, test split)",
