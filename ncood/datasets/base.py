@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 IMAGE_SIZE = 32
 
 

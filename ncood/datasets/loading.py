@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from ncood.datasets.base import DataContext, ImageSet, InDistribution, InBuilder, OodBuilder
+from ncood.datasets.base import DataContext, ImageSet, InBuilder, InDistribution, OodBuilder
 from ncood.datasets.image_folder import load_folder
 from ncood.errors import NcoodError
 from ncood.host.registry import Registry
