@@ -221,7 +221,10 @@ class PluginHost:
         names the registry refuses, is broken and contributes nothing."""
         self.load(hook_name)
         registry = registry_type(kind)
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        # the built-ins first: a name a built-in registers stays its, whatever else is installed
+        impls.sort(key=lambda impl: not getattr(self.info.get(impl.plugin_name), "builtin", False))
+        for impl in impls:
             if impl.plugin_name in self.info and self.info[impl.plugin_name].error:
                 continue
             offered: list[Any] = []
