@@ -11,6 +11,7 @@ from pathlib import Path
 from ncood.datasets.base import DataContext, ImageSet, InBuilder, InDistribution, OodBuilder
 from ncood.datasets.image_folder import load_folder
 from ncood.errors import NcoodError
+from ncood.host.loading import host
 from ncood.host.registry import Registry
 
 FOLDER_PREFIX = "folder:"
@@ -47,8 +48,6 @@ def out_of_distribution() -> Registry[OodBuilder]:
 
 
 def _role(role: str, kind: str) -> Registry:
-    from ncood.host.loading import host
-
     builders: Registry = Registry(kind)
     for name, entry in host().datasets().items():
         if getattr(entry, role) is not None:

@@ -152,7 +152,7 @@ class PluginHost:
                 found.append(Pending.entry_point(ep))
         for plugin in found:
             if plugin.name in seen or self.pm.get_plugin(plugin.name) is not None:
-                continue  # the same distribution seen twice on sys.path
+                continue  # a built-in's name, or the same distribution seen twice on sys.path
             seen.add(plugin.name)
             self.pending.append(plugin)
 
