@@ -60,13 +60,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ncood.datasets import (  # noqa: E402
-    IN_DISTRIBUTION,
-    OUT_OF_DISTRIBUTION,
-    normalise,
-    ood_set,
-    synthetic_set,
-)
+from ncood.datasets import normalise, ood_set, synthetic_set  # noqa: E402
 from ncood.engine.accel import Accel, compile_model, exact_fp32, set_tf32  # noqa: E402
 from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
 from ncood.engine.dump import dump_features  # noqa: E402
@@ -149,26 +143,30 @@ class Report:
 # --- Shared helpers. ----------------------------------------------------------------------------
 
 
+def ood_images(sizes: dict, context=None, ind=None):
+    """The synthetic OOD set: uniform uint8 noise."""
+    generator = torch.Generator().manual_seed(9)
+    images = torch.randint(
+        0, 256, (sizes["ood"], 3, 32, 32), dtype=torch.uint8, generator=generator
+    )
+    return ood_set(images)
+
+
 def register_data(sizes: dict) -> None:
-    """The synthetic sets, by name, so train() can load them like any dataset."""
-    if DATASET in IN_DISTRIBUTION:
-        return
-    IN_DISTRIBUTION.add(
+    """The synthetic sets, by name, so train() can load them like any dataset. They stand in
+    for the registries the dataset plugins fill: where pluggy is stood in for, no plugin runs."""
+    from ncood.datasets import loading
+    from ncood.host.registry import Registry
+
+    in_distribution: Registry = Registry("dataset")
+    in_distribution.add(
         DATASET,
         lambda context: synthetic_set(sizes["train"], sizes["test"], num_classes=sizes["classes"]),
     )
-    OUT_OF_DISTRIBUTION.add(
-        OOD,
-        lambda context, ind: ood_set(
-            torch.randint(
-                0,
-                256,
-                (sizes["ood"], 3, 32, 32),
-                dtype=torch.uint8,
-                generator=torch.Generator().manual_seed(9),
-            )
-        ),
-    )
+    out_of_distribution: Registry = Registry("OOD dataset")
+    out_of_distribution.add(OOD, lambda context, ind: ood_images(sizes))
+    loading.in_distribution = lambda: in_distribution
+    loading.out_of_distribution = lambda: out_of_distribution
 
 
 def sync(device: torch.device) -> None:
@@ -447,7 +445,7 @@ def phase_profile(report: Report, sizes, device) -> None:
 def phase_extraction(report: Report, sizes, device, workdir: Path) -> None:
     setup = _loop_setup(sizes, device)
     setup.model.eval()
-    ood = OUT_OF_DISTRIBUTION.get(OOD)(None, None).to(device)
+    ood = ood_images(sizes).to(device)
     splits = {"train": setup.train, "test": setup.test, "ood/synthetic": ood}
     total = sum(len(s) for s in splits.values())
     path = workdir / "features.safetensors"
@@ -516,7 +514,7 @@ def phase_model_scorers(report: Report, sizes, device) -> None:
     model = setup.model.eval().to(memory_format=torch.contiguous_format)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    ood = OUT_OF_DISTRIBUTION.get(OOD)(None, None)
+    ood = ood_images(sizes)
     images = {"train": setup.data.train, "test": setup.data.test, "ood": ood}
     network, splits = _network_and_batches(
         model, device, images, setup.mean, setup.std, 512 if device.type == "cuda" else 64

@@ -14,7 +14,7 @@ import pytest
 import ncood
 from ncood.analyze.driver import analyse_file, select
 from ncood.errors import NcoodError
-from ncood.host.loading import PluginHost, host
+from ncood.host.loading import Pending, PluginHost, host
 from ncood.store.features import save_features
 
 
@@ -121,14 +121,15 @@ def test_epoch_selection_belongs_to_the_run(demo_run):
 
 def test_plugins_are_imported_per_hook():
     plugin_host = PluginHost()
-    plugin_host.load_entry_points()
+    plugin_host.find_plugins()
     plugin_host.scorers()
     loaded = set(plugin_host.info)
     assert "scorers.vim" in loaded
-    assert not {n for n in loaded if n.startswith(("sections.", "analyses.", "models."))}
+    later = ("analyses.", "models.", "datasets.", "presets.")
+    assert not {n for n in loaded if n.startswith(("sections.", *later))}
     plugin_host.report_sections()
     assert "sections.ood" in plugin_host.info
-    waiting = [e for e in plugin_host.pending if e.name.startswith(("analyses.", "models."))]
+    waiting = [e for e in plugin_host.pending if e.name.startswith(later)]
     assert plugin_host.pending == waiting
 
 
@@ -142,7 +143,7 @@ def test_a_plugin_named_for_one_hook_may_not_implement_another(tmp_path, monkeyp
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     plugin_host = PluginHost()
-    plugin_host.pending.append(EntryPoint("scorers.two", "two_hooks", "ncood"))
+    plugin_host.pending.append(Pending.entry_point(EntryPoint("scorers.two", "two_hooks", "ncood")))
     with pytest.raises(NcoodError, match="named for 'scorers' but implements register_report"):
         plugin_host.scorers()
     assert "scorers.two" not in plugin_host.info

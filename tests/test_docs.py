@@ -95,3 +95,30 @@ def test_report_section_example_renders(plugin_host, third_party_sections_only, 
     assert result.exit_code == 0, result.output
     tex = (out / "ncood-report-en.tex").read_text()
     assert f"{len(demo_run.analysed_epochs())} analysed checkpoints." in tex
+
+
+def test_dataset_example_loads_both_roles(plugin_host, tmp_path):
+    from ncood.datasets import load_data
+
+    module = hook_example("register_datasets")
+    plugin_host(module, module.__name__)
+    ind, ood = load_data("stripes", ["checkers"], tmp_path, download=False)
+    assert ind.num_classes == 2 and ind.train.images.shape == (1000, 3, 32, 32)
+    assert set(ind.train.labels.tolist()) == {0, 1}
+    assert ood["checkers"].images.shape == (200, 3, 32, 32)
+    assert set(ood["checkers"].labels.tolist()) == {-1}
+
+
+def test_preset_example_resolves_and_trains_dry(plugin_host):
+    from ncood.engine.presets import resolve_preset
+
+    module = hook_example("register_presets")
+    plugin_host(module, module.__name__)
+    config = resolve_preset("cifar10-short")
+    assert (config.dataset, config.epochs) == ("cifar10", 30)
+    assert config.checkpoint_epochs == [5, 10, 15, 20, 25, 30]
+    result = CliRunner().invoke(
+        app, ["train", "--preset", "cifar10-short", "--out", "x", "--dry-run", "--epochs", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    assert '"epochs": 10' in result.output

@@ -42,7 +42,9 @@ def dump_file(tiny_dump, tmp_path) -> Path:
 def test_hooks_exist():
     assert hook_names() == [
         "register_analyses",
+        "register_datasets",
         "register_models",
+        "register_presets",
         "register_report_sections",
         "register_scorers",
     ]
@@ -185,6 +187,85 @@ def check_models(plugin_host, tmp_path):
     assert "model test-tinynet" in runner.invoke(app, ["plugins"]).output
 
 
+def tiny_dataset(context):
+    """A 4-class synthetic set small enough to train on in a second."""
+    from ncood.datasets import synthetic_set
+
+    return synthetic_set(96, 48, num_classes=4, seed=3)
+
+
+def static_images(context, ind):
+    """As many grey-noise OOD images as the in-distribution test split."""
+    import torch
+
+    from ncood.datasets import ood_set
+
+    generator = torch.Generator().manual_seed(5)
+    grey = torch.randint(0, 256, (len(ind.test), 1, 32, 32), generator=generator)
+    return ood_set(grey.to(torch.uint8).repeat(1, 3, 1, 1))
+
+
+def check_datasets(plugin_host, tmp_path):
+    from ncood.store.run import RunDir
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_datasets(self, register):
+            register("test-blobs", tiny_dataset, "4 synthetic classes")
+            register("test-static", ood=static_images, description="grey noise")
+
+    plugin_host(Plugin(), "test_dataset_plugin")
+    args = ["train", "--preset", "demo-standard", "--dataset", "test-blobs", "--ood"]
+    args += ["test-static", "--epochs", "1", "--width", "4", "--quiet"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    run = RunDir.open(tmp_path / "run")
+    assert run.manifest()["config"]["dataset"] == "test-blobs"
+    dump = ncood.load_features(run.features(run.feature_epochs()[-1]))
+    assert dump.head.weight.shape[0] == 4 and len(dump.test.labels) == 48
+    assert set(dump.ood) == {"test-static"} and len(dump.ood["test-static"].labels) == 48
+    listed = runner.invoke(app, ["plugins"]).output
+    assert "dataset test-blobs" in listed and "dataset test-static" in listed
+    # a role a plugin did not register is still an unknown name
+    result = runner.invoke(app, [*args[:4], "test-static", "--out", "x", "--dry-run"])
+    assert result.exit_code == 1 and "test-static" in result.output
+
+
+def check_presets(plugin_host, tmp_path):
+    from ncood.store.run import RunDir
+    from ncood.store.train_config import TrainConfig
+
+    class Plugin:
+        @ncood.hookimpl
+        def register_datasets(self, register):
+            register("test-blobs", tiny_dataset, "4 synthetic classes")
+
+        @ncood.hookimpl
+        def register_presets(self, register):
+            config = TrainConfig(
+                preset="test-tiny",
+                dataset="test-blobs",
+                ood=["noise"],
+                epochs=2,
+                width=4,
+                batch_size=32,
+                checkpoint_every=1,
+                schedule="cosine",
+            )
+            register(config, "two epochs on 96 images")
+
+    plugin_host(Plugin(), "test_preset_plugin")
+    assert "test-tiny" in runner.invoke(app, ["presets"]).output
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--preset", "test-tiny", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = RunDir.open(out)
+    config = run.manifest()["config"]
+    assert (config["preset"], config["dataset"], config["epochs"]) == ("test-tiny", "test-blobs", 2)
+    assert run.feature_epochs() == [1, 2]
+    assert "preset test-tiny" in runner.invoke(app, ["plugins"]).output
+
+
 HOOK_TESTS = {
     # and tests/test_model_scorers_hook.py: a non-built-in network scorer through the same
     # hook, on a trained run and on an imported one (beside the fixtures of runs with weights)
@@ -192,6 +273,8 @@ HOOK_TESTS = {
     "register_analyses": check_analyses,
     "register_report_sections": check_report_sections,
     "register_models": check_models,
+    "register_datasets": check_datasets,
+    "register_presets": check_presets,
 }
 
 
@@ -211,3 +294,11 @@ def test_a_non_builtin_report_section_plugin(
 
 def test_a_non_builtin_model_plugin(plugin_host, tmp_path):
     check_models(plugin_host, tmp_path)
+
+
+def test_a_non_builtin_dataset_plugin(plugin_host, tmp_path, one_torch_thread):
+    check_datasets(plugin_host, tmp_path)
+
+
+def test_a_non_builtin_preset_plugin(plugin_host, tmp_path, one_torch_thread):
+    check_presets(plugin_host, tmp_path)

@@ -1,18 +1,20 @@
 """The layout rules of plugins/ (README "Where things are"), read from the source itself.
 
 Each built-in plugin module sits in the sub-package named after the one hook it implements;
-no plugin module imports another (what they share lives in the core); every one is an entry
-point, so built-ins load exactly like a third-party package; the core never imports a plugin.
+no plugin module imports another (what they share lives in the core); every one is listed in
+``DEFAULT_PLUGINS`` (and no entry point is built in), so built-ins load through the same hooks
+as a third-party package; the core never imports a plugin.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
+from ncood.host.loading import DEFAULT_PLUGINS, GROUP_OF_HOOK
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
@@ -21,6 +23,8 @@ HOOK_OF = {  # folder → the hooks its modules may implement
     "analyses": {"register_analyses"},
     "sections": {"register_report_sections"},
     "models": {"register_models"},
+    "datasets": {"register_datasets"},
+    "presets": {"register_presets"},
 }
 MODULES = sorted(
     path for group in HOOK_OF for path in (PLUGINS / group).glob("*.py") if path.stem != "__init__"
@@ -63,7 +67,7 @@ def hookimpls(path: Path) -> set[str]:
 def test_every_group_has_modules_and_plugins_has_no_loose_ones():
     assert {p.parent.name for p in MODULES} == set(HOOK_OF)
     loose = [p.name for p in PLUGINS.glob("*.py") if p.name != "__init__.py"]
-    assert loose == [], "a plugin module belongs in scorers/, analyses/, sections/ or models/"
+    assert loose == [], "a plugin module belongs in the folder of its hook"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -103,13 +107,20 @@ def test_the_core_never_imports_a_plugin():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-def test_every_built_in_module_is_an_entry_point():
-    builtin = {
-        ep.value
-        for ep in entry_points(group="ncood")
-        if ep.dist is not None and ep.dist.name == "ncood"
-    }
-    assert builtin == {module_name(p) for p in MODULES}
+def test_every_built_in_module_is_a_default_plugin():
+    assert sorted(DEFAULT_PLUGINS) == sorted(f"{p.parent.name}.{p.stem}" for p in MODULES)
+    assert len(set(DEFAULT_PLUGINS)) == len(DEFAULT_PLUGINS)
+
+
+def test_each_folder_is_the_group_its_hooks_load_for():
+    """A built-in is imported only for the hooks of its folder (loading's naming rule)."""
+    assert {g: {h for h, f in GROUP_OF_HOOK.items() if f == g} for g in HOOK_OF} == HOOK_OF
+
+
+def test_no_built_in_is_an_entry_point():
+    """Entry points are for third parties: a new built-in file is one line of DEFAULT_PLUGINS."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "[project.entry-points.ncood]" not in text
 
 
 @pytest.mark.parametrize(

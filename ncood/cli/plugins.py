@@ -28,6 +28,8 @@ def list_plugins(
         plugin_host.analyses(),
         plugin_host.report_sections(),
         plugin_host.models(),
+        plugin_host.datasets(),
+        plugin_host.presets(),
     )
     for registry in registries:
         for name, item in registry.items():

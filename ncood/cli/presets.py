@@ -11,9 +11,10 @@ from ncood.cli.app import Command, app, user_errors
 @user_errors
 def presets() -> None:
     """List the training presets."""
-    from ncood.engine.presets import PRESETS
+    from ncood.engine.presets import preset_registry
 
-    for name, config in PRESETS.items():
+    for name, preset in preset_registry().items():
+        config = preset.config
         typer.echo(
             f"{name:16} {config.dataset} vs {','.join(config.ood)}, {config.epochs} epochs, "
             f"{config.schedule}, width {config.width}"

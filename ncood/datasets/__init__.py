@@ -1,15 +1,15 @@
-"""Datasets: every image set as one uint8 tensor, named in two registries.
+"""Datasets: every image set as one uint8 tensor, named by the plugins that register them.
 
-``base`` holds the types and conversions; ``embedded`` the sets that need no download (digits,
-photos, noise, synthetic); ``torchvision_sets`` CIFAR, SVHN, MNIST, Fashion-MNIST, DTD;
-``image_folder`` any folder of images (``folder:PATH``); ``loading`` turns names into data.
+``base`` holds the types and conversions; ``synthetic`` generated CIFAR-shaped images;
+``sources`` a published dataset's files (torchvision's formats, one-line errors);
+``image_folder`` any folder of images (``folder:PATH``); ``loading`` turns names into data
+through the host's registry. The named sets themselves are plugins (``register_datasets``:
+plugins/datasets/embedded.py, plugins/datasets/torchvision.py).
 It may import :mod:`ncood.host` (the registries), :mod:`ncood.progress` and :mod:`ncood.errors`.
 """
 
 from ncood.datasets.base import (
     IMAGE_SIZE,
-    IN_DISTRIBUTION,
-    OUT_OF_DISTRIBUTION,
     DataContext,
     ImageSet,
     InDistribution,
@@ -19,21 +19,21 @@ from ncood.datasets.base import (
     resize_gray,
     to_image_set,
 )
-from ncood.datasets.embedded import synthetic_set
 from ncood.datasets.loading import (
     FOLDER_PREFIX,
     check_names,
     default_data_dir,
     folder_path,
+    in_distribution,
     load_data,
     ood_name,
+    out_of_distribution,
 )
+from ncood.datasets.synthetic import synthetic_set
 
 __all__ = [
     "FOLDER_PREFIX",
     "IMAGE_SIZE",
-    "IN_DISTRIBUTION",
-    "OUT_OF_DISTRIBUTION",
     "DataContext",
     "ImageSet",
     "InDistribution",
@@ -41,10 +41,12 @@ __all__ = [
     "check_names",
     "default_data_dir",
     "folder_path",
+    "in_distribution",
     "load_data",
     "normalise",
     "ood_name",
     "ood_set",
+    "out_of_distribution",
     "resize_gray",
     "synthetic_set",
     "to_image_set",

@@ -1,14 +1,15 @@
-"""The types every dataset module shares: image sets as whole uint8 tensors, the two
-registries that name the builders, and the conversions between arrays, tensors and inputs.
+"""The types every dataset module and dataset plugin shares: image sets as whole uint8
+tensors, the builders' signatures, and the conversions between arrays, tensors and inputs.
 
 Every dataset, embedded or downloaded, becomes an :class:`ImageSet` (N×3×32×32 uint8 + int64
 labels). Holding the set as one tensor lets crop and flip run as batched tensor ops on the
 same device as the model (ncood.engine.batches), so no loader process can starve the GPU.
 
 In-distribution builders take a :class:`DataContext`; OOD builders also get the
-in-distribution set (the embedded OOD sets match its size). This module imports no other
-dataset module, so the builders (``embedded``, ``torchvision_sets``, ``image_folder``) and the
-name resolution (``loading``) depend on it and never on each other in a circle.
+in-distribution set (the embedded OOD sets match its size). Plugins register them by name
+through ``register_datasets`` (ncood.host.entries). This module imports no other dataset
+module, so the helpers (``synthetic``, ``sources``, ``image_folder``) and the name resolution
+(``loading``) depend on it and never on each other in a circle.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from ncood.host.registry import Registry
 
 IMAGE_SIZE = 32
 
@@ -62,9 +61,6 @@ class DataContext:
 
 InBuilder = Callable[[DataContext], InDistribution]
 OodBuilder = Callable[[DataContext, InDistribution], ImageSet]
-
-IN_DISTRIBUTION: Registry[InBuilder] = Registry("dataset")
-OUT_OF_DISTRIBUTION: Registry[OodBuilder] = Registry("OOD dataset")
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple, tuple]:

@@ -1,5 +1,6 @@
-"""The named presets (the TP's two regimes, and their demos); the configuration they fill is
-declared once in ncood/store/train_config.py."""
+"""Named presets resolved into a run's configuration. Plugins register them
+(``register_presets``; the TP's two regimes and their demos are plugins/presets/); the
+configuration they fill is declared once in ncood/store/train_config.py."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import dataclasses
 from typing import Any
 
 from ncood.errors import NcoodError
+from ncood.host.entries import Preset
+from ncood.host.loading import host
 from ncood.host.registry import Registry
 from ncood.store.train_config import TrainConfig
 
-PRESETS: Registry[TrainConfig] = Registry("preset")
 
-
-def register_preset(config: TrainConfig) -> TrainConfig:
-    return PRESETS.add(config.preset, config)
+def preset_registry() -> Registry[Preset]:
+    """Every preset the loaded plugins register."""
+    return host().presets()
 
 
 def resolve_preset(name: str, *, config_class: type = TrainConfig, **overrides: Any) -> TrainConfig:
@@ -24,7 +26,7 @@ def resolve_preset(name: str, *, config_class: type = TrainConfig, **overrides: 
     checkpoint epochs unless those are given too; changing the period re-derives the latter.
     ``config_class`` may extend :class:`TrainConfig` with fields of its own (with defaults).
     """
-    base = PRESETS.get(name)
+    base = preset_registry().get(name).config
     if type(base) is not config_class:
         base = config_class(**base.to_dict())
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -45,58 +47,3 @@ def _scaled_milestones(base: TrainConfig, epochs: int) -> list[int]:
     if base.schedule != "multistep" or not base.milestones:
         return []
     return sorted({max(1, round(m / base.epochs * epochs)) for m in base.milestones})
-
-
-# The embedded demo: digits in, photographs out; the TP's two regimes, shortened for a CPU.
-register_preset(
-    TrainConfig(
-        preset="demo-standard",
-        dataset="digits",
-        ood=["photos", "noise"],
-        epochs=12,
-        schedule="cosine",
-        batch_size=64,
-        lr=0.05,
-        width=8,
-        checkpoint_every=2,
-        stage_features=True,
-    )
-)
-register_preset(
-    TrainConfig(
-        preset="demo-extended",
-        dataset="digits",
-        ood=["photos", "noise"],
-        epochs=36,
-        schedule="multistep",
-        batch_size=64,
-        lr=0.05,
-        width=8,
-        checkpoint_every=4,
-        stage_features=True,
-    )
-)
-# The TP: ResNet-18 on CIFAR-100 (SGD 0.1 / 0.9 / 5e-4, batch 128, crop 4 + flip), SVHN as OOD;
-# checkpoints every 10 epochs and at the last, so Neural Collapse can be followed in time.
-register_preset(
-    TrainConfig(
-        preset="tp-200",
-        dataset="cifar100",
-        ood=["svhn"],
-        epochs=200,
-        schedule="cosine",
-        checkpoint_every=10,
-    )
-)
-register_preset(
-    TrainConfig(
-        preset="tp-600",
-        dataset="cifar100",
-        ood=["svhn"],
-        epochs=600,
-        schedule="multistep",
-        milestones=[300, 450],
-        gamma=0.1,
-        checkpoint_every=10,
-    )
-)

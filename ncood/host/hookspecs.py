@@ -25,3 +25,15 @@ def register_report_sections(register):
 @hookspec
 def register_models(register):
     """Register model architectures: ``register(name, builder, description="")``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets by name: ``register(name, load=None, description="", *, ood=None)``,
+    ``load(context)`` for ``--dataset``, ``ood(context, ind)`` for ``--ood``."""
+
+
+@hookspec
+def register_presets(register):
+    """Register training presets: ``register(config, description="")``, a ``TrainConfig``
+    named by its ``preset`` field."""

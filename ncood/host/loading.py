@@ -1,28 +1,33 @@
 """Loading plugins and collecting what they contribute.
 
-Built-ins and third-party packages load the same way: entry points of the group ``ncood``.
+The built-ins are the modules of :data:`DEFAULT_PLUGINS` (llm's ``DEFAULT_PLUGINS``), found
+at start-up and registered through the same hooks as a third-party package, which is found
+through an entry point of the group ``ncood``. A new built-in file is one line in that tuple.
 ``NCOOD_LOAD_PLUGINS`` (comma-separated entry-point names) restricts which *third-party*
 plugins load; set it to the empty string to load the built-ins only.
 
-Entry points are imported when a hook is first needed, not at start-up: one whose name starts
-with ``scorers.``, ``analyses.`` or ``sections.`` declares it implements only that group's hook
-(the built-ins are named so), and is imported only for it — ``ncood analyze`` never imports
+Plugins are imported when a hook is first needed, not at start-up: one whose name starts with
+``scorers.``, ``analyses.``, ``sections.``, ``models.``, ``datasets.`` or ``presets.`` declares
+it implements only that group's hooks (the built-ins are named after their path under
+plugins/, so they all do), and is imported only for them — ``ncood analyze`` never imports
 the report sections. Any other entry point is imported for every hook.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from typing import Any
 
 import pluggy
 
 from ncood.errors import NcoodError
 from ncood.host import hookspecs
+from ncood.host.entries import DatasetEntry, Preset
 from ncood.host.models import ModelEntry, ModelRegistry
 from ncood.host.registry import Registry
 from ncood.host.scoring import FAMILIES, Contribution
@@ -30,12 +35,49 @@ from ncood.host.scoring import FAMILIES, Contribution
 ENTRY_POINT_GROUP = "ncood"
 LOAD_ENV_VAR = "NCOOD_LOAD_PLUGINS"
 BUILTIN_DISTRIBUTION = "ncood"
-# The entry-point name prefix that promises a plugin implements one hook only.
+BUILTIN_PACKAGE = "ncood_plugins"  # plugins/, as installed
+# The built-in plugins: ``ncood_plugins.<name>``, each in the folder of the hooks it implements.
+DEFAULT_PLUGINS = (
+    "scorers.logits",
+    "scorers.mahalanobis",
+    "scorers.vim",
+    "scorers.neco",
+    "scorers.knn",
+    "scorers.react",
+    "scorers.nc_geometry",
+    "scorers.softmax_shapes",
+    "scorers.shaping",
+    "scorers.gradnorm",
+    "scorers.density",
+    "scorers.odin",
+    "scorers.mcd",
+    "scorers.gram",
+    "scorers.rankfeat",
+    "analyses.neural_collapse",
+    "sections.intro",
+    "sections.training",
+    "sections.ood",
+    "sections.nc",
+    "sections.nc5",
+    "sections.neco",
+    "sections.appendix",
+    "models.resnet_cifar",
+    "models.openood",
+    "models.torchvision",
+    "models.timm",
+    "datasets.embedded",
+    "datasets.torchvision",
+    "presets.demo",
+    "presets.tp",
+)
+# The name prefix that promises a plugin implements only that group's hooks.
 GROUP_OF_HOOK = {
     "register_scorers": "scorers",
     "register_analyses": "analyses",
     "register_report_sections": "sections",
     "register_models": "models",
+    "register_datasets": "datasets",
+    "register_presets": "presets",
 }
 _BROKEN = object()  # what PluginHost._contained returns for a plugin that failed
 
@@ -50,6 +92,29 @@ class PluginInfo:
     error: str = ""  # why the plugin is broken (failed to import or to register); "" if fine
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A plugin found and not imported yet: ``load()`` imports it (see PluginHost.load)."""
+
+    name: str
+    load: Callable[[], object]
+    distribution: str
+    version: str
+    builtin: bool = False
+
+    @classmethod
+    def builtin_module(cls, name: str, version: str) -> Pending:
+        module = f"{BUILTIN_PACKAGE}.{name}"
+        load = functools.partial(importlib.import_module, module)
+        return cls(name, load, BUILTIN_DISTRIBUTION, version, builtin=True)
+
+    @classmethod
+    def entry_point(cls, ep: EntryPoint) -> Pending:
+        if ep.dist is None:
+            return cls(ep.name, ep.load, "unknown", "?")
+        return cls(ep.name, ep.load, ep.dist.name, ep.dist.version)
+
+
 class PluginHost:
     """One pluggy manager plus what each registered plugin is."""
 
@@ -57,7 +122,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager("ncood")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
-        self.pending: list[EntryPoint] = []  # found, not imported yet (see load)
+        self.pending: list[Pending] = []  # found, not imported yet (see load)
 
     def add(self, plugin: object, name: str, *, distribution: str, version: str, builtin: bool):
         if self.pm.get_plugin(name) is not None:
@@ -71,37 +136,47 @@ class PluginHost:
             self.pm.unregister(plugin)
         self.info.pop(name, None)
 
-    def load_entry_points(self) -> None:
-        """Find the entry points to load (imported later, by :meth:`load`)."""
+    def find_plugins(self) -> None:
+        """The built-ins, then the third-party entry points allowed by ``NCOOD_LOAD_PLUGINS``
+        (imported later, by :meth:`load`)."""
+        seen = {p.name for p in self.pending} | set(self.info)
+        own_version = _own_version()
+        found = [Pending.builtin_module(name, own_version) for name in DEFAULT_PLUGINS]
         wanted = os.environ.get(LOAD_ENV_VAR)
         allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
-        seen = {ep.name for ep in self.pending}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if not _is_builtin(ep) and allowed is not None and ep.name not in allowed:
-                continue
-            if ep.name in seen or self.pm.get_plugin(ep.name) is not None:
-                continue  # the same distribution seen twice on sys.path
-            seen.add(ep.name)
-            self.pending.append(ep)
+            if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION:
+                continue  # an older install's entry point for a built-in
+            if allowed is None or ep.name in allowed:
+                found.append(Pending.entry_point(ep))
+        for plugin in found:
+            if plugin.name in seen or self.pm.get_plugin(plugin.name) is not None:
+                continue  # a built-in's name, or the same distribution seen twice on sys.path
+            seen.add(plugin.name)
+            self.pending.append(plugin)
 
     def load(self, hook_name: str | None = None) -> None:
-        """Import the pending entry points that may implement ``hook_name`` (all for None)."""
+        """Import the pending plugins that may implement ``hook_name`` (all for None)."""
         group = GROUP_OF_HOOK.get(hook_name) if hook_name else None
-        for ep in list(self.pending):
-            declared = declared_group(ep.name)
+        for found in list(self.pending):
+            declared = declared_group(found.name)
             if group is not None and declared is not None and declared != group:
                 continue
-            self.pending.remove(ep)
-            dist = ep.dist.name if ep.dist is not None else "unknown"
-            version = ep.dist.version if ep.dist is not None else "?"
-            builtin = _is_builtin(ep)
-            self.info[ep.name] = PluginInfo(ep.name, dist, version, builtin)  # named if broken
-            plugin = self._contained(ep.name, "failed to import", ep.load)
+            self.pending.remove(found)
+            info = PluginInfo(found.name, found.distribution, found.version, found.builtin)
+            self.info[found.name] = info  # named if broken
+            plugin = self._contained(found.name, "failed to import", found.load)
             if plugin is _BROKEN:
                 continue
-            self.add(plugin, ep.name, distribution=dist, version=version, builtin=builtin)
+            self.add(
+                plugin,
+                found.name,
+                distribution=found.distribution,
+                version=found.version,
+                builtin=found.builtin,
+            )
             if declared is not None:
-                self._check_declared(ep.name, declared)
+                self._check_declared(found.name, declared)
 
     def _check_declared(self, name: str, group: str) -> None:
         """A plugin named ``<group>.…`` is loaded for that group's hook only: it may not
@@ -133,10 +208,22 @@ class PluginHost:
             )
         return sorted(self.info.values(), key=lambda i: (not i.builtin, i.name))
 
-    def _collect(self, hook_name: str, make: Callable[[str, Any], Any], kind: str) -> Registry:
+    def _collect(
+        self,
+        hook_name: str,
+        make: Callable[..., Any],
+        kind: str,
+        registry_type: type[Registry] = Registry,
+    ) -> Registry:
+        """One registry of what every loaded plugin registers through ``hook_name``: ``make``
+        turns a ``register(...)`` call into the item; a plugin whose hook raises, or whose
+        names the registry refuses, is broken and contributes nothing."""
         self.load(hook_name)
-        registry: Registry = Registry(kind)
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        registry = registry_type(kind)
+        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        # the built-ins first: a name a built-in registers stays its, whatever else is installed
+        impls.sort(key=lambda impl: not getattr(self.info.get(impl.plugin_name), "builtin", False))
+        for impl in impls:
             if impl.plugin_name in self.info and self.info[impl.plugin_name].error:
                 continue
             offered: list[Any] = []
@@ -148,8 +235,7 @@ class PluginHost:
                 _function(register=_register)
                 names = [item.name for item in _offered]
                 for name in names:
-                    if not name or not isinstance(name, str):
-                        raise ValueError(f"a {kind} needs a non-empty string name, got {name!r}")
+                    registry.check_name(name)
                     if name in registry or names.count(name) > 1:
                         raise ValueError(f"{kind} {name!r} is registered twice")
 
@@ -177,12 +263,25 @@ class PluginHost:
         """The architectures ``ncood extract`` builds (ncood.models.registry names them)."""
 
         def make(plugin: str, name, builder, description: str = "") -> ModelEntry:
-            return ModelRegistry().register(name, builder, description, plugin=plugin)  # checks
+            return ModelEntry(name, builder, description, plugin)
 
-        registry = ModelRegistry()
-        for name, entry in self._collect("register_models", make, "model").items():
-            registry.register(name, entry.builder, entry.description, plugin=entry.plugin)
-        return registry
+        return self._collect("register_models", make, "model", ModelRegistry)
+
+    def datasets(self) -> Registry[DatasetEntry]:
+        """The datasets ``--dataset`` and ``--ood`` name (ncood.datasets.loading reads them)."""
+
+        def make(plugin: str, name, load=None, description: str = "", *, ood=None):
+            return DatasetEntry(name, load, ood, description, plugin)
+
+        return self._collect("register_datasets", make, "dataset")
+
+    def presets(self) -> Registry[Preset]:
+        """The named training configurations (ncood.engine.presets resolves them)."""
+
+        def make(plugin: str, config, description: str = "") -> Preset:
+            return Preset(getattr(config, "preset", None), config, description, plugin)
+
+        return self._collect("register_presets", make, "preset")
 
     def _contained(self, plugin: str, failing: str, call: Callable[[], Any]) -> Any:
         """``call()``, one plugin's code: whatever it raises (``sys.exit`` too; Ctrl-C passes)
@@ -206,8 +305,12 @@ def declared_group(entry_point_name: str) -> str | None:
     return prefix if dot and prefix in GROUP_OF_HOOK.values() else None
 
 
-def _is_builtin(ep: EntryPoint) -> bool:
-    return ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
+def _own_version() -> str:
+    """ncood's version, which the built-ins share (as ``ncood.__version__`` reads it)."""
+    try:
+        return version(BUILTIN_DISTRIBUTION)
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0.0.0+source"
 
 
 def _contribution(kind: str):
@@ -231,7 +334,7 @@ def _contribution(kind: str):
 def host() -> PluginHost:
     """The process-wide plugin host; its plugins are imported as hooks are first called."""
     plugin_host = PluginHost()
-    plugin_host.load_entry_points()
+    plugin_host.find_plugins()
     return plugin_host
 
 

@@ -1,4 +1,5 @@
-"""The registry of model builders that ``register_models`` hooks fill (see ncood.models.registry).
+"""The registry of model builders that ``register_models`` hooks fill (see
+ncood.models.registry): the one registry type (ncood.host.registry), with families.
 
 A name is exact (``resnet18-cifar``) or a family ending in ``:*`` (``torchvision:*``), whose
 builder receives what follows the colon. A name no plugin claims but shaped like
@@ -11,7 +12,6 @@ which fills it, so that the host never imports the layer above it (ncood.models)
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import re
 from collections.abc import Callable
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ncood.errors import NcoodError
+from ncood.host.registry import Registry
 
 FAMILY_SUFFIX = ":*"
 _USER_CODE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -31,55 +32,43 @@ class ModelEntry:
     description: str = ""
     plugin: str = ""
 
+    def __post_init__(self) -> None:
+        if not callable(self.builder):
+            raise ValueError(f"model {self.name!r}: the builder {self.builder!r} is not callable")
+
     @property
     def family(self) -> bool:
         return self.name.endswith(FAMILY_SUFFIX)
 
 
-class ModelRegistry:
-    """What ``register_models`` hooks registered; duplicates and bad names are refused."""
+class ModelRegistry(Registry[ModelEntry]):
+    """What ``register_models`` hooks registered: the one registry type, whose names may also
+    be families (``prefix:*``) and which resolves a name to a builder and its variant."""
 
-    kind = "model"
+    def __init__(self, kind: str = "model") -> None:
+        super().__init__(kind)
 
-    def __init__(self) -> None:
-        self._entries: dict[str, ModelEntry] = {}
-
-    def register(
-        self, name: str, builder: Callable[..., Any], description: str = "", *, plugin: str = ""
-    ) -> ModelEntry:
+    def check_name(self, name: object) -> None:
         if not isinstance(name, str):
             raise ValueError(f"a model needs a string name, got {name!r}")
         base = name.removesuffix(FAMILY_SUFFIX)
         if not base or "*" in base or (base != name and ":" in base):
             raise ValueError(f"model {name!r}: give a name, or a family as 'prefix:*'")
-        if not callable(builder):
-            raise ValueError(f"model {name!r}: the builder {builder!r} is not callable")
-        if name in self._entries:
-            raise ValueError(f"model {name!r} is registered twice")
-        entry = ModelEntry(name, builder, description, plugin)
-        self._entries[name] = entry
-        return entry
 
-    def names(self, pattern: str = "*") -> list[str]:
-        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
-
-    def items(self) -> list[tuple[str, ModelEntry]]:
-        return [(n, self._entries[n]) for n in self.names()]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    def register(
+        self, name: str, builder: Callable[..., Any], description: str = "", *, plugin: str = ""
+    ) -> ModelEntry:
+        """``add`` of the entry the ``register_models`` hook's arguments describe."""
+        return self.add(name, ModelEntry(name, builder, description, plugin))
 
     def registered(self, name: str) -> tuple[ModelEntry, str | None] | None:
         """The entry a plugin registered for ``name`` (and a family's variant); None if none.
         Imports nothing: a name a plugin claims never reaches :func:`importlib`."""
-        entry = self._entries.get(name)
+        entry = self._items.get(name)
         if entry is not None and not entry.family:
             return entry, None
         prefix, colon, variant = name.partition(":")
-        family = self._entries.get(prefix + FAMILY_SUFFIX)
+        family = self._items.get(prefix + FAMILY_SUFFIX)
         if colon and family is not None:
             if not variant:
                 raise NcoodError(f"model {name!r} needs a name after '{prefix}:'")
@@ -89,7 +78,7 @@ class ModelRegistry:
     def is_own_code(self, name: str) -> bool:
         """``name`` reads ``package.module:callable`` and no plugin claims its prefix."""
         prefix = name.partition(":")[0]
-        claimed = any(n.startswith(prefix + ":") for n in self._entries)
+        claimed = any(n.startswith(prefix + ":") for n in self._items)
         return bool(_USER_CODE.match(name)) and not claimed
 
     def resolve(self, name: str) -> tuple[ModelEntry, str | None]:

@@ -1,9 +1,14 @@
-"""A name → item registry (timm's ``register_model`` shape) shared by presets, datasets, scorers."""
+"""The one name → item registry (timm's ``register_model`` / ``list_models`` shape) that every
+hook fills: scorers, analyses, report sections, models, datasets and presets.
+
+A subclass may refuse more names (:class:`ncood.host.models.ModelRegistry` takes families,
+``prefix:*``) and resolve names its own way, but adds, lists and looks up through this API.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from ncood.errors import NcoodError
@@ -18,27 +23,31 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
-    def add(self, name: str, item: T) -> T:
+    def check_name(self, name: object) -> None:
+        """A ValueError if ``name`` may not be registered here (whatever is registered)."""
         if not name or not isinstance(name, str):
             raise ValueError(f"a {self.kind} needs a non-empty string name, got {name!r}")
+
+    def add(self, name: str, item: T) -> T:
+        self.check_name(name)
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._items[name] = item
         return item
 
-    def decorator(self, name: str) -> Callable[[T], T]:
-        """``@registry.decorator("name")`` registers the decorated object."""
-        return lambda item: self.add(name, item)
-
     def get(self, name: str) -> T:
         try:
             return self._items[name]
         except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
+            known = ", ".join(self.names()) or "none"
             raise NcoodError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
     def names(self, pattern: str = "*") -> list[str]:
-        return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
+        """Registered names matching a shell pattern (``"*resnet*"``), sorted."""
+        return sorted(n for n in self._items if fnmatch.fnmatchcase(n, pattern))
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(n, self._items[n]) for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -48,6 +57,3 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def items(self) -> list[tuple[str, T]]:
-        return [(n, self._items[n]) for n in self.names()]

@@ -1,105 +1,25 @@
 """Real datasets through torchvision: CIFAR-100/10 (in-distribution or OOD), SVHN, MNIST,
-Fashion-MNIST and DTD (OOD).
-
-torchvision reads each dataset in its published on-disk format and checks the published
-checksums; this module adds what a user needs around it: one clear line when the files are
-missing (naming what to put where), corrupt (naming the file) or unreadable, and a download
-attempt, with a timeout, only when it is allowed.
+Fashion-MNIST and DTD (OOD). torchvision itself is imported only when a set is loaded; the
+files' checks and the one-line errors are ncood.datasets.sources'.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+import ncood
 
-from ncood.datasets.base import (
-    IN_DISTRIBUTION,
-    OUT_OF_DISTRIBUTION,
-    DataContext,
-    ImageSet,
-    InDistribution,
-    channel_stats,
-    ood_set,
-    resize_gray,
-    to_image_set,
-)
-from ncood.datasets.image_folder import load_image_files
-from ncood.errors import NcoodError
-
-DOWNLOAD_TIMEOUT_S = 30
-
-
-@dataclass(frozen=True)
-class Source:
-    """One torchvision dataset split and the files it needs under the data folder."""
-
-    what: str  # "CIFAR-100 (train)"
-    hint: str  # what to put in the data folder
-    factory: Callable[[str, bool], Any]  # (root, download) → torchvision dataset
-    files: Callable[[Path], list[tuple[Path, str | None]]]  # expected files, md5 or None
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float):
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def open_source(source: Source, context: DataContext) -> Any:
-    """The torchvision dataset, or one :class:`NcoodError` line saying how to get it."""
-    from torchvision.datasets.utils import check_integrity
-
-    root = context.root
-    try:
-        return source.factory(str(root), False)
-    except Exception as exc:  # torchvision raises RuntimeError, but a bad file can raise anything
-        first_error = exc
-    expected = source.files(root)
-    corrupt = [p for p, md5 in expected if p.is_file() and md5 and not check_integrity(p, md5)]
-    if corrupt:
-        raise NcoodError(
-            f"{source.what}: {corrupt[0]} is corrupt (checksum mismatch); delete it and "
-            f"download again, or replace it with the published file"
-        )
-    if expected and all(p.is_file() for p, _ in expected):
-        raise NcoodError(
-            f"could not read {source.what} from {root} ({_one_line(first_error)}); "
-            f"the files may be damaged: replace them with the published ones"
-        )
-    if context.download:
-        try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                return source.factory(str(root), True)
-        except Exception:
-            reason = "and could not be downloaded (no network?)"
-    else:
-        reason = "and downloading is off (--no-download)"
-    raise NcoodError(
-        f"{source.what} is not under {root} {reason}: put {source.hint} in {root}, "
-        f"or pass --data-dir DIR"
-    )
-
+if TYPE_CHECKING:  # `ncood plugins` imports this module: no torch until a set is loaded
+    from ncood.datasets import DataContext, ImageSet, InDistribution
+    from ncood.datasets.sources import Source
 
 # --- CIFAR. ---------------------------------------------------------------------------------
 
 
 def _cifar_source(cls, label: str, train: bool) -> Source:
+    from ncood.datasets.sources import Source
+
     def files(root: Path) -> list[tuple[Path, str | None]]:
         folder = root / cls.base_folder
         listed = [(folder / name, md5) for name, md5 in cls.train_list + cls.test_list]
@@ -114,6 +34,9 @@ def _cifar_source(cls, label: str, train: bool) -> Source:
 
 
 def _cifar(context: DataContext, cls, label: str, name: str, classes: int) -> InDistribution:
+    from ncood.datasets import InDistribution, channel_stats, to_image_set
+    from ncood.datasets.sources import open_source
+
     train = open_source(_cifar_source(cls, label, True), context)
     test = open_source(_cifar_source(cls, label, False), context)
     train_set = to_image_set(train.data, train.targets)
@@ -123,7 +46,6 @@ def _cifar(context: DataContext, cls, label: str, name: str, classes: int) -> In
     )
 
 
-@IN_DISTRIBUTION.decorator("cifar100")
 def load_cifar100(context: DataContext) -> InDistribution:
     """CIFAR-100: 50,000 train / 10,000 test 32×32 colour images, 100 classes."""
     from torchvision.datasets import CIFAR100
@@ -131,7 +53,6 @@ def load_cifar100(context: DataContext) -> InDistribution:
     return _cifar(context, CIFAR100, "CIFAR-100", "cifar100", 100)
 
 
-@IN_DISTRIBUTION.decorator("cifar10")
 def load_cifar10(context: DataContext) -> InDistribution:
     """CIFAR-10: 50,000 train / 10,000 test 32×32 colour images, 10 classes."""
     from torchvision.datasets import CIFAR10
@@ -140,11 +61,16 @@ def load_cifar10(context: DataContext) -> InDistribution:
 
 
 def _cifar_test_as_ood(context: DataContext, cls, label: str) -> ImageSet:
+    import numpy as np
+    import torch
+
+    from ncood.datasets import ood_set
+    from ncood.datasets.sources import open_source
+
     test = open_source(_cifar_source(cls, label, False), context)
     return ood_set(torch.from_numpy(np.ascontiguousarray(test.data)).permute(0, 3, 1, 2))
 
 
-@OUT_OF_DISTRIBUTION.decorator("cifar10")
 def load_cifar10_ood(context: DataContext, ind: InDistribution) -> ImageSet:
     """CIFAR-10's 10,000 test images (near-OOD for CIFAR-100)."""
     from torchvision.datasets import CIFAR10
@@ -152,7 +78,6 @@ def load_cifar10_ood(context: DataContext, ind: InDistribution) -> ImageSet:
     return _cifar_test_as_ood(context, CIFAR10, "CIFAR-10")
 
 
-@OUT_OF_DISTRIBUTION.decorator("cifar100")
 def load_cifar100_ood(context: DataContext, ind: InDistribution) -> ImageSet:
     """CIFAR-100's 10,000 test images (near-OOD for CIFAR-10)."""
     from torchvision.datasets import CIFAR100
@@ -163,10 +88,14 @@ def load_cifar100_ood(context: DataContext, ind: InDistribution) -> ImageSet:
 # --- SVHN. ----------------------------------------------------------------------------------
 
 
-@OUT_OF_DISTRIBUTION.decorator("svhn")
 def load_svhn_test(context: DataContext, ind: InDistribution) -> ImageSet:
     """SVHN's 26,032 test digits (the TP's OOD set)."""
+    import numpy as np
+    import torch
     from torchvision.datasets import SVHN
+
+    from ncood.datasets import ood_set
+    from ncood.datasets.sources import Source, open_source
 
     def files(root: Path) -> list[tuple[Path, str | None]]:
         _, filename, md5 = SVHN.split_list["test"]
@@ -187,6 +116,8 @@ def load_svhn_test(context: DataContext, ind: InDistribution) -> ImageSet:
 
 def _mnist_like(context: DataContext, cls, label: str) -> ImageSet:
     """torchvision wants all four raw files, even to read the test split only."""
+    from ncood.datasets import ood_set, resize_gray
+    from ncood.datasets.sources import Source, open_source
 
     def files(root: Path) -> list[tuple[Path, str | None]]:
         raw = root / cls.__name__ / "raw"
@@ -202,7 +133,6 @@ def _mnist_like(context: DataContext, cls, label: str) -> ImageSet:
     return ood_set(resize_gray(dataset.data))
 
 
-@OUT_OF_DISTRIBUTION.decorator("mnist")
 def load_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
     """MNIST's 10,000 test digits (far-OOD)."""
     from torchvision.datasets import MNIST
@@ -210,7 +140,6 @@ def load_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
     return _mnist_like(context, MNIST, "MNIST")
 
 
-@OUT_OF_DISTRIBUTION.decorator("fashionmnist")
 def load_fashion_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
     """Fashion-MNIST's 10,000 test images (far-OOD)."""
     from torchvision.datasets import FashionMNIST
@@ -221,10 +150,12 @@ def load_fashion_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
 # --- DTD (Describable Textures), the "Textures" OOD set of the literature. ----------------------
 
 
-@OUT_OF_DISTRIBUTION.decorator("dtd")
 def load_dtd(context: DataContext, ind: InDistribution) -> ImageSet:
     """DTD's test split (partition 1), resized and centre-cropped to 32×32."""
     from torchvision.datasets import DTD
+
+    from ncood.datasets.image_folder import load_image_files
+    from ncood.datasets.sources import Source, open_source
 
     source = Source(
         what="DTD (textures, test split)",
@@ -234,3 +165,23 @@ def load_dtd(context: DataContext, ind: InDistribution) -> ImageSet:
     )
     dtd = open_source(source, context)
     return load_image_files(list(dtd._image_files), show_progress=context.show_progress)
+
+
+@ncood.hookimpl
+def register_datasets(register):
+    register(
+        "cifar100",
+        load_cifar100,
+        "CIFAR-100 (100 classes); as OOD, its test images",
+        ood=load_cifar100_ood,
+    )
+    register(
+        "cifar10",
+        load_cifar10,
+        "CIFAR-10 (10 classes); as OOD, its test images",
+        ood=load_cifar10_ood,
+    )
+    register("svhn", ood=load_svhn_test, description="SVHN's test digits")
+    register("mnist", ood=load_mnist, description="MNIST's test digits")
+    register("fashionmnist", ood=load_fashion_mnist, description="Fashion-MNIST's test images")
+    register("dtd", ood=load_dtd, description="DTD's textures (test split 1)")

@@ -1,38 +1,40 @@
 """The datasets that ship inside installed packages, so the demo and the tests need no download:
 scikit-learn's bundled digits (in-distribution), patches of its two sample photographs and
-uniform noise (OOD), and generated CIFAR-shaped images (``synthetic``)."""
+uniform noise (OOD), and generated CIFAR-shaped images (``synthetic``, ncood.datasets.synthetic)."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from ncood.datasets.base import (
-    IMAGE_SIZE,
-    IN_DISTRIBUTION,
-    OUT_OF_DISTRIBUTION,
-    DataContext,
-    ImageSet,
-    InDistribution,
-    channel_stats,
-    to_image_set,
-)
+import ncood
+
+if TYPE_CHECKING:  # `ncood plugins` imports this module: no numpy or torch until a set loads
+    import numpy as np
+
+    from ncood.datasets import DataContext, ImageSet, InDistribution
 
 
-def _upsample_gray(gray: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """N×h×w floats in [0, 1] → N×size×size×3 uint8."""
+def _upsample_gray(gray: np.ndarray) -> np.ndarray:
+    """N×h×w floats in [0, 1] → N×32×32×3 uint8 (ncood's image size)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ncood.datasets import IMAGE_SIZE
+
     tensor = torch.from_numpy(gray.astype(np.float32))[:, None]
-    up = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+    up = F.interpolate(tensor, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     up = (up.clamp(0, 1) * 255).round().to(torch.uint8)
     return up.repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
 
 
-@IN_DISTRIBUTION.decorator("digits")
 def load_digits_set(context: DataContext | None = None) -> InDistribution:
     """scikit-learn's 1,797 handwritten digits (8×8), upsampled to 32×32; fixed 80/20 split."""
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    from ncood.datasets import InDistribution, channel_stats, to_image_set
 
     digits = load_digits()
     images = _upsample_gray(digits.images / 16.0)
@@ -45,10 +47,14 @@ def load_digits_set(context: DataContext | None = None) -> InDistribution:
     return InDistribution("digits", train, test, 10, mean, std)
 
 
-@OUT_OF_DISTRIBUTION.decorator("photos")
 def load_photo_patches(context: DataContext | None, ind: InDistribution) -> ImageSet:
     """Grey 32×32 patches of scikit-learn's two bundled photographs (china, flower)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
     from sklearn.datasets import load_sample_images
+
+    from ncood.datasets import to_image_set
 
     rng = np.random.default_rng(0)
     count = len(ind.test)
@@ -64,37 +70,28 @@ def load_photo_patches(context: DataContext | None, ind: InDistribution) -> Imag
     return to_image_set(images, np.full(count, -1))
 
 
-@OUT_OF_DISTRIBUTION.decorator("noise")
 def load_uniform_noise(context: DataContext | None, ind: InDistribution) -> ImageSet:
     """Grey uniform noise at 8×8, upsampled like the digits: the easy sanity-check OOD set."""
+    import numpy as np
+
+    from ncood.datasets import to_image_set
+
     rng = np.random.default_rng(1)
     count = len(ind.test)
     images = _upsample_gray(rng.uniform(0, 1, size=(count, 8, 8)))
     return to_image_set(images, np.full(count, -1))
 
 
-def synthetic_set(
-    train_size: int, test_size: int, num_classes: int = 10, seed: int = 0
-) -> InDistribution:
-    """CIFAR-shaped colour images: half a class prototype (a smooth random pattern), half
-    per-image uniform noise. Learnable, free of exactly tied pixels (unlike the digits' black
-    background), generated in a blink at any size: for tests and benchmarks."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(num_classes, 3, 4, 4, generator=generator)
-    prototypes = F.interpolate(coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear")
-
-    def make(count: int) -> ImageSet:
-        labels = torch.randperm(count, generator=generator) % num_classes
-        noise = torch.rand(count, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
-        images = (127.5 * (prototypes[labels] + noise)).round_().clamp_(0, 255)
-        return ImageSet(images.to(torch.uint8), labels)
-
-    train, test = make(train_size), make(test_size)
-    mean, std = channel_stats(train.images)
-    return InDistribution("synthetic", train, test, num_classes, mean, std)
-
-
-@IN_DISTRIBUTION.decorator("synthetic")
 def load_synthetic(context: DataContext | None = None) -> InDistribution:
     """5,000 train / 1,000 test synthetic 32×32 colour images, 10 classes (no download)."""
+    from ncood.datasets import synthetic_set
+
     return synthetic_set(5000, 1000)
+
+
+@ncood.hookimpl
+def register_datasets(register):
+    register("digits", load_digits_set, "scikit-learn's handwritten digits, 10 classes")
+    register("photos", ood=load_photo_patches, description="patches of two sample photographs")
+    register("noise", ood=load_uniform_noise, description="grey uniform noise")
+    register("synthetic", load_synthetic, "generated CIFAR-shaped images, 10 classes")

@@ -1,0 +1,2 @@
+"""Training presets (``ncood train --preset``): each module implements only
+``register_presets``."""
