@@ -14,20 +14,15 @@ import pytest
 
 import ncood
 from ncood.errors import NcoodError
-from ncood.host import loading
+from ncood.host import hookspecs, loading
 from ncood.host.loading import DEFAULT_PLUGINS, PluginHost, host
 from ncood.host.models import ModelRegistry
 from ncood.host.registry import Registry
 from ncood.store.train_config import TrainConfig
 
-COLLECTORS = (
-    "scorers",
-    "model_scorers",
-    "analyses",
-    "report_sections",
-    "models",
-    "datasets",
-    "presets",
+# One collector per hook: register_scorers → host().scorers(), and so on.
+COLLECTORS = sorted(
+    name.removeprefix("register_") for name in dir(hookspecs) if name.startswith("register_")
 )
 
 
