@@ -71,6 +71,25 @@ def test_extract_works_beside_a_plugin_whose_register_models_raises(broken_model
     result = extract(tmp_path)
     assert result.exit_code == 0, result.output
     assert RunDir.open(tmp_path / "run").feature_epochs() == [2]
+    warned = [ln for ln in result.stderr.splitlines() if "test_models_raise" in ln]
+    assert len(warned) == 1 and warned[0].startswith("ncood: warning:")  # said once
+
+
+class PresetsRaise:
+    @ncood.hookimpl
+    def register_presets(self, register):
+        raise RuntimeError("no presets today")
+
+
+def test_train_names_a_broken_plugin_beside_the_unknown_name_it_explains(plugin_host):
+    plugin_host(PresetsRaise(), "test_presets_raise")
+    result = runner.invoke(app, ["train", "--preset", "theirs", "--dry-run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert [ln.split(":")[1].strip() for ln in lines] == ["warning", "error"]
+    assert "test_presets_raise" in lines[0] and "theirs" in lines[1]
+    dry = runner.invoke(app, ["train", "--preset", "demo-standard", "--dry-run"])
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["preset"] == "demo-standard"
 
 
 def test_model_scorers_work_beside_a_plugin_whose_register_models_raises(

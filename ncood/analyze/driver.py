@@ -22,7 +22,8 @@ import numpy as np
 
 from ncood.analyze.options import OodOptions
 from ncood.errors import NcoodError
-from ncood.host.loading import PluginHost, describe
+from ncood.host.guard import Called, call_plugin, describe
+from ncood.host.loading import PluginHost
 from ncood.host.network_state import Pristine
 from ncood.host.scoring import Contribution, needs_network
 from ncood.ood.conventions import ood_metrics
@@ -108,14 +109,7 @@ def check_parameters(settings: dict[str, dict[str, str]], chosen: list[Contribut
     otherwise is left to fail its own plugin when the analysis runs."""
     check_settings(settings, chosen)
     for contribution in chosen:
-        try:
-            contribution.build(settings.get(contribution.name))
-        except NcoodError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            continue
+        call_plugin(contribution.build, settings.get(contribution.name), passes=(NcoodError,))
 
 
 def analyse_dump(
@@ -158,15 +152,13 @@ def analyse_dump(
         outcome.results["tuning"] = tuning
     built: dict[str, Any] = {}
     for contribution in [*scorers, *analyses]:  # a bad --set fails before any work
-        try:
-            built[contribution.name], params = contribution.build(settings.get(contribution.name))
-        except NcoodError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # the factory itself is broken: only this plugin fails
-            built[contribution.name] = exc
+        called = call_plugin(
+            contribution.build, settings.get(contribution.name), passes=(NcoodError,)
+        )
+        if called.failed:  # the factory itself is broken: only this plugin fails
+            built[contribution.name] = called.error
             continue
+        built[contribution.name], params = called.value
         try:
             outcome.results["params"][contribution.name] = to_json(params, "its parameters")
         except NcoodError as exc:
@@ -255,15 +247,14 @@ def _run_guarded(
     """One plugin; whatever it raises (even sys.exit) costs only itself. Ctrl-C passes. A
     model-based scorer that leaves the network changed fails (the next gets it as loaded)."""
     started = time.perf_counter()
-    try:
-        instance = built[contribution.name]
-        if isinstance(instance, BaseException):
-            raise instance
-        _run_one(contribution, instance, dump, outcome, network)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:
-        _fail(outcome, contribution, describe(exc))
+    instance = built[contribution.name]
+    called = (
+        Called(error=instance)
+        if isinstance(instance, BaseException)
+        else call_plugin(_run_one, contribution, instance, dump, outcome, network)
+    )
+    if called.failed:
+        _fail(outcome, contribution, called.reason)
     if contribution.needs_network and network is not None:
         changed = network.put_back()
         if changed:

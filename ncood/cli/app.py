@@ -10,6 +10,7 @@ import functools
 import inspect
 import sys
 import warnings
+import weakref
 from typing import Annotated, Any
 
 import typer
@@ -71,13 +72,16 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         try:
             with quiet_warnings():
-                return command(*args, **kwargs)
+                result = command(*args, **kwargs)
         except NcoodError as exc:
+            warn_broken_plugins()  # a broken plugin may be why a name is unknown
             typer.echo(f"ncood: error: {exc}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("ncood: interrupted", err=True)
             raise typer.Exit(130) from None
+        warn_broken_plugins()
+        return result
 
     return wrapper
 
@@ -94,9 +98,23 @@ def quiet_warnings():
         yield
 
 
-def warn_broken_plugins(plugin_host) -> None:
-    """One line per plugin that failed to import or register: the command goes on without it."""
+# The broken plugins already named, by identity (a plugin registered again is named again).
+_WARNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def warn_broken_plugins(plugin_host=None) -> None:
+    """One line per plugin that failed to import or register (once): the command goes on
+    without it. Without a host, the process's, if the command loaded plugins at all."""
+    if plugin_host is None:
+        from ncood.host.loading import host
+
+        if not host.cache_info().currsize:
+            return
+        plugin_host = host()
     for info in plugin_host.broken():
+        if _WARNED.get(id(info)) is info:
+            continue
+        _WARNED[id(info)] = info
         typer.echo(
             f"ncood: warning: plugin {info.name!r} ({info.distribution}) is broken and was "
             f"skipped: {info.error}",

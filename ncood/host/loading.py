@@ -28,6 +28,7 @@ import pluggy
 from ncood.errors import NcoodError
 from ncood.host import hookspecs
 from ncood.host.entries import DatasetEntry, Preset
+from ncood.host.guard import call_plugin
 from ncood.host.models import ModelEntry, ModelRegistry
 from ncood.host.registry import Registry
 from ncood.host.scoring import FAMILIES, Contribution
@@ -287,16 +288,14 @@ class PluginHost:
         """``call()``, one plugin's code: whatever it raises (``sys.exit`` too; Ctrl-C passes)
         marks that plugin broken with one line, ``"<failing>: <why>"``, and costs no other
         plugin. Returns what ``call`` returns, or :data:`_BROKEN`."""
-        try:
-            return call()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            info = self.info.get(plugin)
-            if info is None:  # registered past the host: nothing to mark, so it is an error
-                raise NcoodError(f"plugin {plugin!r}: {describe(exc)}") from None
-            info.error = f"{failing}: {describe(exc)}"
-            return _BROKEN
+        called = call_plugin(call)
+        if not called.failed:
+            return called.value
+        info = self.info.get(plugin)
+        if info is None:  # registered past the host: nothing to mark, so it is an error
+            raise NcoodError(f"plugin {plugin!r}: {called.reason}") from None
+        info.error = f"{failing}: {called.reason}"
+        return _BROKEN
 
 
 def declared_group(entry_point_name: str) -> str | None:
@@ -336,14 +335,3 @@ def host() -> PluginHost:
     plugin_host = PluginHost()
     plugin_host.find_plugins()
     return plugin_host
-
-
-def describe(exc: BaseException) -> str:
-    """One line for what a plugin raised: a user error's message, else the type and message
-    (``sys.exit`` from a plugin reads as such, not as an exit of ncood)."""
-    if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
-    if isinstance(exc, NcoodError):
-        return str(exc)
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

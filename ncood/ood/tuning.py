@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ncood.errors import NcoodError
+from ncood.host.guard import call_plugin
 from ncood.host.scoring import Contribution
 from ncood.ood.conventions import ood_metrics
 from ncood.store.features import FeatureDump, Split
@@ -144,14 +145,13 @@ def tune(
         for point in grid_points(grid):
             scorer, params = by_name[name].build({**settings.get(name, {}), **point})
             entry: dict[str, Any] = {"params": {p: params[p] for p in point}}
-            try:
-                entry["auroc"] = validation_auroc(
-                    scorer, fit_on, dump, id_validation, ood_validation
-                )
-            except Exception as exc:  # one grid point's failure leaves the others to choose from
-                entry["error"] = (
-                    str(exc) if isinstance(exc, NcoodError) else f"{type(exc).__name__}: {exc}"
-                )
+            called = call_plugin(
+                validation_auroc, scorer, fit_on, dump, id_validation, ood_validation
+            )
+            if called.failed:  # one grid point's failure leaves the others to choose from
+                entry["error"] = called.reason
+            else:
+                entry["auroc"] = called.value
             tried.append(entry)
         usable = [k for k, entry in enumerate(tried) if "auroc" in entry]
         if not usable:

@@ -21,7 +21,8 @@ from markupsafe import Markup
 
 import ncood
 from ncood.errors import NcoodError
-from ncood.host.loading import describe, host
+from ncood.host.guard import call_plugin
+from ncood.host.loading import host
 from ncood.report.compile import INSTALL_HINT, LatexError, compile_pdf, latexmk_available
 from ncood.report.context import (
     ReportContext,
@@ -161,18 +162,17 @@ def _publish(stage: Path, out_dir: Path, figures_name: str, files: list[Path]) -
 
 def _build_section(section: ReportSection, ctx: ReportContext):
     where = f"report section {section.name!r} (plugin {section.plugin or '?'})"
-    try:
-        return section.build(ctx)
-    except NcoodError as exc:
-        raise NcoodError(f"{where}: {exc}") from exc
-    except OSError as exc:
-        if exc.errno in WRITE_ERRORS:
-            raise  # not the plugin's fault: the one line of build_report says what was kept
-        raise NcoodError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # a plugin's bug (sys.exit too): one line, not an exit 0
-        raise NcoodError(f"{where} failed: {describe(exc)}") from exc
+    # a full disk is not the plugin's fault: the one line of build_report says what was kept
+    called = call_plugin(section.build, ctx, passes=_write_error)
+    if isinstance(called.error, NcoodError):
+        raise NcoodError(f"{where}: {called.error}") from called.error
+    if called.failed:  # a plugin's bug (sys.exit too): one line, not an exit 0
+        raise NcoodError(f"{where} failed: {called.reason}") from called.error
+    return called.value
+
+
+def _write_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRORS
 
 
 _ENVIRONMENTS: dict[tuple[str, ...], jinja2.Environment] = {}
@@ -188,17 +188,19 @@ def _environment(section: ReportSection) -> jinja2.Environment:
 
 
 def _render_section(section: ReportSection, data: dict, ctx: ReportContext) -> str:
-    try:
-        template = _environment(section).get_template(section.template)
-        text = template.render(ctx=ctx, t=ctx.t, data=data)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # a template's bug: name the section, template and line
+    called = call_plugin(
+        lambda: (
+            _environment(section).get_template(section.template).render(ctx=ctx, t=ctx.t, data=data)
+        )
+    )
+    if called.failed:  # a template's bug: name the section, template and line
+        exc = called.error
         where = getattr(exc, "lineno", None) or _template_line(exc, section.template)
         raise NcoodError(
             f"report section {section.name!r} (plugin {section.plugin or '?'}): template "
             f"{section.template}{f':{where}' if where else ''}: {exc}"
         ) from exc
+    text = called.value
     label = section_label(section.name)
     if f"\\label{{{label}}}" not in text:
         text = _SECTION_LINE.sub(lambda m: f"{m.group(0)}\\label{{{label}}}", text, count=1)
