@@ -4,7 +4,7 @@
         [--batch 128] [--repeats 6] [--models torchvision:resnet18@32 resnet18-cifar@32]
 
 Both methods iterate the very same batches (ncood's source over a synthetic uint8 CIFAR-shaped
-set, resized and normalised on the device) through the same model in eval mode:
+set, resized and normalized on the device) through the same model in eval mode:
 
 * baseline: ``with torch.no_grad(): for x, y in batches: logits.append(model(x).cpu())``;
 * ncood: :func:`ncood.extraction.stream.extract_features`, the function ``ncood extract`` runs

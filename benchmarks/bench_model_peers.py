@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from pytorch_ood import detector as peers  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from ncood.datasets import normalise, ood_set, synthetic_set  # noqa: E402
+from ncood.datasets import normalize, ood_set, synthetic_set  # noqa: E402
 from ncood.engine.accel import exact_fp32  # noqa: E402
 from ncood.engine.model import ResNet18  # noqa: E402
 from ncood.extraction.rerun import find_stages  # noqa: E402
@@ -41,7 +41,7 @@ SETTINGS = {"odin": {"eps": 0.0014, "T": 1000.0}, "mcd": {"samples": 30}, "gram"
 def batches(name, images, labels, mean, std) -> Batches:
     def produce():
         for start in range(0, len(labels), BATCH):
-            x = normalise(images[start : start + BATCH], mean, std)
+            x = normalize(images[start : start + BATCH], mean, std)
             yield x, labels[start : start + BATCH]
 
     return Batches(name, len(labels), labels.numpy(), produce)

@@ -4,7 +4,7 @@ CIFAR-100-sized synthetic dump of ``bench_scorers.py``, in one process.
     .venv/bin/python benchmarks/bench_peers.py [--only NAME,NAME] [--skip-command]
 
 1. Generates the dump (50,000 × 512 train, 10,000 test, 26,032 OOD, 100 classes).
-2. Times ncood's fit + score + metrics of all 14 together (``analyse_dump``, per-scorer
+2. Times ncood's fit + score + metrics of all 14 together (``analyze_dump``, per-scorer
    timings from results.json's ``timings``), then each pytorch-ood detector's fit + predict
    on the same arrays (as tensors; predictions in batches of 1,024 rows, 256 for GMM, whose
    K × B × D float64 intermediate would otherwise take gigabytes), and prints both totals,
@@ -33,7 +33,7 @@ from bench_scorers import synthetic_dump  # noqa: E402
 from pytorch_ood import detector as peers  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from ncood.analyze.driver import analyse_dump, select  # noqa: E402
+from ncood.analyze.driver import analyze_dump, select  # noqa: E402
 from ncood.host.loading import host  # noqa: E402
 from ncood.store.features import FeatureDump, save_features  # noqa: E402
 
@@ -163,7 +163,7 @@ def main() -> None:
 
     scorers, _ = select(host(), names)
     started = time.perf_counter()
-    outcome = analyse_dump(dump, scorers, [], SETTINGS)
+    outcome = analyze_dump(dump, scorers, [], SETTINGS)
     ours_total = time.perf_counter() - started
     if outcome.failures:
         raise SystemExit(f"ncood failed: {outcome.results['errors']}")

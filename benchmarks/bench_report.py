@@ -1,4 +1,4 @@
-"""Speed of the report stage (figures + LaTeX) on analysed runs, against the 30 s budget.
+"""Speed of the report stage (figures + LaTeX) on analyzed runs, against the 30 s budget.
 
     .venv/bin/python benchmarks/bench_report.py RUN_DIR [RUN_DIR ...] [--repeats 3]
 

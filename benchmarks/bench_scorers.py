@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from cifar_sized import CLASSES, DIM, OOD, TEST, TRAIN, synthetic_arrays  # noqa: E402
 
-from ncood.analyze.driver import analyse_dump, select  # noqa: E402
+from ncood.analyze.driver import analyze_dump, select  # noqa: E402
 from ncood.host.loading import host  # noqa: E402
 from ncood.ood.conventions import ood_metrics  # noqa: E402
 from ncood.store.features import FeatureDump, Head, Split, save_features  # noqa: E402
@@ -143,7 +143,7 @@ def ncood_run(dump: FeatureDump):
 
     class_stats._cache.clear()  # every repeat recomputes the shared train statistics
     scorers, _ = select(host(), SIX)
-    outcome = analyse_dump(dump, scorers, [], SETTINGS)
+    outcome = analyze_dump(dump, scorers, [], SETTINGS)
     if outcome.failures:
         raise SystemExit(f"ncood failed: {outcome.results['errors']}")
     return outcome
@@ -238,7 +238,7 @@ def main() -> None:
     if args.beyond:
         others = [name for name in host().scorers().names() if name not in SIX]
         scorers, _ = select(host(), others)
-        elapsed, beyond = timed(analyse_dump, dump, scorers, [])
+        elapsed, beyond = timed(analyze_dump, dump, scorers, [])
         print(f"beyond the TP, fit+score+metrics, all {len(others)} together: {elapsed:.2f} s")
         print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in beyond.results["timings"].items()))
         print("  AUROC " + ", ".join(

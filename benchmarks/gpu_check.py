@@ -60,7 +60,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ncood.datasets import normalise, ood_set, synthetic_set  # noqa: E402
+from ncood.datasets import normalize, ood_set, synthetic_set  # noqa: E402
 from ncood.engine.accel import Accel, compile_model, exact_fp32, set_tf32  # noqa: E402
 from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
 from ncood.engine.dump import dump_features  # noqa: E402
@@ -457,7 +457,7 @@ def phase_extraction(report: Report, sizes, device, workdir: Path) -> None:
     arrays, _ = read_safetensors(path)
     with torch.no_grad(), exact_fp32():
         check = setup.test.images[:256]
-        expected, _ = setup.model.forward_features(normalise(check, setup.mean, setup.std))
+        expected, _ = setup.model.forward_features(normalize(check, setup.mean, setup.std))
     expected = expected.float().cpu().numpy()
     found = arrays["test/features"][: len(expected)]
     report.put(
@@ -498,11 +498,11 @@ def _network_and_batches(model, device, images, mean, std, batch: int):
         def produce():
             for start in range(0, len(data), batch):
                 chunk = data.images[start : start + batch].to(device)
-                yield normalise(chunk, mean, std), data.labels[start : start + batch].to(device)
+                yield normalize(chunk, mean, std), data.labels[start : start + batch].to(device)
 
         return Batches(name, len(data), data.labels.cpu().numpy(), produce)
 
-    sample = normalise(images["test"].images[:2].to(device), mean, std)
+    sample = normalize(images["test"].images[:2].to(device), mean, std)
     network = Network(
         model, device, "fc", find_stages(model, "fc", sample), tuple(std.tolist()), "resnet18"
     )

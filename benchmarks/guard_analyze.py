@@ -10,7 +10,7 @@ generator of ``cifar_sized.py``, which ``bench_scorers.py`` uses too). Best of `
    NumPy on the in-memory arrays (class means by one product, one shared covariance, float64
    eigendecomposition; BLAS with its own threads), timed before ncood is imported;
 2. every ncood module is imported, then ``ncood``: the same five scorers through
-   ``analyse_dump`` (streamed passes, fit, scores, the four OOD metrics each), and
+   ``analyze_dump`` (streamed passes, fit, scores, the four OOD metrics each), and
    ``plain after``: step 1 again.
 
 ``plain after / plain before`` must stay ≤ ``--max-import-ratio`` (importing ncood must not
@@ -98,7 +98,7 @@ def main() -> None:
     plain_before = min(timed(plain_five, data) for _ in range(args.repeats))
     modules = import_everything()
 
-    from ncood.analyze.driver import analyse_dump, select
+    from ncood.analyze.driver import analyze_dump, select
     from ncood.host.loading import host
     from ncood.maths import stats as class_stats
     from ncood.store.features import FeatureDump, Head, Split
@@ -116,7 +116,7 @@ def main() -> None:
 
     def ncood_five():
         class_stats._cache.clear()  # every repeat recomputes the shared train statistics
-        outcome = analyse_dump(dump, scorers, [], {"vim": {"dim": str(VIM_DIM)}})
+        outcome = analyze_dump(dump, scorers, [], {"vim": {"dim": str(VIM_DIM)}})
         if outcome.failures:
             raise SystemExit(f"ncood failed: {outcome.results['errors']}")
         return outcome.scores
@@ -139,7 +139,7 @@ def main() -> None:
           f"{TRAIN:,} × {DIM} train, {TEST:,} test, {OOD:,} OOD")  # fmt: skip
     print(f"plain NumPy before importing ncood: {plain_before:.2f} s")
     print(f"imported {modules} ncood modules")
-    print(f"ncood analyse_dump:                 {ncood:.2f} s")
+    print(f"ncood analyze_dump:                 {ncood:.2f} s")
     print(f"plain NumPy after:                  {plain_after:.2f} s")
     passed = judge(
         [

@@ -39,7 +39,7 @@ BATCH, WIDTH, LR, CLASSES = 64, 8, 0.05, 10
 
 
 def digits_batches(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised 32×32 digits in batches of 64, built with plain torch and scikit-learn."""
+    """Normalized 32×32 digits in batches of 64, built with plain torch and scikit-learn."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -64,12 +64,12 @@ def evaluate(
     of them its parameters (``vim={"dim": 256}``). A scorer or analysis that fails does not stop
     the others: its message is in ``results["errors"]``.
     """
-    from ncood.analyze.driver import analyse_dump, select
+    from ncood.analyze.driver import analyze_dump, select
 
     if not isinstance(dump, FeatureDump):
         dump = load_features(Path(dump))
     scorers, analyses = select(host(), names)
-    return analyse_dump(dump, scorers, analyses, params).results
+    return analyze_dump(dump, scorers, analyses, params).results
 
 
 def open_run(path: str | os.PathLike) -> RunDir:

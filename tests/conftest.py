@@ -39,8 +39,8 @@ def tiny_dump() -> FeatureDump:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """A 2-epoch demo run at width 4, analysed at every checkpoint (shared, read-only)."""
-    from ncood.analyze.driver import analyse_file, select
+    """A 2-epoch demo run at width 4, analyzed at every checkpoint (shared, read-only)."""
+    from ncood.analyze.driver import analyze_file, select
     from ncood.engine.presets import resolve_preset
     from ncood.engine.train import train
     from ncood.host.loading import host
@@ -50,7 +50,7 @@ def demo_run(tmp_path_factory):
     run = train(config, root, show_progress=False)
     scorers, analyses = select(host(), None)
     for epoch in run.feature_epochs():
-        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+        analyze_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
     return run
 
 

@@ -1,4 +1,4 @@
-"""Small synthetic dumps and analysed runs for the Neural Collapse tests (no training needed)."""
+"""Small synthetic dumps and analyzed runs for the Neural Collapse tests (no training needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncood.analyze.driver import analyse_file, select
+from ncood.analyze.driver import analyze_file, select
 from ncood.host.loading import host
 from ncood.store.features import FeatureDump, Head, Split, save_features
 from ncood.store.run import RunDir
@@ -44,8 +44,8 @@ def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False, spread=1.2) ->
     )
 
 
-def analysed_run(root: Path, spreads: dict[int, float], *, with_layers=True, classes=6) -> RunDir:
-    """A run folder whose epochs are dumps of decreasing ``spread``, analysed by ``nc``,
+def analyzed_run(root: Path, spreads: dict[int, float], *, with_layers=True, classes=6) -> RunDir:
+    """A run folder whose epochs are dumps of decreasing ``spread``, analyzed by ``nc``,
     ``nc_layers``, ``msp`` and ``energy`` exactly as ``ncood analyze`` does."""
     root.mkdir(parents=True)
     manifest = {
@@ -68,5 +68,5 @@ def analysed_run(root: Path, spreads: dict[int, float], *, with_layers=True, cla
     for epoch, spread in spreads.items():
         dump = noisy_dump(classes, 16, seed=epoch, with_layers=with_layers, spread=spread)
         save_features(run.features(epoch), dump)
-        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+        analyze_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
     return run

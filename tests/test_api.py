@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ncood
-from ncood.analyze.driver import analyse_file, select
+from ncood.analyze.driver import analyze_file, select
 from ncood.errors import NcoodError
 from ncood.host.loading import Pending, PluginHost, host
 from ncood.store.features import save_features
@@ -90,7 +90,7 @@ def test_evaluate_is_what_analyze_writes(tiny_dump, tmp_path):
     save_features(path, tiny_dump)
     names = ["msp", "vim", "nc"]
     scorers, analyses = select(host(), names)
-    written = analyse_file(path, None, scorers, analyses, {"vim": {"dim": "3"}}).results
+    written = analyze_file(path, None, scorers, analyses, {"vim": {"dim": "3"}}).results
     for source in (tiny_dump, path):
         results = ncood.evaluate(source, names, vim={"dim": 3})
         for key in ("timings", "features", "epoch"):

@@ -14,7 +14,7 @@ import ncood
 import ncood.store.chunked as chunked
 import ncood.store.features as features_module
 import ncood_plugins.scorers.knn as knn_module
-from ncood.analyze.driver import analyse_dump, select
+from ncood.analyze.driver import analyze_dump, select
 from ncood.host.loading import host
 from ncood.store.features import load_features, save_features
 
@@ -22,9 +22,9 @@ FLOAT32_PRODUCTS = {"knn", "vim", "neco", "nnguide"}
 SETTINGS = {"vim": {"dim": "10"}, "neco": {"dim": "6"}}
 
 
-def analysed(dump):
+def analyzed(dump):
     scorers, analyses = select(host(), None)
-    outcome = analyse_dump(dump, scorers, analyses, SETTINGS)
+    outcome = analyze_dump(dump, scorers, analyses, SETTINGS)
     assert not outcome.results["errors"], outcome.results["errors"]
     return outcome
 
@@ -40,7 +40,7 @@ def dumps(tmp_path_factory):
 @pytest.fixture(scope="module")
 def in_memory(dumps):
     dump, _ = dumps
-    return analysed(dump)
+    return analyzed(dump)
 
 
 def flat(results: dict, prefix: str = "") -> dict:
@@ -60,7 +60,7 @@ def test_a_chunked_run_equals_the_in_memory_one(dumps, in_memory, rows, monkeypa
     monkeypatch.setattr(chunked, "MIN_PIECE_ROWS", 1)  # pieces for the threads even at 7 rows
     monkeypatch.setattr(knn_module, "QUERY_BLOCK", rows)
     monkeypatch.setattr(knn_module, "BANK_BLOCK", max(rows, 50))  # running top-k across blocks
-    streamed = analysed(load_features(path))
+    streamed = analyzed(load_features(path))
 
     on_features = set(ncood.list_scorers(needs_network=False))
     assert set(streamed.scores) == set(in_memory.scores) == on_features

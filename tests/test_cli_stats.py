@@ -80,7 +80,7 @@ def test_a_partial_rerun_recomputes_the_statistics_over_every_scorer_kept(tmp_pa
 
 
 def test_a_partial_rerun_and_a_single_run_give_bit_identical_statistics(tmp_path, features):
-    """Two scorer sets analysed in turn into one folder, or all four at once, over two OOD sets
+    """Two scorer sets analyzed in turn into one folder, or all four at once, over two OOD sets
     in two groups: every statistic of results.json and every stored score is the same to the
     last bit (the kept scorers' are recomputed from float64 scores on disk, the very values a
     single run computes them from), whatever CPU rounds the last digit of a score."""

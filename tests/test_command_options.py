@@ -109,13 +109,13 @@ def test_a_new_analyze_field_is_an_option_that_reaches_the_driver(
     assert "--margins VALUES" in help_text
 
     seen = []
-    real = driver.analyse_file
+    real = driver.analyze_file
 
     def spy(*args, options, **kwargs):
         seen.append(options)
         return real(*args, options=options, **kwargs)
 
-    monkeypatch.setattr(driver, "analyse_file", spy)
+    monkeypatch.setattr(driver, "analyze_file", spy)
     path = tmp_path / "f.safetensors"
     save_features(path, tiny_dump)
     args = ["analyze", str(path), "--plugins", "msp", "--bootstrap", "0", "--quiet"]

@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 import ncood.engine.batches as batches_module
-from ncood.datasets import channel_stats, normalise, synthetic_set
+from ncood.datasets import channel_stats, normalize, synthetic_set
 from ncood.engine.batches import (
     crop_flip,
     epoch_batches,
@@ -85,7 +85,7 @@ def test_ranks_see_the_same_augmented_images_as_one_process():
 @pytest.mark.parametrize("world", [1, 3])
 def test_the_prebuilt_epoch_is_bitwise_the_per_step_input(monkeypatch, channels_last, world):
     """Each step's slice of the epoch tensor is exactly what the per-step path gives the
-    network (augment, normalise, layout), on every rank; built in chunks smaller than a batch
+    network (augment, normalize, layout), on every rank; built in chunks smaller than a batch
     and across batch boundaries, so chunking cannot show."""
     monkeypatch.setattr(batches_module, "BUILD_CHUNK", 5)
     data = synthetic_set(37, 5)
@@ -113,7 +113,7 @@ def test_the_prebuilt_epoch_is_bitwise_the_per_step_input(monkeypatch, channels_
         for (inputs, labels, count), (batch, batch_labels, batch_count) in zip(
             built, expected, strict=True
         ):
-            reference = normalise(batch, mean, std)
+            reference = normalize(batch, mean, std)
             assert inputs.shape == reference.shape and count == batch_count
             assert torch.equal(inputs, reference) and torch.equal(labels, batch_labels)
             layout = torch.channels_last if channels_last else torch.contiguous_format

@@ -94,7 +94,7 @@ def test_report_section_example_renders(plugin_host, third_party_sections_only, 
     )
     assert result.exit_code == 0, result.output
     tex = (out / "ncood-report-en.tex").read_text()
-    assert f"{len(demo_run.analysed_epochs())} analysed checkpoints." in tex
+    assert f"{len(demo_run.analyzed_epochs())} analyzed checkpoints." in tex
 
 
 def test_dataset_example_loads_both_roles(plugin_host, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ncood.datasets import normalise, synthetic_set
+from ncood.datasets import normalize, synthetic_set
 from ncood.engine.accel import Accel
 from ncood.engine.dump import dump_features, splits_of
 from ncood.engine.model import STAGES, ResNet18
@@ -46,7 +46,7 @@ def test_dump_matches_the_network(tmp_path, with_stages):
             ("test", data.test),
             ("ood/noise", ood["noise"]),
         ):
-            features, pooled = model.forward_features(normalise(images.images, mean, std), True)
+            features, pooled = model.forward_features(normalize(images.images, mean, std), True)
             split = dump.splits()[name]
             assert np.allclose(split.features, features.numpy(), atol=1e-5), name
             assert np.allclose(split.logits, model.fc(features).numpy(), atol=1e-5), name
@@ -118,10 +118,10 @@ def test_extraction_is_fp32_exact_under_a_bf16_channels_last_accel(tmp_path):
     reference = ResNet18(5, width=8).eval()
     reference.load_state_dict(model.state_dict())  # contiguous copy, plain fp32 forward
     with torch.no_grad():
-        features, _ = reference.forward_features(normalise(data.train.images, mean, std))
+        features, _ = reference.forward_features(normalize(data.train.images, mean, std))
         logits = reference.fc(features)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16_features, _ = reference.forward_features(normalise(data.train.images, mean, std))
+            bf16_features, _ = reference.forward_features(normalize(data.train.images, mean, std))
     split = load_features(path).train
     assert _max_relative_error(split.features, features.numpy()) <= 1e-6
     assert _max_relative_error(split.logits, logits.numpy()) <= 1e-6

@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 
 import ncood.engine.accel as accel_module
 import ncood.engine.syncbn as syncbn
-from ncood.datasets import normalise, synthetic_set
+from ncood.datasets import normalize, synthetic_set
 from ncood.engine.accel import Accel, compile_model, pick_device, setup_accel
 from ncood.engine.batches import epoch_batches, plan_epoch
 from ncood.engine.loop import PROGRESS_EVERY, train_epoch, train_steps
@@ -332,7 +332,7 @@ def test_the_classifier_head_stays_fp32_under_autocast():
     torch.manual_seed(0)
     model = ResNet18(100, width=4).eval()
     data = synthetic_set(8, 1, num_classes=100)
-    x = normalise(data.train.images, torch.tensor(data.mean), torch.tensor(data.std))
+    x = normalize(data.train.images, torch.tensor(data.mean), torch.tensor(data.std))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x)
         features, _ = model.forward_features(x)

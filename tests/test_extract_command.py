@@ -1,5 +1,5 @@
 """``ncood extract`` as a user runs it: checkpoints written by the tests (torchvision, OpenOOD
-key names, three epochs of a short training), the run analysed and reported, and every wrong
+key names, three epochs of a short training), the run analyzed and reported, and every wrong
 input one line with a non-zero exit."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def subset_index(count: int, limit: int) -> torch.Tensor:
 
 
 def model_inputs(images_uint8: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    """The documented preprocessing, written out: [0, 1], bilinear resize, normalise."""
+    """The documented preprocessing, written out: [0, 1], bilinear resize, normalize."""
     x = images_uint8.float() / 255
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=size < x.shape[-1])
@@ -344,7 +344,7 @@ def three_epoch_run(tmp_path_factory):
 
 def test_three_checkpoints_give_a_three_epoch_run(three_epoch_run):
     run, files = three_epoch_run
-    assert run.feature_epochs() == [1, 2, 3] and run.analysed_epochs() == [1, 2, 3]
+    assert run.feature_epochs() == [1, 2, 3] and run.analyzed_epochs() == [1, 2, 3]
     manifest = run.manifest()
     assert [w["epoch"] for w in manifest["weights"]] == [1, 2, 3]
     assert [Path(w["file"]).name for w in manifest["weights"]] == [f.name for f in files]
@@ -361,7 +361,7 @@ def test_mixed_report_of_imported_and_trained_runs(three_epoch_run, torchvision_
     """One document: a run ncood trained (curves) and two imported ones (origin, accuracies,
     no curves); the imported three-epoch run has its NC progression drawn."""
     from ncood.report.build import build_report
-    from ncood.report.context import load_analysed_run
+    from ncood.report.context import load_analyzed_run
 
     imported, _ = three_epoch_run
     _, _, torchvision = torchvision_run
@@ -377,8 +377,8 @@ def test_mixed_report_of_imported_and_trained_runs(three_epoch_run, torchvision_
     assert "training-run2" not in tex and "training-run3" not in tex  # none for imported
     figures = {p.name for p in (out / "mixed-figures").iterdir()}
     assert "nc-nc1-nc3-progress.pdf" in figures
-    analysed = load_analysed_run(imported.root)
-    assert [e for e, _ in analysed.series("nc1")] == [1, 2, 3]  # what the figure plots
+    analyzed = load_analyzed_run(imported.root)
+    assert [e for e, _ in analyzed.series("nc1")] == [1, 2, 3]  # what the figure plots
     assert json.loads((imported.root / "manifest.json").read_text())["source"] == "imported"
 
 

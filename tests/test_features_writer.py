@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ncood
-from ncood.datasets import normalise, synthetic_set
+from ncood.datasets import normalize, synthetic_set
 from ncood.engine.accel import Accel
 from ncood.engine.dump import dump_features, splits_of
 from ncood.engine.model import STAGES, ResNet18
@@ -53,8 +53,8 @@ def test_a_dump_and_an_imported_extraction_write_the_same_file(tmp_path):
         batch_size=4,
     )
 
-    def ready(images):  # what the engine feeds the network: normalised floats
-        return normalise(images.images, mean, std)
+    def ready(images):  # what the engine feeds the network: normalized floats
+        return normalize(images.images, mean, std)
 
     imported = ncood.extract(
         model,

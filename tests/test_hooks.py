@@ -146,7 +146,7 @@ def check_report_sections(plugin_host, demo_run, tmp_path):
     result = runner.invoke(app, ["report", str(demo_run.root), "--out", str(out), "--no-pdf"])
     assert result.exit_code == 0, result.output
     tex = (out / "ncood-report-fr.tex").read_text()
-    epochs = len(demo_run.analysed_epochs())
+    epochs = len(demo_run.analyzed_epochs())
     assert f"This report covers {epochs} checkpoints." in tex
     assert "% ncood-section: test-count (plugin test_section_plugin)" in tex
 

@@ -121,7 +121,7 @@ def test_when_every_plugin_fails_the_results_and_scores_still_match(tmp_path, fe
 
 def test_the_report_refuses_scores_that_are_not_the_results_own(demo_run, tmp_path):
     from ncood.errors import NcoodError
-    from ncood.report.context import load_analysed_run
+    from ncood.report.context import load_analyzed_run
 
     run = tmp_path / "run"
     shutil.copytree(demo_run.root, run)
@@ -132,12 +132,12 @@ def test_the_report_refuses_scores_that_are_not_the_results_own(demo_run, tmp_pa
         scores_path(first, results_of(first)), scores_path(last, results_of(last))
     )
     with pytest.raises(NcoodError, match="not the scores file results.json was written with"):
-        load_analysed_run(run).final_scores  # noqa: B018
+        load_analyzed_run(run).final_scores  # noqa: B018
 
 
 def test_the_report_refuses_a_scores_file_of_the_wrong_length(demo_run, tmp_path):
     from ncood.errors import NcoodError
-    from ncood.report.context import load_analysed_run
+    from ncood.report.context import load_analyzed_run
 
     run = tmp_path / "run"
     shutil.copytree(demo_run.root, run)
@@ -153,7 +153,7 @@ def test_the_report_refuses_a_scores_file_of_the_wrong_length(demo_run, tmp_path
     tensors = {k: v[:-3] for k, v in load_file(str(last)).items()}
     save_file(tensors, str(last), metadata=metadata)  # same id, three samples short
     with pytest.raises(NcoodError, match="expected"):
-        load_analysed_run(run).final_scores  # noqa: B018
+        load_analyzed_run(run).final_scores  # noqa: B018
 
 
 # -- 4. plugins that misbehave -------------------------------------------------------------------
@@ -431,7 +431,7 @@ def test_fractional_float_labels_are_refused(tmp_path, features_file):
 
 
 def test_identical_class_means_give_an_undefined_nc1_not_perfect_collapse(tiny_dump):
-    from ncood.analyze.driver import analyse_dump, select
+    from ncood.analyze.driver import analyze_dump, select
 
     rng = np.random.default_rng(0)
     points = rng.normal(size=(10, tiny_dump.feature_dim)).astype(np.float32)
@@ -443,7 +443,7 @@ def test_identical_class_means_give_an_undefined_nc1_not_perfect_collapse(tiny_d
 
     train = Split(features, logits, labels)
     dump = FeatureDump(train, train, tiny_dump.ood, tiny_dump.head)
-    outcome = analyse_dump(dump, [], select(host(), ["nc"])[1])
+    outcome = analyze_dump(dump, [], select(host(), ["nc"])[1])
     nc = outcome.results["nc"]
     assert nc["nc1"] is None
     assert any("undefined" in note for note in nc.get("notes", [])), nc

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from ncood.cli import app
 from ncood.errors import NcoodError
 from ncood.report.build import core_templates
-from ncood.report.context import ReportContext, load_analysed_run, load_strings
+from ncood.report.context import ReportContext, load_analyzed_run, load_strings
 from ncood.store.atomic import folder_lock
 from ncood.store.features import save_features
 from ncood.store.scores_file import LEGACY_NAME, is_scores_file, load_scores_beside, scores_path
@@ -277,7 +277,7 @@ def test_scores_of_other_features_drop_their_scorers_too(tmp_path, features):
 
 
 def make_run(root: Path, scorers: str) -> Path:
-    """A run folder (no training) whose one epoch is analysed by ``scorers``."""
+    """A run folder (no training) whose one epoch is analyzed by ``scorers``."""
     root.mkdir(parents=True)
     dump = noisy_dump(num_classes=4, dim=8, seed=1)
     manifest = {
@@ -304,7 +304,7 @@ def context(runs: list[Path], tmp_path: Path) -> ReportContext:
     figures = tmp_path / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     return ReportContext(
-        [load_analysed_run(r) for r in runs],
+        [load_analyzed_run(r) for r in runs],
         "en",
         figures,
         tmp_path,
@@ -351,7 +351,7 @@ def test_the_report_refuses_results_listing_a_scorer_without_scores(tmp_path):
     folder = make_run(tmp_path / "run", "msp,energy,maxlogit,vim,mahalanobis")
     best = lose_the_best(folder, keep_record=True)
     with pytest.raises(NcoodError, match=best):
-        load_analysed_run(tmp_path / "run")
+        load_analyzed_run(tmp_path / "run")
     result = runner.invoke(app, ["report", str(tmp_path / "run"), "--out", tmp_path / "r"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

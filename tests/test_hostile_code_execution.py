@@ -54,11 +54,11 @@ def imported(tmp_path_factory) -> Path:
     return root / "run"
 
 
-def analyse(run: Path, *args: str):
+def analyze(run: Path, *args: str):
     return runner.invoke(app, ["analyze", str(run), "--plugins", "odin", "--quiet", *args])
 
 
-def analysed_by_odin(run: Path) -> bool:
+def analyzed_by_odin(run: Path) -> bool:
     opened = RunDir.open(run)
     results = json.loads(opened.results(opened.feature_epochs()[-1]).read_text())
     return "odin" not in results["errors"] and all("odin" in s for s in results["ood"].values())
@@ -166,7 +166,7 @@ def test_a_manifest_naming_code_is_refused_with_nothing_run(vector, hostile):
     run, marker, name, _ = hostile(vector)
     module = name.partition(":")[0]
     imported_before = module in sys.modules
-    line = one_line_error(analyse(run))
+    line = one_line_error(analyze(run))
     assert f"--model {name}" in line  # it says how to allow it
     assert not marker.exists()
     assert (module in sys.modules) == imported_before  # not even imported
@@ -180,7 +180,7 @@ def test_code_the_user_names_still_takes_no_place_or_code_from_the_run(vector, h
     """Naming torch.hub:load (or runpy, exec …) again trusts that callable, not the arguments
     the run recorded for it: a hub directory, a script path, source text are refused."""
     run, marker, name, _ = hostile(vector)
-    one_line_error(analyse(run, "--model", name))
+    one_line_error(analyze(run, "--model", name))
     assert not marker.exists()
     assert not (run / "analysis").exists()
 
@@ -191,7 +191,7 @@ def test_a_manifest_naming_a_module_imports_nothing(imported, tmp_path, monkeypa
     shutil.copytree(imported, run, ignore=shutil.ignore_patterns("analysis"))
     edit_model(run, "this:x", {})
     monkeypatch.delitem(sys.modules, "this", raising=False)
-    one_line_error(analyse(run))
+    one_line_error(analyze(run))
     assert "this" not in sys.modules
 
 
@@ -229,35 +229,35 @@ def test_timm_arguments_naming_a_file_are_refused(imported, tmp_path, monkeypatc
     text = json.dumps(arguments).replace("RUN", str(run))
     edit_model(run, "timm:resnet18", json.loads(text))
     monkeypatch.setitem(sys.modules, "timm", fake_timm(marker))
-    one_line_error(analyse(run))
+    one_line_error(analyze(run))
     assert not marker.exists()
 
 
 def test_timm_with_plain_arguments_is_rebuilt(imported, tmp_path, monkeypatch):
     """The control of the test above: plain arguments reach the (fake) timm, and the run is
-    analysed."""
+    analyzed."""
     run, marker = tmp_path / "run", tmp_path / "MARKER"
     shutil.copytree(imported, run, ignore=shutil.ignore_patterns("analysis"))
     edit_model(run, "timm:resnet18", {"drop_rate": 0.0, "global_pool": "avg"})
     monkeypatch.setitem(sys.modules, "timm", fake_timm(marker))
-    result = analyse(run)
+    result = analyze(run)
     assert result.exit_code == 0, result.output
     assert json.loads(marker.read_text()) == ["drop_rate", "global_pool"]
-    assert analysed_by_odin(run)
+    assert analyzed_by_odin(run)
 
 
 def test_plain_arguments_the_builder_does_not_declare_are_refused(imported, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(imported, run, ignore=shutil.ignore_patterns("analysis"))
     edit_model(run, "resnet18-cifar", {"width": 4, "depth": 3})
-    one_line_error(analyse(run))
+    one_line_error(analyze(run))
     edit_model(run, "resnet18-cifar", {"width": [4, {"nested": 1}]})
-    one_line_error(analyse(run))
+    one_line_error(analyze(run))
     edit_model(run, "torchvision:../../x", {})
-    one_line_error(analyse(run))
+    one_line_error(analyze(run))
     assert not (run / "analysis").exists()
     edit_model(run, "resnet18-cifar", {"width": 4})
-    assert analyse(run).exit_code == 0 and analysed_by_odin(run)
+    assert analyze(run).exit_code == 0 and analyzed_by_odin(run)
 
 
 # -- naming your own code again makes it work ------------------------------------------------------
@@ -293,16 +293,16 @@ def test_naming_the_callable_again_on_the_command_line_makes_it_work(tmp_path, o
     assert result.exit_code == 0, result.output
 
     del sys.modules["ncood_test_own_nets"]
-    one_line_error(analyse(run), f"--model {name}")
+    one_line_error(analyze(run), f"--model {name}")
     assert "ncood_test_own_nets" not in sys.modules
-    one_line_error(analyse(run, "--model", "ncood_test_own_nets:other"))
-    one_line_error(analyse(run, "--model", "resnet18-cifar"))
+    one_line_error(analyze(run, "--model", "ncood_test_own_nets:other"))
+    one_line_error(analyze(run, "--model", "resnet18-cifar"))
     assert "ncood_test_own_nets" not in sys.modules
 
-    result = analyse(run, "--model", name)
+    result = analyze(run, "--model", name)
     assert result.exit_code == 0, result.output
     assert sys.modules["ncood_test_own_nets"].CALLS == [4]
-    assert analysed_by_odin(run)
+    assert analyzed_by_odin(run)
 
 
 def test_the_api_names_the_callable_with_model(tmp_path, own_code):
@@ -334,21 +334,21 @@ def test_relative_weights_are_found_from_another_folder(tmp_path, monkeypatch):
     assert Path(recorded).resolve() == (project / "ckpt" / "epoch_1.pth").resolve()
 
     monkeypatch.chdir(elsewhere)
-    result = analyse(run)
+    result = analyze(run)
     assert result.exit_code == 0, result.output
-    assert analysed_by_odin(run)
+    assert analyzed_by_odin(run)
 
     # a run written before this version recorded the path as given: still found
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["weights"][0]["file"] = "ckpt/epoch_1.pth"
     (run / "manifest.json").write_text(json.dumps(manifest))
     shutil.rmtree(run / "analysis")
-    result = analyse(run)
+    result = analyze(run)
     assert result.exit_code == 0, result.output
-    assert analysed_by_odin(run)
+    assert analyzed_by_odin(run)
 
     (project / "ckpt" / "epoch_1.pth").unlink()  # really gone: one line
-    one_line_error(analyse(run), "are gone")
+    one_line_error(analyze(run), "are gone")
 
 
 def test_the_rule_for_recorded_arguments(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
-from ncood.analyze.driver import analyse_file, select
+from ncood.analyze.driver import analyze_file, select
 from ncood.cli import app
 from ncood.engine.presets import resolve_preset
 from ncood.host.loading import host
@@ -53,7 +53,7 @@ DTYPES = ["F16", "F32", "F64", "BF16", "F8_E4M3", "F8_E5M2", "BOOL", "I8", "I32"
 
 
 def write_run(root: Path) -> Path:
-    """Two epochs of features of the conftest dump, analysed with msp, a complete manifest."""
+    """Two epochs of features of the conftest dump, analyzed with msp, a complete manifest."""
     (root / "features").mkdir(parents=True)
     for epoch in (1, 2):
         dump = make_dump(seed=epoch)
@@ -89,7 +89,7 @@ def write_run(root: Path) -> Path:
     run.write_history([{"epoch": e, **record, "seconds": 1.0} for e in (1, 2)])
     scorers, analyses = select(host(), ["msp", "energy"])
     for epoch in (1, 2):
-        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+        analyze_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
     return root
 
 

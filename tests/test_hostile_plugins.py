@@ -170,14 +170,14 @@ def vandal(plugin_host):
     torch.set_grad_enabled(True)  # in case the test failed before ncood restored it
 
 
-def analysed(run: RunDir, names: list[str]):
+def analyzed(run: RunDir, names: list[str]):
     """Scores of ``names`` in that order through the driver, the network rebuilt from the run."""
-    from ncood.analyze.driver import analyse_file, select
+    from ncood.analyze.driver import analyze_file, select
     from ncood.extraction.rerun import open_model_inputs
     from ncood.host.loading import host
 
     scorers, analyses = select(host(), names)
-    return analyse_file(
+    return analyze_file(
         run.features(2),
         None,
         scorers,
@@ -189,7 +189,7 @@ def analysed(run: RunDir, names: list[str]):
 
 @pytest.fixture(scope="module")
 def odin_alone(imported):
-    outcome = analysed(imported, ["odin"])
+    outcome = analyzed(imported, ["odin"])
     assert outcome.failures == []
     return outcome.scores["odin"]
 
@@ -199,7 +199,7 @@ def test_a_scorer_that_changes_the_network_is_reported_and_the_next_gets_it_as_l
     damage, vandal, imported, odin_alone, monkeypatch
 ):
     monkeypatch.setattr(Vandal, "damage", staticmethod(damage))
-    outcome = analysed(imported, ["test_vandal", "odin"])
+    outcome = analyzed(imported, ["test_vandal", "odin"])
     assert outcome.failures == ["test_vandal"]  # the offender, and only it
     assert "test_vandal" not in outcome.scores
     assert set(outcome.scores["odin"]) == set(odin_alone)
@@ -240,7 +240,7 @@ def test_a_scorer_editing_its_network_record_changes_no_other(
         network.stages.clear()
 
     monkeypatch.setattr(Vandal, "damage", staticmethod(rewrite))
-    outcome = analysed(imported, ["test_vandal", "odin"])
+    outcome = analyzed(imported, ["test_vandal", "odin"])
     assert outcome.failures == []  # the network itself is untouched
     for split, expected in odin_alone.items():
         np.testing.assert_allclose(outcome.scores["odin"][split], expected, rtol=1e-9, atol=1e-12)
@@ -249,7 +249,7 @@ def test_a_scorer_editing_its_network_record_changes_no_other(
 def test_a_scorer_that_leaves_the_network_as_loaded_is_not_flagged(imported, odin_alone):
     """odin enables input gradients and mcd switches dropout inside their calls: both leave
     the network as they found it, so neither is reported."""
-    outcome = analysed(imported, ["odin", "mcd", "msp"])
+    outcome = analyzed(imported, ["odin", "mcd", "msp"])
     assert outcome.failures == []
     for split, expected in odin_alone.items():
         np.testing.assert_allclose(outcome.scores["odin"][split], expected, rtol=1e-9, atol=1e-12)
@@ -283,7 +283,7 @@ def mathtext_scorers(plugin_host):
 def test_a_mathtext_title_keeps_the_ood_section_and_its_figures(
     mathtext_scorers, demo_run, tmp_path
 ):
-    from ncood.analyze.driver import analyse_file, select
+    from ncood.analyze.driver import analyze_file, select
     from ncood.host.loading import host
     from ncood.report.build import build_report
 
@@ -293,7 +293,7 @@ def test_a_mathtext_title_keeps_the_ood_section_and_its_figures(
     names = [f"test_math{i}" for i in range(len(MATHTEXT))] + ["msp"]
     scorers, analyses = select(host(), names)
     for epoch in run.feature_epochs():
-        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+        analyze_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
     result = build_report([run_dir], out_dir=tmp_path / "out", pdf=False)
     tex = result.tex.read_text()
     assert r"\label{sec:ood}" in tex  # the built-in OOD section is in the document

@@ -28,7 +28,7 @@ def fresh(run: RunDir, where) -> RunDir:
     return RunDir.open(where)
 
 
-def analyse(run: RunDir, *args: str):
+def analyze(run: RunDir, *args: str):
     return runner.invoke(app, ["analyze", str(run.root), "--quiet", "--bootstrap", "0", *args])
 
 
@@ -48,7 +48,7 @@ def test_mcd_scores_do_not_depend_on_the_batch_size(imported, tmp_path, mode):  
     scores = {}
     for size in (7, 64):
         run = fresh(imported, tmp_path / str(size))
-        result = analyse(
+        result = analyze(
             run, "--plugins", "mcd", "--batch-size", str(size), "--set", "mcd.samples=4",
             "--set", f"mcd.mode={mode}", "--set", "mcd.p=0.5",
         )  # fmt: skip
@@ -85,7 +85,7 @@ def test_mcd_with_dropout_modules_does_not_depend_on_the_batch_size():
 
 def test_the_precision_is_recorded(imported, tmp_path):  # noqa: F811
     run = fresh(imported, tmp_path / "run")
-    result = analyse(
+    result = analyze(
         run, "--plugins", "mcd,msp", "--precision", "bf16", "--batch-size", "16",
         "--set", "mcd.samples=2",
     )  # fmt: skip
@@ -117,7 +117,7 @@ def test_the_precision_is_recorded(imported, tmp_path):  # noqa: F811
 def test_bad_parameters_are_refused_before_any_work(imported, tmp_path, plugins, settings):  # noqa: F811
     run = fresh(imported, tmp_path / "run")
     sets = [arg for setting in settings for arg in ("--set", setting)]
-    one_line_error(analyse(run, "--plugins", f"{plugins},msp", *sets))
+    one_line_error(analyze(run, "--plugins", f"{plugins},msp", *sets))
     assert not (run.root / "analysis").exists()
 
 
@@ -134,7 +134,7 @@ def test_the_bounds_themselves_are_accepted():
 def test_device_meta_is_refused_before_any_work(imported, tmp_path):  # noqa: F811
     run = fresh(imported, tmp_path / "run")
     for plugins in ("mcd,msp", "knn,msp"):
-        one_line_error(analyse(run, "--plugins", plugins, "--device", "meta"), "meta")
+        one_line_error(analyze(run, "--plugins", plugins, "--device", "meta"), "meta")
         assert not (run.root / "analysis").exists()
 
 
@@ -159,7 +159,7 @@ def test_a_changed_absolute_folder_names_the_folder(tmp_path):
     assert runner.invoke(app, args).exit_code == 0
     (folder / "3.png").unlink()
     run = RunDir.open(tmp_path / "run")
-    line = one_line_error(analyse(run, "--plugins", "mcd", "--set", "mcd.samples=2"))
+    line = one_line_error(analyze(run, "--plugins", "mcd", "--set", "mcd.samples=2"))
     assert str(folder) in line and "--data-dir" not in line
     assert not (run.root / "analysis").exists()
 

@@ -148,13 +148,13 @@ class ConstantPlugin:
 
 
 def made_up_run(results: dict):
-    from ncood.report.context import AnalysedRun
+    from ncood.report.context import AnalyzedRun
 
     manifest = {
         "config": {"preset": "demo", "epochs": 1, "ood": ["blobs"]},
         "dataset": {"name": "blobs"},
     }
-    run = AnalysedRun(SimpleNamespace(root=Path("/made/up/demo")), manifest, [], {1: results})
+    run = AnalyzedRun(SimpleNamespace(root=Path("/made/up/demo")), manifest, [], {1: results})
     run.__dict__["final_scores"] = {}  # no figures
     return run
 

@@ -1,7 +1,7 @@
 """``ncood analyze`` of a file much larger than its working memory: peak RSS of a fresh process
 grows far less than the file (the splits are streamed, never loaded or mapped whole).
 
-About 5 s: a 220 MB features file (200,000 × 256 train, 10 classes) is written and analysed by
+About 5 s: a 220 MB features file (200,000 × 256 train, 10 classes) is written and analyzed by
 the TP's six scorers and ``nc``, and a tiny file by the same command as the baseline.
 """
 

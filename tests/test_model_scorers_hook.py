@@ -75,7 +75,7 @@ def imported(tmp_path_factory):
     return RunDir.open(root / "run")
 
 
-def analyse(run: RunDir, *args: str):
+def analyze(run: RunDir, *args: str):
     return runner.invoke(
         app, ["analyze", str(run.root), "--plugins", "test_netmsp,msp", "--quiet", *args]
     )
@@ -100,7 +100,7 @@ def assert_equals_msp(run: RunDir) -> dict:
 
 
 def test_on_a_trained_run(with_plugin, trained):
-    result = analyse(trained)
+    result = analyze(trained)
     assert result.exit_code == 0, result.output
     results = assert_equals_msp(trained)
     assert NetworkMSP.fitted_on == [trained.manifest()["dataset"]["train_size"]]
@@ -110,7 +110,7 @@ def test_on_a_trained_run(with_plugin, trained):
 
 
 def test_on_an_imported_run(with_plugin, imported):
-    result = analyse(imported, "--set", "test_netmsp.power=1")
+    result = analyze(imported, "--set", "test_netmsp.power=1")
     assert result.exit_code == 0, result.output
     assert_equals_msp(imported)
     assert NetworkMSP.fitted_on == [50]
@@ -119,7 +119,7 @@ def test_on_an_imported_run(with_plugin, imported):
 def test_bf16_runs_and_stays_close(with_plugin, trained, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(trained.root, copy)
-    result = analyse(RunDir.open(copy), "--precision", "bf16", "--batch-size", "7")
+    result = analyze(RunDir.open(copy), "--precision", "bf16", "--batch-size", "7")
     assert result.exit_code == 0, result.output
     results = json.loads(RunDir.open(copy).results(1).read_text())
     for per_scorer in results["ood"].values():
@@ -187,14 +187,14 @@ def test_a_missing_checkpoint_refuses_before_any_work(with_plugin, trained, tmp_
 
 
 def test_bad_precision_is_one_line(with_plugin, trained):
-    result = analyse(trained, "--precision", "fp16")
+    result = analyze(trained, "--precision", "fp16")
     one_line_error(result, "--precision 'fp16'", "fp32, bf16")
 
 
 def test_other_images_than_the_features_fail_that_scorer_only(with_plugin, trained, tmp_path):
     """The labels of the rebuilt batches are compared with the features file's: data that
     differs (another --data-dir) fails the model-based scorer, not the others."""
-    from ncood.analyze.driver import analyse_file, select
+    from ncood.analyze.driver import analyze_file, select
     from ncood.extraction.rerun import open_model_inputs
     from ncood.host.loading import host
 
@@ -204,7 +204,7 @@ def test_other_images_than_the_features_fail_that_scorer_only(with_plugin, train
         return inputs
 
     scorers, analyses = select(host(), ["test_netmsp", "msp"])
-    outcome = analyse_file(trained.features(1), None, scorers, analyses, model_inputs=shuffled)
+    outcome = analyze_file(trained.features(1), None, scorers, analyses, model_inputs=shuffled)
     assert outcome.failures == ["test_netmsp"]
     assert "labels differ" in outcome.results["errors"]["test_netmsp"]
     assert "msp" in next(iter(outcome.results["ood"].values()))
@@ -231,7 +231,7 @@ def test_the_built_in_model_scorers_run_on_both_kinds_of_run(which, request, tmp
 
 def test_missing_data_is_one_line_before_any_work(with_plugin, trained, tmp_path):
     """The run's data is loaded once, before the first epoch: a dataset that is not there is
-    one line, and nothing is analysed (the feature-level scorers do not need it, but the
+    one line, and nothing is analyzed (the feature-level scorers do not need it, but the
     command asked for a model-based one)."""
     copy = tmp_path / "run"
     shutil.copytree(trained.root, copy, ignore=shutil.ignore_patterns("analysis"))

@@ -1,12 +1,12 @@
-"""The report's Neural Collapse and NC5 sections, built on small analysed runs."""
+"""The report's Neural Collapse and NC5 sections, built on small analyzed runs."""
 
 from __future__ import annotations
 
 import pytest
-from nc_builders import analysed_run
+from nc_builders import analyzed_run
 
 from ncood.report.build import core_templates
-from ncood.report.context import ReportContext, load_analysed_run, load_strings
+from ncood.report.context import ReportContext, load_analyzed_run, load_strings
 from ncood.report.latex import environment, percent, sci
 from ncood_plugins.sections import nc as report_nc
 from ncood_plugins.sections import nc5 as report_nc5
@@ -16,7 +16,7 @@ def context(tmp_path, runs, lang="en") -> ReportContext:
     figures = tmp_path / "report" / "figures"
     figures.mkdir(parents=True)
     return ReportContext(
-        runs=[load_analysed_run(r.root) for r in runs],
+        runs=[load_analyzed_run(r.root) for r in runs],
         lang=lang,
         figures_dir=figures,
         tex_dir=tmp_path / "report",
@@ -32,7 +32,7 @@ def render(ctx, template: str, data: dict) -> str:
 @pytest.fixture(scope="module")
 def collapsing_run(tmp_path_factory):
     """Three checkpoints whose within-class spread shrinks: NC1 must fall."""
-    return analysed_run(tmp_path_factory.mktemp("nc") / "run", {1: 2.0, 3: 1.0, 5: 0.4})
+    return analyzed_run(tmp_path_factory.mktemp("nc") / "run", {1: 2.0, 3: 1.0, 5: 0.4})
 
 
 def test_nc_section_shows_measured_values_and_chooses_its_sentences(tmp_path, collapsing_run):
@@ -59,7 +59,7 @@ def test_nc_section_shows_measured_values_and_chooses_its_sentences(tmp_path, co
 
 
 def test_a_run_whose_features_spread_out_is_called_out(tmp_path):
-    run = analysed_run(tmp_path / "run", {1: 0.4, 2: 2.0}, with_layers=False)
+    run = analyzed_run(tmp_path / "run", {1: 0.4, 2: 2.0}, with_layers=False)
     ctx = context(tmp_path, [run], lang="fr")
     data = report_nc.build(ctx)
     tex = render(ctx, "sections/nc.tex.j2", data)
@@ -94,7 +94,7 @@ def test_sections_leave_themselves_out_without_nc_results(tmp_path, collapsing_r
 
 
 def test_a_single_checkpoint_gives_one_column_and_no_trend(tmp_path):
-    run = analysed_run(tmp_path / "run", {4: 1.0}, with_layers=False)
+    run = analyzed_run(tmp_path / "run", {4: 1.0}, with_layers=False)
     ctx = context(tmp_path, [run])
     data = report_nc.build(ctx)
     tex = render(ctx, "sections/nc.tex.j2", data)
@@ -113,7 +113,7 @@ def test_geometry_comes_from_the_arrays_the_analysis_saved(tmp_path, monkeypatch
     from ncood.store.arrays_file import arrays_path, load_arrays
     from ncood.store.features import load_features
 
-    run = analysed_run(tmp_path / "run", {2: 1.0})
+    run = analyzed_run(tmp_path / "run", {2: 1.0})
     dump = load_features(run.features(2))
     stats = collapse.class_means(dump.train.features, dump.train.labels, dump.num_classes)
     passed = collapse.train_pass(
@@ -129,18 +129,18 @@ def test_geometry_comes_from_the_arrays_the_analysis_saved(tmp_path, monkeypatch
         raise AssertionError("the report reloaded a features file")
 
     monkeypatch.setattr(ncood.store.features, "load_features", refuse)
-    geometry = report_nc.geometry(context(tmp_path, [run]), load_analysed_run(run.root))
+    geometry = report_nc.geometry(context(tmp_path, [run]), load_analyzed_run(run.root))
     assert geometry is not None and geometry["epoch"] == 2
 
 
 def test_geometry_of_many_classes_draws_a_stated_random_subset(tmp_path):
     """Beyond 100 classes the three matrices show 40 classes drawn at random (seeded), the
     caption says so, and the sentences still use every class."""
-    run = analysed_run(tmp_path / "many", {1: 1.0}, with_layers=False, classes=130)
+    run = analyzed_run(tmp_path / "many", {1: 1.0}, with_layers=False, classes=130)
     ctx = context(tmp_path, [run])
     geometry = report_nc.geometry(ctx, ctx.runs[0])
     assert "40 of the 130 classes, chosen at random (seed 0)" in str(geometry["subset"])
     assert (ctx.tex_dir / geometry["figure"]).is_file()
-    few = analysed_run(tmp_path / "few", {1: 1.0}, with_layers=False)
+    few = analyzed_run(tmp_path / "few", {1: 1.0}, with_layers=False)
     few_ctx = context(tmp_path / "few-report", [few])
     assert report_nc.geometry(few_ctx, few_ctx.runs[0])["subset"] is None

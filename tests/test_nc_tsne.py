@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from nc_builders import analysed_run
+from nc_builders import analyzed_run
 
 from ncood.errors import NcoodError
 from ncood.report import tsne
@@ -44,7 +44,7 @@ def test_embedding_is_reproducible_and_needs_a_few_points():
 
 
 def test_cache_is_reused_then_invalidated_by_settings_or_features(tmp_path, monkeypatch):
-    run = analysed_run(tmp_path / "run", {1: 1.0}, with_layers=False)
+    run = analyzed_run(tmp_path / "run", {1: 1.0}, with_layers=False)
     settings = TsneSettings(max_points=120, max_classes=4)
     embedding, labels = cached_embedding(run, 1, settings)
     assert embedding.shape == (labels.size, 2) and set(labels) == {0, 1, 2, 3}

@@ -14,7 +14,7 @@ import ncood
 from ncood.host.loading import host
 from ncood.host.scoring import FAMILIES
 from ncood.report.build import _render_section, core_templates
-from ncood.report.context import AnalysedRun, ReportContext, ReportSection, load_strings
+from ncood.report.context import AnalyzedRun, ReportContext, ReportSection, load_strings
 from ncood_plugins.sections import ood as report_ood
 
 EXPECTED = {
@@ -48,7 +48,7 @@ def metrics(auroc: float) -> dict:
     return {"auroc": auroc, "aupr_in": auroc, "aupr_out": auroc, "fpr95": 1 - auroc}
 
 
-def made_up_run(aurocs: dict[str, float], groups: bool = False) -> AnalysedRun:
+def made_up_run(aurocs: dict[str, float], groups: bool = False) -> AnalyzedRun:
     results = {"ood": {"noise": {s: metrics(a) for s, a in aurocs.items()}}}
     if groups:
         results["ood_groups"] = {
@@ -61,12 +61,12 @@ def made_up_run(aurocs: dict[str, float], groups: bool = False) -> AnalysedRun:
         "config": {"preset": "demo", "epochs": 2, "ood": ["noise"]},
         "dataset": {"name": "blobs"},
     }
-    run = AnalysedRun(SimpleNamespace(root=Path("/made/up/demo")), manifest, [], {2: results})
+    run = AnalyzedRun(SimpleNamespace(root=Path("/made/up/demo")), manifest, [], {2: results})
     run.__dict__["final_scores"] = {}  # no per-sample scores: no figures
     return run
 
 
-def context(run: AnalysedRun, tmp_path: Path, lang: str) -> ReportContext:
+def context(run: AnalyzedRun, tmp_path: Path, lang: str) -> ReportContext:
     return ReportContext([run], lang, tmp_path, tmp_path, load_strings(lang, [core_templates()]))
 
 

@@ -41,7 +41,7 @@ def flat(text: str) -> str:
 
 
 def copy_run(source: Path, target: Path, **config) -> Path:
-    """A copy of an analysed run, with manifest config values replaced."""
+    """A copy of an analyzed run, with manifest config values replaced."""
     shutil.copytree(source, target)
     manifest = json.loads((target / "manifest.json").read_text())
     manifest["config"].update(config)
@@ -262,7 +262,7 @@ def test_a_third_party_section_brings_its_template_and_translations(
     (folder / "i18n" / "fr.json").write_text(
         json.dumps(
             {
-                "extra_title": "Analyse tierce",
+                "extra_title": "Analyze tierce",
                 "extra_text": "Mesure tierce : <value>.",
                 "plan_extra": "la section~<ref> vient d'un plugin tiers ;",
             }
@@ -278,8 +278,8 @@ def test_a_third_party_section_brings_its_template_and_translations(
     )
     result = build_report([demo_run.root], out_dir=tmp_path / "out")
     text = flat(pdf_text(result.pdf))
-    assert "Analyse tierce" in text and "Mesure tierce : 1,500." in text
-    number = re.search(r"(\d+) Analyse tierce", text).group(1)
+    assert "Analyze tierce" in text and "Mesure tierce : 1,500." in text
+    number = re.search(r"(\d+) Analyze tierce", text).group(1)
     assert f"la section {number} vient d'un plugin tiers" in text.replace("’", "'")
     host_names = {info.name for info in host().plugins()}
     assert "extra_section" in host_names
@@ -335,7 +335,7 @@ def rename_datasets(run_dir: Path, dataset: str, ood: dict[str, str]) -> None:
 
 @needs_tex
 def test_hostile_names_render_literally(demo_run, tmp_path, plugin_host):
-    from ncood.analyze.driver import analyse_file, select
+    from ncood.analyze.driver import analyze_file, select
     from ncood.store.run import RunDir
 
     class Plugin:
@@ -348,7 +348,7 @@ def test_hostile_names_render_literally(demo_run, tmp_path, plugin_host):
     run = RunDir.open(run_dir)
     scorers, analyses = select(host(), None)
     for epoch in run.feature_epochs():
-        analyse_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
+        analyze_file(run.features(epoch), run.analysis_dir(epoch), scorers, analyses)
 
     rename_datasets(run_dir, dataset=f"d{HOSTILE}", ood={"noise": f"n{HOSTILE}"})
 

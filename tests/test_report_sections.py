@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 from ncood.ood.conventions import fpr_at_recall
 from ncood.report.build import core_templates
-from ncood.report.context import ReportContext, load_analysed_run, load_strings
+from ncood.report.context import ReportContext, load_analyzed_run, load_strings
 from ncood_plugins.sections import intro
 from ncood_plugins.sections import neco as report_neco
 from ncood_plugins.sections import training as report_training
@@ -24,7 +24,7 @@ def context(runs, tmp_path: Path, lang: str = "fr") -> ReportContext:
     figures = tmp_path / "figures"
     figures.mkdir(exist_ok=True)
     return ReportContext(
-        [load_analysed_run(r) for r in runs],
+        [load_analyzed_run(r) for r in runs],
         lang,
         figures,
         tmp_path,

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncood.report.context import AnalysedRun
+from ncood.report.context import AnalyzedRun
 from ncood.report.latex import num, percent, sci
 from ncood.report.seeds import (
     SeedGroup,
@@ -53,13 +53,13 @@ def test_latex_numbers_print_mean_plus_minus_std():
     assert str(sci(Spread.of([0.012, 0.014]))) == r"\num{1.30 \pm 0.14e-2}"
 
 
-def fake_run(root: Path, seed: int, lr: float = 0.1, auroc: float = 0.8) -> AnalysedRun:
+def fake_run(root: Path, seed: int, lr: float = 0.1, auroc: float = 0.8) -> AnalyzedRun:
     root.mkdir(parents=True)
     (root / "manifest.json").write_text("{}")
     manifest = {"config": {"preset": "demo", "epochs": 2, "lr": lr, "seed": seed, "device": "cpu"}}
     history = [{"epoch": 1, "train_loss": 1.0 + seed}, {"epoch": 2, "train_loss": 0.5 + seed}]
     results = {2: {"ood": {"noise": {"msp": {"auroc": auroc + 0.01 * seed}}}}}
-    return AnalysedRun(RunDir(root), manifest, history, results)
+    return AnalyzedRun(RunDir(root), manifest, history, results)
 
 
 def test_runs_equal_but_for_the_seed_become_one_group(tmp_path):

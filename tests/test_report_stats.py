@@ -10,7 +10,7 @@ import shutil
 import matplotlib.axes
 import pytest
 
-from ncood.analyze.driver import OodOptions, analyse_file, select
+from ncood.analyze.driver import OodOptions, analyze_file, select
 from ncood.host.loading import host
 from ncood.ood.groups import parse_ood
 from ncood.report.build import build_report
@@ -32,7 +32,7 @@ def seed_runs(demo_run, tmp_path_factory):
         run = train(config, root / f"seed-{seed}", show_progress=False)
         for epoch in run.feature_epochs():
             options = OodOptions(bootstrap=200)
-            analyse_file(
+            analyze_file(
                 run.features(epoch), run.analysis_dir(epoch), scorers, analyses, options=options
             )
         runs.append(run.root)
@@ -121,7 +121,7 @@ def test_tuning_and_groups_reach_the_report(demo_run, tmp_path):
         tune_on="noise",
     )
     for epoch in tuned.feature_epochs():
-        analyse_file(
+        analyze_file(
             tuned.features(epoch), tuned.analysis_dir(epoch), scorers, analyses, options=options
         )
     for lang, title, group in (

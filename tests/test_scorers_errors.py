@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 import ncood
-from ncood.analyze.driver import analyse_dump, select
+from ncood.analyze.driver import analyze_dump, select
 from ncood.cli import app
 from ncood.errors import NcoodError
 from ncood.host.loading import host
@@ -169,7 +169,7 @@ def test_a_raising_scorer_does_not_stop_the_others(tmp_path, features_file, brok
 
 def test_in_memory_dump_with_nan_features(tiny_dump):
     tiny_dump.ood["blobs"].features[0, 0] = np.nan
-    outcome = analyse_dump(tiny_dump, select(host(), ["mahalanobis"])[0], [])
+    outcome = analyze_dump(tiny_dump, select(host(), ["mahalanobis"])[0], [])
     assert outcome.failures == ["mahalanobis"]
     assert "non-finite values for split 'ood/blobs'" in outcome.results["errors"]["mahalanobis"]
 

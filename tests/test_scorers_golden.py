@@ -95,7 +95,7 @@ def test_neco_by_hand():
 
 
 def test_knn_by_hand():
-    # Normalised bank at 0°, 90°, 180°; from 0° the 2nd nearest is at distance √2.
+    # Normalized bank at 0°, 90°, 180°; from 0° the 2nd nearest is at distance √2.
     train = split([[2, 0], [0, 5], [-1, 0]], logits=np.zeros((3, 2)))
     scorer = fitted("knn", train, None, k=2)
     test = split([[7, 0], [0, 1]], logits=np.zeros((2, 2)))

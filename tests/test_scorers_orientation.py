@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ncood
-from ncood.analyze.driver import analyse_dump, select
+from ncood.analyze.driver import analyze_dump, select
 from ncood.host.loading import host
 from ncood.ood.conventions import ood_metrics
 from ncood.testing import collapsed_dump
@@ -20,7 +20,7 @@ ON_FEATURES = ncood.list_scorers(needs_network=False)
 @pytest.fixture(scope="module")
 def outcome():
     scorers, _ = select(host(), ON_FEATURES)
-    return analyse_dump(collapsed_dump(), scorers, [])
+    return analyze_dump(collapsed_dump(), scorers, [])
 
 
 # Correctly oriented (far above 0.5; a sign error would give 1 − AUROC) but weaker here by
@@ -44,7 +44,7 @@ def test_mahalanobis_regression_tp_sign_error(tiny_dump, name):
     """ID clusters far from the origin, OOD at the origin: separable. A correct (negated)
     distance gives AUROC near 1; the TP's positive distance gives 1 − AUROC (its 0.149)."""
     scorers, _ = select(host(), [name])
-    outcome = analyse_dump(tiny_dump, scorers, [])
+    outcome = analyze_dump(tiny_dump, scorers, [])
     auroc = outcome.results["ood"]["blobs"][name]["auroc"]
     assert auroc > 0.95
     sign_error = ood_metrics(-outcome.scores[name]["test"], -outcome.scores[name]["ood/blobs"])
@@ -61,6 +61,6 @@ def test_mahalanobis_on_post_relu_features_with_dead_units():
     for split in [dump.train, dump.test]:
         split.features[:, dead] = 0.0
     scorers, _ = select(host(), ["mahalanobis", "rmds"])
-    outcome = analyse_dump(dump, scorers, [])
+    outcome = analyze_dump(dump, scorers, [])
     assert outcome.results["errors"] == {}
     assert outcome.results["ood"]["far"]["mahalanobis"]["auroc"] > 0.95

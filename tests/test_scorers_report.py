@@ -47,7 +47,7 @@ def legend_clear(fig) -> None:
             assert not overlaps(box, axis.get_tightbbox(renderer)), axis.get_title()
 
 
-def analysed_copy(demo_run, tmp_path, plugins: str):
+def analyzed_copy(demo_run, tmp_path, plugins: str):
     run = tmp_path / "run"
     shutil.copytree(demo_run.root, run)
     shutil.rmtree(run / "analysis")
@@ -83,7 +83,7 @@ def test_every_scorer_in_the_table_and_both_figures(demo_run, tmp_path, drawn):
 
 
 def test_full_histogram_grid_puts_the_legend_above(demo_run, tmp_path, drawn):
-    run = analysed_copy(demo_run, tmp_path, "msp,energy,vim,neco")  # exactly one full row
+    run = analyzed_copy(demo_run, tmp_path, "msp,energy,vim,neco")  # exactly one full row
     out = tmp_path / "rep"
     result = runner.invoke(app, ["report", str(run), "--out", str(out), "--no-pdf"])
     assert result.exit_code == 0, result.output

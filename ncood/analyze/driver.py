@@ -112,7 +112,7 @@ def check_parameters(settings: dict[str, dict[str, str]], chosen: list[Contribut
         call_plugin(contribution.build, settings.get(contribution.name), passes=(NcoodError,))
 
 
-def analyse_dump(
+def analyze_dump(
     dump: FeatureDump,
     scorers: list[Contribution],
     analyses: list[Contribution],
@@ -192,7 +192,7 @@ def check_model_scorers(
     if on_model and not has_network:
         raise NcoodError(
             f"{', '.join(on_model)} {'needs' if len(on_model) == 1 else 'need'} the network, "
-            f"and a features file holds none: analyse the run directory (a trained run, or one "
+            f"and a features file holds none: analyze the run directory (a trained run, or one "
             f"imported with ncood extract)"
         )
     tuned = [name for name in (options.tune if options else {}) if name in on_model]
@@ -370,7 +370,7 @@ def _checked(returned, split_name: str, count: int) -> np.ndarray:
     return values
 
 
-def analyse_file(
+def analyze_file(
     features_path: Path,
     out_dir: Path | None,
     scorers: list[Contribution],
@@ -382,9 +382,9 @@ def analyse_file(
     discard_failed: bool = False,
     model_inputs: Callable[[], ModelInputs] | None = None,
 ) -> AnalysisOutcome:
-    """Analyse one features file; merge its results (and scores) into ``out_dir``'s."""
+    """Analyze one features file; merge its results (and scores) into ``out_dir``'s."""
     dump = load_features(features_path)
-    outcome = analyse_dump(
+    outcome = analyze_dump(
         dump,
         scorers,
         analyses,

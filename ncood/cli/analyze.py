@@ -63,7 +63,7 @@ def analyze_command(options_class: type = AnalyzeOptions):
         network = (
             _Network(run, [e for e, _, _ in jobs], len(on_model), options) if on_model else None
         )
-        collected, failures = _analyse(jobs, scorers, analyses, options, network)
+        collected, failures = _analyze(jobs, scorers, analyses, options, network)
         if options.as_json:
             payload = (
                 next(iter(collected.values()))
@@ -109,9 +109,9 @@ def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     return run, jobs
 
 
-def _analyse(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network | None):
+def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network | None):
     """Each job's results, and one line per plugin that failed, under one progress bar."""
-    from ncood.analyze.driver import analyse_file, ood_set_names
+    from ncood.analyze.driver import analyze_file, ood_set_names
     from ncood.progress import progress_bar
     from ncood.store.features import check_readable
     from ncood.store.outputs import one_line_os_errors
@@ -126,7 +126,7 @@ def _analyse(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network
         for job_epoch, features_path, out_dir in jobs:
             which = f"epoch {job_epoch}" if job_epoch is not None else str(features_path)
             with one_line_os_errors(f"the results of {which} were not written (kept as they were)"):
-                outcome = analyse_file(
+                outcome = analyze_file(
                     features_path,
                     out_dir,
                     scorers,

@@ -27,7 +27,7 @@ app = typer.Typer(
     # Click's own help layout: flags read as flags ("--quiet", "--flip / --no-flip"), where
     # Typer's rich layout prints a "<bool>" metavar after every one of them
     rich_markup_mode=None,
-    help="Neural Collapse and OOD detection: train, analyse features, write the report.",
+    help="Neural Collapse and OOD detection: train, analyze features, write the report.",
 )
 
 
@@ -70,6 +70,7 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _WARNED.clear()  # each command names each broken plugin once
         try:
             with quiet_warnings():
                 result = command(*args, **kwargs)
@@ -98,7 +99,7 @@ def quiet_warnings():
         yield
 
 
-# The broken plugins already named, by identity (a plugin registered again is named again).
+# The broken plugins this command has named, by identity.
 _WARNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 

@@ -1,4 +1,4 @@
-"""``ncood report``: the LaTeX/PDF report of analysed runs."""
+"""``ncood report``: the LaTeX/PDF report of analyzed runs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ncood.cli.app import Command, app, user_errors, warn_broken_plugins
 def report(
     runs: Annotated[
         list[Path],
-        typer.Argument(metavar="RUN_DIR...", help="One or more analysed run directories."),
+        typer.Argument(metavar="RUN_DIR...", help="One or more analyzed run directories."),
     ],
     lang: Annotated[
         str, typer.Option(metavar="fr|en", help="Language of the document: fr or en.")

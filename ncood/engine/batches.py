@@ -8,9 +8,9 @@ processes, and a resumed run replays exactly what an uninterrupted one would hav
 
 The training loop does not run the augmentation per step: :func:`epoch_batches` builds the
 whole epoch's input tensor once (this rank's images, in step order, cropped, flipped,
-normalised, in the network's memory layout) with a few large kernels, and each step takes a
+normalized, in the network's memory layout) with a few large kernels, and each step takes a
 slice of it, a view with no kernel at all. The numbers are those of the per-step path
-(:func:`training_batches` then ``normalise``), bit for bit.
+(:func:`training_batches` then ``normalize``), bit for bit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ncood.datasets import normalise
+from ncood.datasets import normalize
 
 BUILD_CHUNK = 4096  # images augmented at a time while building an epoch: bounded temporaries
 
@@ -115,7 +115,7 @@ def training_batches(
 class EpochBatches:
     """One epoch of this rank's training input, ready for the network, and its steps."""
 
-    inputs: torch.Tensor  # n×3×H×W float32, normalised, in the network's memory layout
+    inputs: torch.Tensor  # n×3×H×W float32, normalized, in the network's memory layout
     labels: torch.Tensor  # n int64
     steps: list[tuple[int, int, int]]  # (first, stop) rows in ``inputs``, global batch size
 
@@ -159,5 +159,5 @@ def epoch_batches(
         chunk = positions[begin : begin + BUILD_CHUNK]
         index = plan.order[chunk]
         batch = crop_flip(images[index], plan.dy[chunk], plan.dx[chunk], plan.flips[chunk], padding)
-        inputs[begin : begin + chunk.shape[0]] = normalise(batch, mean, std)
+        inputs[begin : begin + chunk.shape[0]] = normalize(batch, mean, std)
     return EpochBatches(inputs, labels[plan.order[positions]], steps)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ncood.datasets import ImageSet, normalise
+from ncood.datasets import ImageSet, normalize
 from ncood.engine.accel import Accel, exact_fp32
 from ncood.engine.distributed import Cluster
 from ncood.engine.model import STAGES, ResNet18
@@ -53,7 +53,7 @@ def _rows(
     """One packed float32 row per image: features | logits | pooled stages (fp32 throughout;
     channels_last changes the memory layout only)."""
     features, pooled = model.forward_features(
-        accel.layout(normalise(batch, mean, std)), with_stages
+        accel.layout(normalize(batch, mean, std)), with_stages
     )
     columns = [features, model.fc(features)]
     columns += [pooled[name] for name in STAGES] if with_stages else []

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ncood.datasets import ImageSet, normalise
+from ncood.datasets import ImageSet, normalize
 from ncood.engine.accel import Accel
 from ncood.engine.batches import EpochBatches
 from ncood.engine.distributed import Cluster
@@ -103,7 +103,7 @@ def evaluate(
             continue
         y = images.labels[start : start + x.shape[0]].to(accel.device)
         with accel.autocast():
-            logits = model(accel.layout(normalise(x.to(accel.device), mean, std)))
+            logits = model(accel.layout(normalize(x.to(accel.device), mean, std)))
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     totals = cluster.all_reduce_sum(torch.stack([loss_sum, correct.double()]))

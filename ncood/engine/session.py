@@ -52,7 +52,7 @@ class Session:
         return math.ceil(self.usable / self.config.batch_size)
 
     def epoch_input(self, epoch: int) -> EpochBatches:
-        """The epoch's augmented, normalised input for this rank, built once (see batches)."""
+        """The epoch's augmented, normalized input for this rank, built once (see batches)."""
         config = self.config
         plan = plan_epoch(
             len(self.train_set),

@@ -1,6 +1,6 @@
 """BatchNorm over the global batch under torchrun, on any device and any backend.
 
-With plain DDP each process normalises with the statistics of its own shard, so 4 GPUs at a
+With plain DDP each process normalizes with the statistics of its own shard, so 4 GPUs at a
 global batch of 128 train with BatchNorm over 32 images: not the TP's recipe.
 :class:`GlobalBatchNorm2d` computes the statistics of the global batch with one all-reduce of
 (Σx, Σx², n) per layer in the forward pass and one in the backward pass, and never waits for

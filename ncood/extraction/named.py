@@ -46,7 +46,7 @@ class ExtractRequest:
         None, help="The model's classes (must be the dataset's).", metavar="N"
     )
     image_size: int | None = setting(
-        None, help="Resize images to SIZE×SIZE before normalising.", metavar="SIZE", record=True
+        None, help="Resize images to SIZE×SIZE before normalizing.", metavar="SIZE", record=True
     )
     normalize: str = setting(
         "dataset",

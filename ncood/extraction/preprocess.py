@@ -1,4 +1,4 @@
-"""What an image goes through before the model: resize, then normalise with a mean and std.
+"""What an image goes through before the model: resize, then normalize with a mean and std.
 
 ``--normalize`` takes ``dataset`` (the ID train set's per-channel statistics), ``imagenet``, or
 explicit values ``MEAN/STD`` with one number or three per side (``0.5/0.5``,
@@ -33,7 +33,7 @@ class Preprocessing:
         }
 
     def apply(self, batch_uint8):
-        """N×3×H×W uint8 → float32, resized and normalised (on the batch's device)."""
+        """N×3×H×W uint8 → float32, resized and normalized (on the batch's device)."""
         import torch
         import torch.nn.functional as F
 

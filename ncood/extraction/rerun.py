@@ -126,7 +126,7 @@ class RunData:
 
     splits: dict[str, Any]  # "train", "test", "ood/<set>" → ImageSet (uint8)
     transform: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch → model-ready float32
-    std: tuple[float, ...]  # the normalisation's per-channel std
+    std: tuple[float, ...]  # the normalization's per-channel std
 
 
 def load_run_data(
@@ -195,7 +195,7 @@ def open_model_inputs(
 
 
 def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
-    from ncood.datasets import load_data, normalise
+    from ncood.datasets import load_data, normalize
     from ncood.engine.presets import TrainConfig
     from ncood.engine.session import train_subset_index
 
@@ -215,7 +215,7 @@ def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
     std = torch.tensor(ind.std, dtype=torch.float32)
 
     def transform(batch: torch.Tensor) -> torch.Tensor:
-        return normalise(batch, mean.to(batch.device), std.to(batch.device))
+        return normalize(batch, mean.to(batch.device), std.to(batch.device))
 
     return RunData(splits, transform, tuple(ind.std))
 

@@ -5,7 +5,7 @@ A scorer whose ``needs_network`` is true (:class:`ncood.host.scoring.Scorer`) im
     fit(network: Network, train: Batches) -> None      # ID train, for those that fit
     score(network: Network, split: Batches) -> (N,)    # higher = more in-distribution
 
-ncood rebuilds the network of the analysed epoch (a trained run's checkpoint, or an imported
+ncood rebuilds the network of the analyzed epoch (a trained run's checkpoint, or an imported
 run's weights file), in eval mode, on ``--device``, its forwards in exact fp32 unless
 ``--precision`` says otherwise. :class:`Batches` yields the images the features file was
 extracted from, in the same order and preprocessed the same way, so a model-based scorer's
@@ -35,7 +35,7 @@ class Network:
     device: torch.device
     head_name: str  # the final nn.Linear: logits = features @ W.T + b
     stages: list[str]  # modules whose outputs are the N×C×H×W stage maps, input to output
-    input_std: tuple[float, ...]  # per-channel std of the normalisation (an input step in pixels)
+    input_std: tuple[float, ...]  # per-channel std of the normalization (an input step in pixels)
     arch: str = ""
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:

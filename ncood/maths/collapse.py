@@ -224,7 +224,7 @@ def ncc_predictions(split: Split, stats: ClassMeans, part: str = "features") -> 
 
 
 def cdnv(stats: ClassMeans, class_variance: np.ndarray) -> float | None:
-    """Class-distance normalised variance (Galanti et al., 2022), averaged over pairs c < c':
+    """Class-distance normalized variance (Galanti et al., 2022), averaged over pairs c < c':
     (Var_c + Var_c') / (2 ‖μ_c − μ_c'‖²). ``None`` when two class means coincide."""
     from scipy.spatial.distance import pdist  # scipy.spatial: 0.4 s, paid when NC is measured
 

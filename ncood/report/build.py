@@ -27,7 +27,7 @@ from ncood.report.compile import INSTALL_HINT, LatexError, compile_pdf, latexmk_
 from ncood.report.context import (
     ReportContext,
     ReportSection,
-    load_analysed_run,
+    load_analyzed_run,
     load_strings,
     section_label,
     slugify,
@@ -78,7 +78,7 @@ def build_report(
     for path in resolved:
         if resolved.count(path) > 1:
             raise NcoodError(f"run {path} is given twice")
-    runs = group_by_seed([load_analysed_run(Path(p), verify=verify) for p in run_paths])
+    runs = group_by_seed([load_analyzed_run(Path(p), verify=verify) for p in run_paths])
     name = name or f"ncood-report-{lang}"
     if slugify(name) != name:
         raise NcoodError(f"--name {name!r}: use letters, digits and hyphens only")

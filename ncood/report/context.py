@@ -1,4 +1,4 @@
-"""What a report section sees: the analysed runs, the language, and where figures go.
+"""What a report section sees: the analyzed runs, the language, and where figures go.
 
 Everything several sections need (which OOD sets and scorers the runs have, a metric's series
 along training, how a scorer or a list is named, the appendix's definitions) is a method here,
@@ -83,7 +83,7 @@ class Definition:
 
 
 @dataclass
-class AnalysedRun:
+class AnalyzedRun:
     run: RunDir
     manifest: dict[str, Any]
     history: list[dict[str, Any]]
@@ -159,7 +159,7 @@ class AnalysedRun:
         return [o for o in dict.fromkeys(order) if o in scored]
 
     def scorers(self, epochs: list[int] | None = None) -> list[str]:
-        """Scorers with a result at any of ``epochs`` (default: every analysed one), first seen
+        """Scorers with a result at any of ``epochs`` (default: every analyzed one), first seen
         first."""
         seen: list[str] = []
         for epoch in sorted(self.results) if epochs is None else epochs:
@@ -168,7 +168,7 @@ class AnalysedRun:
         return seen
 
     def series(self, key: str, group: str = "nc") -> list[tuple[int, float]]:
-        """(epoch, value) of ``results[group][key]`` at every analysed epoch where it is a
+        """(epoch, value) of ``results[group][key]`` at every analyzed epoch where it is a
         finite number."""
         points = []
         for epoch, results in sorted(self.results.items()):
@@ -178,7 +178,7 @@ class AnalysedRun:
         return points
 
     def auroc_series(self, ood: str, scorer: str) -> list[tuple[int, float]]:
-        """(epoch, AUROC of ``scorer`` on ``ood``) at every analysed epoch that has it."""
+        """(epoch, AUROC of ``scorer`` on ``ood``) at every analyzed epoch that has it."""
         return [
             (epoch, results["ood"][ood][scorer]["auroc"])
             for epoch, results in sorted(self.results.items())
@@ -190,17 +190,17 @@ class AnalysedRun:
         return dict(self.final.get("params", {}).get(scorer, {}) or {})
 
 
-def load_analysed_run(path: Path, verify: bool = False) -> AnalysedRun:
+def load_analyzed_run(path: Path, verify: bool = False) -> AnalyzedRun:
     run = RunDir.open(path)
-    epochs = run.analysed_epochs()
+    epochs = run.analyzed_epochs()
     if not epochs:
         raise NcoodError(f"{path} has no analysis yet (run `ncood analyze {path} --epoch all`)")
     manifest = run.manifest()
     verify_files(run, [f"features/{epoch_name(e)}.safetensors" for e in epochs], full=verify)
     results = {e: check_results(run.results_for(e), run.results(e)) for e in epochs}
-    analysed = AnalysedRun(run, manifest, run.history(), results)
-    analysed.final_scores  # noqa: B018 — checked now: "best" is claimed from the last epoch
-    return analysed
+    analyzed = AnalyzedRun(run, manifest, run.history(), results)
+    analyzed.final_scores  # noqa: B018 — checked now: "best" is claimed from the last epoch
+    return analyzed
 
 
 def check_scores_fit(scores: dict, manifest: dict, path: Path) -> None:
@@ -220,7 +220,7 @@ def check_scores_fit(scores: dict, manifest: dict, path: Path) -> None:
 
 @dataclass
 class ReportContext:
-    runs: list[AnalysedRun]
+    runs: list[AnalyzedRun]
     lang: str
     figures_dir: Path
     tex_dir: Path
@@ -297,18 +297,18 @@ class ReportContext:
         """``\\ref`` to another section of the document (check ``name in ctx.included``)."""
         return Markup(rf"\ref{{{section_label(name)}}}")
 
-    def run_slug(self, run: AnalysedRun) -> str:
+    def run_slug(self, run: AnalyzedRun) -> str:
         """A short file-name-safe name of a run, unique within this report."""
         return f"run{self.runs.index(run) + 1}-{slugify(run.name, 24)}"
 
-    def _label_values(self, run: AnalysedRun) -> tuple[str, dict[str, Any]]:
+    def _label_values(self, run: AnalyzedRun) -> tuple[str, dict[str, Any]]:
         values: dict[str, Any] = {"preset": run.preset, "epochs": run.epochs}
         key = "run_label_imported" if run.imported else "run_label"
         seeds = len(getattr(run, "members", None) or ())  # a group of seed runs says how many
         if seeds:
             key, values["seeds"] = "run_label_seeds", seeds
 
-        def identity(r: AnalysedRun) -> tuple:  # what the label shows
+        def identity(r: AnalyzedRun) -> tuple:  # what the label shows
             return (r.preset, True) if r.imported else (r.preset, r.epochs)
 
         same = [r for r in self.runs if identity(r) == identity(run)]
@@ -318,13 +318,13 @@ class ReportContext:
             return f"{key}_named", {**values, "name": run.name}
         return f"{key}_indexed", {**values, "index": self.runs.index(run) + 1}
 
-    def label(self, run: AnalysedRun) -> Markup:
+    def label(self, run: AnalyzedRun) -> Markup:
         """How a run is named in text and column headers: its preset and length, or the
         architecture of an imported run (and its folder's name when two runs share both)."""
         key, values = self._label_values(run)
         return self.t(key, **values)
 
-    def plain_label(self, run: AnalysedRun) -> str:
+    def plain_label(self, run: AnalyzedRun) -> str:
         """The run's label for figure legends."""
         key, values = self._label_values(run)
         return self.text(key, **values)
@@ -379,8 +379,8 @@ class ReportContext:
         """The in-distribution dataset(s) by short name, for titles and repeated mentions."""
         return Markup(", ").join(self.dataset_short(n) for n in self.id_datasets())
 
-    def ood_sets(self, runs: list[AnalysedRun] | None = None) -> list[str]:
-        """Every run's OOD sets (:meth:`AnalysedRun.ood_sets`), first seen first."""
+    def ood_sets(self, runs: list[AnalyzedRun] | None = None) -> list[str]:
+        """Every run's OOD sets (:meth:`AnalyzedRun.ood_sets`), first seen first."""
         return list(
             dict.fromkeys(
                 o for run in (self.runs if runs is None else runs) for o in run.ood_sets()

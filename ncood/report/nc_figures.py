@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ncood.report.context import AnalysedRun, ReportContext, plain
+from ncood.report.context import AnalyzedRun, ReportContext, plain
 from ncood.report.figures import (
     bottom_legend,
     dense_scatter,
@@ -21,7 +21,7 @@ from ncood.report.seeds import plot_curve, plot_points
 STAGE_ORDER = ("layer1", "layer2", "layer3", "layer4")
 
 
-def draw_nc1_nc3(ctx: ReportContext, runs: list[AnalysedRun]):
+def draw_nc1_nc3(ctx: ReportContext, runs: list[AnalyzedRun]):
     """The TP's Figures 3 and 4, measured: NC1 and NC3 at every checkpoint, one panel a run."""
     runs = [r for r in runs if len(r.series("nc1")) >= 1]
     if not runs:
@@ -71,7 +71,7 @@ def _legend_text(ctx: ReportContext, key: str) -> str:
     return ctx.text(key) if ctx.has(key) else key
 
 
-def draw_all_metrics(ctx: ReportContext, runs: list[AnalysedRun]):
+def draw_all_metrics(ctx: ReportContext, runs: list[AnalyzedRun]):
     """Every NC1–NC4 metric along training: one panel a property, one colour a run."""
     runs = [r for r in runs if len(r.series("nc1")) >= 1]
     if not runs:
@@ -94,8 +94,8 @@ def draw_all_metrics(ctx: ReportContext, runs: list[AnalysedRun]):
     return ctx.save_figure(fig, "nc-all-metrics", tight=False)
 
 
-def draw_ood_progress(ctx: ReportContext, run: AnalysedRun, sets: list[str], scorers: list[str]):
-    """AUROC of every scorer at every analysed checkpoint, one panel per OOD set, with NC1."""
+def draw_ood_progress(ctx: ReportContext, run: AnalyzedRun, sets: list[str], scorers: list[str]):
+    """AUROC of every scorer at every analyzed checkpoint, one panel per OOD set, with NC1."""
     sets = [o for o in sets if any(len(run.auroc_series(o, s)) >= 2 for s in scorers)]
     if not sets:
         return None
@@ -148,8 +148,8 @@ def stages_of(results: dict) -> list[str]:
     return known + sorted(s for s in layers if s not in STAGE_ORDER)
 
 
-def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
-    """NC1 and NCC test accuracy at each stage, first (dotted) and last analysed epoch."""
+def draw_layers(ctx: ReportContext, runs: list[AnalyzedRun]):
+    """NC1 and NCC test accuracy at each stage, first (dotted) and last analyzed epoch."""
     runs = [r for r in runs if stages_of(r.final)]
     if not runs:
         return None
@@ -180,7 +180,7 @@ def draw_layers(ctx: ReportContext, runs: list[AnalysedRun]):
     return ctx.save_figure(fig, "nc-layers", tight=False)
 
 
-def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: int, shown=None):
+def draw_geometry(ctx: ReportContext, run: AnalyzedRun, geometry: dict, epoch: int, shown=None):
     """The assignment's three figures at one epoch: distances between class means,
     within-class variance per class, cosines of classifier rows against centred means.
     ``shown``: the classes drawn (all by default; a subset keeps 1,000 classes readable)."""
@@ -228,7 +228,7 @@ def draw_geometry(ctx: ReportContext, run: AnalysedRun, geometry: dict, epoch: i
     return ctx.save_figure(fig, f"nc-geometry-{ctx.run_slug(run)}-{epoch}")
 
 
-def draw_tsne(ctx: ReportContext, run: AnalysedRun, maps: list[tuple[int, np.ndarray, np.ndarray]]):
+def draw_tsne(ctx: ReportContext, run: AnalyzedRun, maps: list[tuple[int, np.ndarray, np.ndarray]]):
     """t-SNE of the test features at each given epoch, coloured by class (the TP's Figs 5–6)."""
     import matplotlib
 
@@ -254,7 +254,7 @@ def draw_tsne(ctx: ReportContext, run: AnalysedRun, maps: list[tuple[int, np.nda
     return ctx.save_figure(fig, f"nc-tsne-{ctx.run_slug(run)}", tight=False)
 
 
-def draw_agreement(ctx: ReportContext, runs: list[AnalysedRun]):
+def draw_agreement(ctx: ReportContext, runs: list[AnalyzedRun]):
     """NC5 as the TP reads it: network accuracy, NCC accuracy and their agreement on test."""
     runs = [r for r in runs if r.series("ncc_agreement_test")]
     if not runs:
@@ -278,7 +278,7 @@ def draw_agreement(ctx: ReportContext, runs: list[AnalysedRun]):
     return ctx.save_figure(fig, "nc5-agreement", tight=False)
 
 
-def draw_orthodev(ctx: ReportContext, runs: list[AnalysedRun], sets: list[str]):
+def draw_orthodev(ctx: ReportContext, runs: list[AnalyzedRun], sets: list[str]):
     """NECO's NC5: mean |cos(μ_c, μ_G^OOD)| per OOD set along training (dashed: centred)."""
     runs = [r for r in runs if any(r.series(f"nc5_orthodev/{o}") for o in sets)]
     if not runs:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ncood.errors import NcoodError
-from ncood.report.context import AnalysedRun
+from ncood.report.context import AnalyzedRun
 from ncood.store.run import MANIFEST
 
 SEED_FOLDER = "seed-"
@@ -126,10 +126,10 @@ def _is_number(value: object) -> bool:
 
 
 @dataclass
-class SeedGroup(AnalysedRun):
+class SeedGroup(AnalyzedRun):
     """Several seeds of one configuration, seen by the report as one run."""
 
-    members: list[AnalysedRun] = field(default_factory=list)
+    members: list[AnalyzedRun] = field(default_factory=list)
     group_name: str = ""
 
     @property
@@ -162,7 +162,7 @@ def _seed_order(path: Path) -> tuple[int, str]:
     return (int(suffix), "") if suffix.isdigit() else (1 << 62, suffix)
 
 
-def configuration_key(run: AnalysedRun) -> str:
+def configuration_key(run: AnalyzedRun) -> str:
     """What must be equal for two runs to be seeds of one experiment."""
     config = {k: v for k, v in run.manifest.get("config", {}).items() if k not in INCIDENTAL}
     return json.dumps(
@@ -172,13 +172,13 @@ def configuration_key(run: AnalysedRun) -> str:
     )
 
 
-def group_by_seed(runs: list[AnalysedRun]) -> list[AnalysedRun]:
+def group_by_seed(runs: list[AnalyzedRun]) -> list[AnalyzedRun]:
     """Runs equal but for the seed (at least two, all seeds distinct) become one SeedGroup,
     placed where its first member was; the others stay as they are."""
-    by_key: dict[str, list[AnalysedRun]] = {}
+    by_key: dict[str, list[AnalyzedRun]] = {}
     for run in runs:
         by_key.setdefault(configuration_key(run), []).append(run)
-    out: list[AnalysedRun] = []
+    out: list[AnalyzedRun] = []
     placed: set[str] = set()
     for run in runs:
         key = configuration_key(run)
@@ -192,14 +192,14 @@ def group_by_seed(runs: list[AnalysedRun]) -> list[AnalysedRun]:
     return out
 
 
-def make_group(members: list[AnalysedRun]) -> SeedGroup:
+def make_group(members: list[AnalyzedRun]) -> SeedGroup:
     members = sorted(members, key=lambda m: int(m.manifest["config"].get("seed", 0)))
     epochs = sorted(set.intersection(*(set(m.results) for m in members)))
     if not epochs:
         raise NcoodError(
             "the seed runs "
             + ", ".join(str(m.run.root) for m in members)
-            + " share no analysed epoch (run `ncood analyze RUN --epoch all` on each)"
+            + " share no analyzed epoch (run `ncood analyze RUN --epoch all` on each)"
         )
     results = {e: aggregate([m.results[e] for m in members]) for e in epochs}
     seeds = [int(m.manifest["config"].get("seed", 0)) for m in members]
@@ -217,7 +217,7 @@ def make_group(members: list[AnalysedRun]) -> SeedGroup:
     )
 
 
-def _history(members: list[AnalysedRun]) -> list[dict[str, Any]]:
+def _history(members: list[AnalyzedRun]) -> list[dict[str, Any]]:
     """Per epoch present in every member's history, the aggregated record."""
     by_epoch = [{r["epoch"]: r for r in m.history if "epoch" in r} for m in members]
     common = sorted(set.intersection(*(set(h) for h in by_epoch)))

@@ -1,7 +1,7 @@
 """What the report says about how sure a result is: intervals, ties with the best, seeds.
 
 Sections read the statistics ``ncood analyze`` stored (`ncood.ood.statistics`) through these
-helpers, so a run analysed without them (older results, ``--bootstrap 0``) reads as before.
+helpers, so a run analyzed without them (older results, ``--bootstrap 0``) reads as before.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ncood.report.context import AnalysedRun, ReportContext
+from ncood.report.context import AnalyzedRun, ReportContext
 from ncood.report.latex import num
 from ncood.report.seeds import SeedGroup
 
@@ -22,15 +22,15 @@ def interval(ctx: ReportContext, bounds: Any, digits: int = 3) -> Markup | None:
     return None
 
 
-def metric_interval(run: AnalysedRun, ood: str, scorer: str, metric: str) -> list | None:
+def metric_interval(run: AnalyzedRun, ood: str, scorer: str, metric: str) -> list | None:
     """A single run's stored interval for one metric; None for a seed group (its spread is
-    the std over seeds) or when the run was analysed without a bootstrap."""
+    the std over seeds) or when the run was analyzed without a bootstrap."""
     if isinstance(run, SeedGroup):
         return None
     return run.final.get("ood", {}).get(ood, {}).get(scorer, {}).get(f"{metric}_ci")
 
 
-def verdict(run: AnalysedRun, ood: str) -> dict[str, Any] | None:
+def verdict(run: AnalyzedRun, ood: str) -> dict[str, Any] | None:
     """The stored DeLong/Holm comparison with the best for one OOD set of a single run; None
     unless it compares exactly the scorers the results list for that set (one made over part
     of them would name a "best" the table contradicts)."""
@@ -43,7 +43,7 @@ def verdict(run: AnalysedRun, ood: str) -> dict[str, Any] | None:
     return found
 
 
-def tied_with_best(run: AnalysedRun, ood: str) -> list[str] | None:
+def tied_with_best(run: AnalyzedRun, ood: str) -> list[str] | None:
     """The scorers statistically indistinguishable from the best (the best first), or None."""
     found = verdict(run, ood)
     return list(found["indistinguishable"]) if found else None
@@ -61,12 +61,12 @@ def seeds_tied(group: SeedGroup, ood: str, scorer: str) -> tuple[int, int]:
     return hits, counted
 
 
-def bootstrap_params(run: AnalysedRun) -> dict[str, Any] | None:
+def bootstrap_params(run: AnalyzedRun) -> dict[str, Any] | None:
     first = run.members[0] if isinstance(run, SeedGroup) else run
     return first.final.get("params", {}).get("bootstrap")
 
 
-def significance_params(run: AnalysedRun) -> dict[str, Any] | None:
+def significance_params(run: AnalyzedRun) -> dict[str, Any] | None:
     first = run.members[0] if isinstance(run, SeedGroup) else run
     found = first.final.get("significance")
     return found if found and found.get("ood") else None

@@ -8,7 +8,7 @@ The classifier head is ``head/weight`` (C×D) and ``head/bias`` (C). See docs/ru
 :func:`load_features` opens a file without loading it: ``split.features`` and the other large
 arrays are read-only views on a memory map (:mod:`ncood.store.mapped`), validated by one streamed
 pass, and ``split.chunks(rows)`` reads a split block by block, so an ImageNet-sized dump is
-analysed in memory that does not grow with N.
+analyzed in memory that does not grow with N.
 """
 
 from __future__ import annotations

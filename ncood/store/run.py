@@ -136,7 +136,7 @@ class RunDir:
             raise NcoodError(f"no features for epoch {wanted} (available: {available})")
         return [wanted]
 
-    def analysed_epochs(self) -> list[int]:
+    def analyzed_epochs(self) -> list[int]:
         return [e for e in self.feature_epochs() if self.results(e).is_file()]
 
     def manifest(self) -> dict[str, Any]:

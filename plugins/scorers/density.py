@@ -29,13 +29,13 @@ from ncood.store.features import Head, Split
 
 BANK_BLOCK = 8192  # bank rows per similarity product: 2,048 queries × 8,192 float32 = 64 MiB
 MAX_GMM_BYTES = 4 << 30
-# gmm's ridge is relative to the mean variance: at r the log-normaliser (D/2 · log r) outweighs
+# gmm's ridge is relative to the mean variance: at r the log-normalizer (D/2 · log r) outweighs
 # a sample's quadratic term (~D / r) by r · log r, so above 1e12 the scores keep a few digits
 # at most, and past ~1e14 none (every score the same): docs/conventions.md.
 MAX_GMM_RIDGE = 1e12
 
 
-def normalised(features: np.ndarray) -> np.ndarray:
+def normalized(features: np.ndarray) -> np.ndarray:
     values = np.asarray(features, np.float32)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.maximum(norms, np.float32(1e-12))  # torch.nn.functional.normalize's ε
@@ -71,7 +71,7 @@ class NNGuide(ncood.Scorer):
                 lo, hi = np.searchsorted(keep, [chunk.start, chunk.stop])
                 rows = keep[lo:hi] - chunk.start
             energy = logsumexp_rows(chunk.logits[rows]).astype(np.float32)
-            block = normalised(chunk.features[rows]) * energy[:, None]
+            block = normalized(chunk.features[rows]) * energy[:, None]
             bank[filled : filled + len(block)] = block
             filled += len(block)
         self.bank = bank
@@ -79,7 +79,7 @@ class NNGuide(ncood.Scorer):
 
     def score(self, split: Split) -> np.ndarray:
         def block(chunk) -> np.ndarray:
-            queries = normalised(chunk.features)
+            queries = normalized(chunk.features)
             best = None
             for start in range(0, len(self.bank), BANK_BLOCK):
                 similarity = queries @ self.bank[start : start + BANK_BLOCK].T

@@ -4,9 +4,9 @@ statistics of a sample's stage maps fall outside the range seen on ID train for 
 For a map F (C × S values) and a pole p, the Gram vector is g = sign(G)·|G|^{1/p} with
 G = Σ_j (Fᵖ)(Fᵖ)ᵀ[:, j], computed as Fᵖ·(Σ_c Fᵖ_c) (the same sum without the C × C matrix).
 Fit: per class (the true label), the min and max of each entry over a (1 − validation_fraction)
-part of the class; the other part's mean deviation is each layer's normaliser. Score: the
+part of the class; the other part's mean deviation is each layer's normalizer. Score: the
 deviation from the predicted class's bounds, summed over poles, divided by the layer's
-normaliser, summed over layers, negated. Gram vectors and deviations are float64.
+normalizer, summed over layers, negated. Gram vectors and deviations are float64.
 
 One pass over train, bounded memory: the split is drawn from the labels before the pass, the
 bounds are running min/max, and only the validation part's Gram vectors are kept.
@@ -123,9 +123,9 @@ class Gram(ncood.Scorer):
             kept_grams.append([[g[batch_held] for g in row] for row in grams])
             kept_labels.append(batch_labels[batch_held])
         self.low, self.high = low, high
-        self.norms = self.normalisers(kept_grams, torch.cat(kept_labels))
+        self.norms = self.normalizers(kept_grams, torch.cat(kept_labels))
 
-    def normalisers(self, kept_grams, labels: torch.Tensor) -> list[float]:
+    def normalizers(self, kept_grams, labels: torch.Tensor) -> list[float]:
         """Each layer's mean validation deviation (1 where there is none, or it is 0)."""
         import torch
 

@@ -1,6 +1,6 @@
-"""Deep nearest neighbours (Sun et al., ICML 2022): −‖z − z₍ₖ₎‖ on L2-normalised features.
+"""Deep nearest neighbours (Sun et al., ICML 2022): −‖z − z₍ₖ₎‖ on L2-normalized features.
 
-z = f/‖f‖; z₍ₖ₎ is the k-th nearest normalised ID train feature. For unit vectors
+z = f/‖f‖; z₍ₖ₎ is the k-th nearest normalized ID train feature. For unit vectors
 ‖a − b‖² = 2 − 2 a·b, so the k-th nearest neighbour is the k-th largest dot product: the search
 is blocked matrix products (queries × bank blocks, exact, no index) with a running top-k, on
 the CPU or on a GPU (``device``). At ImageNet size the exact CPU search costs
@@ -25,7 +25,7 @@ BANK_BLOCK = 65_536  # bank rows per product: a 1024 × 65,536 float32 block is 
 SLOW_SECONDS = 180.0  # warn when one split's exact search is expected to take longer
 
 
-def normalised(features: np.ndarray) -> np.ndarray:
+def normalized(features: np.ndarray) -> np.ndarray:
     values = np.asarray(features, np.float32)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.maximum(norms, np.finfo(np.float32).tiny)
@@ -64,7 +64,7 @@ class KNN(ncood.Scorer):
             if keep is not None:
                 lo, hi = np.searchsorted(keep, [chunk.start, chunk.stop])
                 rows = rows[keep[lo:hi] - chunk.start]
-            bank[filled : filled + len(rows)] = normalised(rows)
+            bank[filled : filled + len(rows)] = normalized(rows)
             filled += len(rows)
         self.bank = torch.from_numpy(bank).to(self.torch_device)
         self.resolved_params = {"bank_size": size, "device": str(self.torch_device)}
@@ -77,7 +77,7 @@ class KNN(ncood.Scorer):
         started, done = time.perf_counter(), 0
         with torch.no_grad():
             for chunk in split.chunks(QUERY_BLOCK, ("features",)):
-                block = torch.from_numpy(normalised(chunk.features)).to(self.torch_device)
+                block = torch.from_numpy(normalized(chunk.features)).to(self.torch_device)
                 kth_similarity[chunk.rows] = self.kth(block).double().cpu().numpy()
                 done += len(chunk)
                 self.warn_if_slow(len(split), done, time.perf_counter() - started)
@@ -115,7 +115,7 @@ def register_scorers(register):
     register(
         "knn",
         KNN,
-        "−distance to the k-th nearest normalised ID train feature",
+        "−distance to the k-th nearest normalized ID train feature",
         title="KNN",
         family="feature",
     )

@@ -2,8 +2,8 @@
 scaled softmax of the predicted class, then the max softmax at temperature T.
 
 x̂ = x − eps · sign(∇ₓ CE(f(x)/T, ŷ)), ŷ = argmax f(x), as pytorch-ood's ``odin_preprocessing``.
-ncood's inputs are normalised, so by default (``pixel_units``) the sign step of channel c is
-divided by that channel's normalisation std: eps is then a step in [0, 1] pixel units, as in
+ncood's inputs are normalized, so by default (``pixel_units``) the sign step of channel c is
+divided by that channel's normalization std: eps is then a step in [0, 1] pixel units, as in
 the paper (pytorch-ood's ``norm_std``). Only the input gets a gradient (torch.autograd.grad);
 the score, max_c softmax(f(x̂)/T)_c, is computed in float64 from the logits.
 """

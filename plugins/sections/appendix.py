@@ -32,7 +32,7 @@ MANIFEST_GROUPS += ("model", "config")
 
 
 def manifest_rows(run) -> dict[str, str]:
-    """A run's manifest as ``key.path → value``, without the normalisation constants and
+    """A run's manifest as ``key.path → value``, without the normalization constants and
     checksums (long, and not what a reader compares)."""
     shown = {k: run.manifest.get(k) for k in MANIFEST_GROUPS if k in run.manifest}
     if isinstance(shown.get("dataset"), dict):

@@ -1,5 +1,5 @@
 """The report's Neural Collapse section (the TP's section 4, measured rather than simulated):
-NC1–NC4 at every analysed checkpoint, OOD AUROC on the same epochs, NC across the ResNet
+NC1–NC4 at every analyzed checkpoint, OOD AUROC on the same epochs, NC across the ResNet
 stages, the class geometry the assignment asks for, and t-SNE maps of two epochs.
 
 Every sentence is chosen from the numbers (did NC1 fall? which metrics fell?), never written in
@@ -14,7 +14,7 @@ from markupsafe import Markup
 import ncood
 from ncood.errors import NcoodError
 from ncood.report import nc_figures as figures
-from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.context import AnalyzedRun, ReportContext, ReportSection
 from ncood.report.latex import percent, sci
 from ncood.report.tsne import TsneSettings, cached_embedding
 
@@ -39,12 +39,12 @@ GEOMETRY_SUBSET = 40  # beyond: this many classes drawn at random, stated in the
 GEOMETRY_SEED = 0
 
 
-def nc_runs(ctx: ReportContext) -> list[AnalysedRun]:
+def nc_runs(ctx: ReportContext) -> list[AnalyzedRun]:
     return [run for run in ctx.runs if run.series("nc1")]
 
 
-def table(ctx: ReportContext, runs: list[AnalysedRun]) -> dict:
-    """First and last analysed epoch of each run (one column when a run has one epoch)."""
+def table(ctx: ReportContext, runs: list[AnalyzedRun]) -> dict:
+    """First and last analyzed epoch of each run (one column when a run has one epoch)."""
     columns = []
     for run in runs:
         measured = [e for e, _ in run.series("nc1")]
@@ -61,7 +61,7 @@ def table(ctx: ReportContext, runs: list[AnalysedRun]) -> dict:
     return {"columns": columns, "rows": rows, "width": sum(len(c["epochs"]) for c in columns)}
 
 
-def trend_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
+def trend_sentences(ctx: ReportContext, run: AnalyzedRun) -> list[Markup]:
     points = run.series("nc1")
     if len(points) < 2:
         return []
@@ -90,7 +90,7 @@ def trend_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
     return out
 
 
-def ood_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[str]):
+def ood_sentence(ctx: ReportContext, run: AnalyzedRun, ood: str, scorers: list[str]):
     """As NC1 moves between the first and last checkpoints, how the AUROC of each method moves."""
     changes = []
     for scorer in scorers:
@@ -123,7 +123,7 @@ def ood_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[s
     return ctx.t(key, **values)
 
 
-def layer_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
+def layer_sentences(ctx: ReportContext, run: AnalyzedRun) -> list[Markup]:
     stages = figures.stages_of(run.final)
     if len(stages) < 2:
         return []
@@ -157,8 +157,8 @@ def layer_sentences(ctx: ReportContext, run: AnalysedRun) -> list[Markup]:
     return out
 
 
-def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
-    """The assignment's figures at the run's last analysed epoch, and what they show."""
+def geometry(ctx: ReportContext, run: AnalyzedRun) -> dict | None:
+    """The assignment's figures at the run's last analyzed epoch, and what they show."""
     epoch = run.last_epoch
     geo = run.arrays_at(epoch, "nc")  # what the nc analysis kept (see NeuralCollapse.arrays)
     if "mean_distances" not in geo:
@@ -201,8 +201,8 @@ def geometry(ctx: ReportContext, run: AnalysedRun) -> dict | None:
     }
 
 
-def tsne(ctx: ReportContext, run: AnalysedRun) -> dict | None:
-    """t-SNE of the test features at the first and last analysed epochs of ``run``."""
+def tsne(ctx: ReportContext, run: AnalyzedRun) -> dict | None:
+    """t-SNE of the test features at the first and last analyzed epochs of ``run``."""
     from sklearn.metrics import silhouette_score
 
     epochs = [e for e in sorted(run.results) if run.run.features(e).is_file()]

@@ -2,7 +2,7 @@
 between the network and the nearest-class-centre classifier (accuracies and agreement on test),
 and the NECO paper's orthogonality between ID class means and each OOD set's mean.
 
-Every number comes from ``results.json["nc"]`` of the analysed checkpoints; every sentence is
+Every number comes from ``results.json["nc"]`` of the analyzed checkpoints; every sentence is
 chosen from them.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ncood
 from ncood.report import nc_figures as figures
-from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.context import AnalyzedRun, ReportContext, ReportSection
 from ncood.report.latex import num, percent
 
 TP_DATASET = "cifar100"  # the TP's own numbers are quoted only next to runs on its dataset
 
 
-def agreement_rows(ctx: ReportContext, runs: list[AnalysedRun]) -> list[dict]:
+def agreement_rows(ctx: ReportContext, runs: list[AnalyzedRun]) -> list[dict]:
     rows = []
     for run in runs:
         nc = run.final["nc"]
@@ -36,7 +36,7 @@ def agreement_rows(ctx: ReportContext, runs: list[AnalysedRun]) -> list[dict]:
     return rows
 
 
-def agreement_sentences(ctx: ReportContext, run: AnalysedRun) -> list:
+def agreement_sentences(ctx: ReportContext, run: AnalyzedRun) -> list:
     nc = run.final["nc"]
     out = [
         ctx.t(
@@ -56,7 +56,7 @@ def agreement_sentences(ctx: ReportContext, run: AnalysedRun) -> list:
     return out
 
 
-def orthodev_sentences(ctx: ReportContext, run: AnalysedRun) -> list:
+def orthodev_sentences(ctx: ReportContext, run: AnalyzedRun) -> list:
     out = []
     for ood in run.ood_sets():
         points = run.series(f"nc5_orthodev/{ood}")

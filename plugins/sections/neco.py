@@ -15,7 +15,7 @@ from markupsafe import Markup
 import ncood
 from ncood.ood.conventions import ID_RECALL
 from ncood.ood.spread import is_degenerate
-from ncood.report.context import AnalysedRun, ReportContext, ReportSection
+from ncood.report.context import AnalyzedRun, ReportContext, ReportSection
 from ncood.report.figures import grid, line_style, new_figure
 from ncood.report.latex import command, format_param, join, num, percent
 from ncood.report.seeds import plot_curve
@@ -39,7 +39,7 @@ class Standing:
     best_auroc: float
 
 
-def standing(run: AnalysedRun, ood: str) -> Standing:
+def standing(run: AnalyzedRun, ood: str) -> Standing:
     per_scorer = run.final["ood"][ood]
     aurocs = {name: metrics["auroc"] for name, metrics in per_scorer.items()}
     mine = aurocs[SCORER]
@@ -56,7 +56,7 @@ def standing(run: AnalysedRun, ood: str) -> Standing:
     )
 
 
-def draw_distributions(ctx: ReportContext, run: AnalysedRun, sets: list[str]):
+def draw_distributions(ctx: ReportContext, run: AnalyzedRun, sets: list[str]):
     """ID test scores against each OOD set's, one panel per set, with the 95 %-ID threshold."""
     scores = run.final_scores.get(SCORER, {})
     sets = [o for o in sets if f"ood/{o}" in scores and "test" in scores]
@@ -95,8 +95,8 @@ def draw_distributions(ctx: ReportContext, run: AnalysedRun, sets: list[str]):
     return ctx.save_figure(fig, f"neco-scores-{ctx.run_slug(run)}", tight=False)
 
 
-def draw_progression(ctx: ReportContext, runs: list[AnalysedRun]):
-    """NECO's AUROC at every analysed checkpoint, a line per run and OOD set."""
+def draw_progression(ctx: ReportContext, runs: list[AnalyzedRun]):
+    """NECO's AUROC at every analyzed checkpoint, a line per run and OOD set."""
     lines = [
         (index, run, ood, run.auroc_series(ood, SCORER))
         for index, run in enumerate(runs)
@@ -126,7 +126,7 @@ def draw_progression(ctx: ReportContext, runs: list[AnalysedRun]):
     return ctx.save_figure(fig, "neco-auroc-progress")
 
 
-def standing_sentence(ctx: ReportContext, run: AnalysedRun, s: Standing):
+def standing_sentence(ctx: ReportContext, run: AnalyzedRun, s: Standing):
     values = {
         "label": ctx.label(run),
         "ood": ctx.dataset_short(s.ood),
@@ -150,7 +150,7 @@ def standing_sentence(ctx: ReportContext, run: AnalysedRun, s: Standing):
     return sentence
 
 
-def trend_sentence(ctx: ReportContext, run: AnalysedRun, ood: str):
+def trend_sentence(ctx: ReportContext, run: AnalyzedRun, ood: str):
     """Does NECO improve as the features collapse (NC1 falls) along training?"""
     points = dict(run.auroc_series(ood, SCORER))
     nc1 = {e: r["nc"]["nc1"] for e, r in run.results.items() if "nc1" in r.get("nc", {})}
@@ -182,7 +182,7 @@ def definition(ctx: ReportContext):
     return contribution.description if contribution else SCORER
 
 
-def parameters(runs: list[AnalysedRun]) -> Markup:
+def parameters(runs: list[AnalyzedRun]) -> Markup:
     params: dict = {}
     for run in runs:
         params.update(run.params(SCORER))

@@ -16,7 +16,7 @@ from markupsafe import Markup
 import ncood
 from ncood.ood.conventions import roc_points
 from ncood.ood.spread import is_degenerate
-from ncood.report.context import FAMILY_ORDER, AnalysedRun, ReportContext, ReportSection, plain
+from ncood.report.context import FAMILY_ORDER, AnalyzedRun, ReportContext, ReportSection, plain
 from ncood.report.figures import FULL_WIDTH, line_style, new_figure
 from ncood.report.latex import escape, num
 from ncood.report.seeds import SeedGroup
@@ -36,7 +36,7 @@ SHOWN_QUANTILES = (0.005, 0.995)  # histogram range; the rare scores beyond pile
 TP_ORDER = ("msp", "maxlogit", "energy", "mahalanobis", "l2", "vim", "neco")
 
 
-def scored(run: AnalysedRun, sets: list[str]) -> tuple[list[str], list[str]]:
+def scored(run: AnalyzedRun, sets: list[str]) -> tuple[list[str], list[str]]:
     """The scorers with per-sample scores for ID test, and the OOD sets they were scored on."""
     scores = run.final_scores
     scorers = [s for s in run.final["ood"].get(sets[0], {}) if "test" in scores.get(s, {})]
@@ -49,7 +49,7 @@ def scorer_style(index: int) -> dict:
     return {"color": f"C{index % 10}", "ls": line_style(index // 10)}
 
 
-def draw_roc(ctx: ReportContext, run: AnalysedRun, scorers, sets):
+def draw_roc(ctx: ReportContext, run: AnalyzedRun, scorers, sets):
     """ROC curves of every method, one panel per OOD set, one shared legend beside them."""
     panels = sets[:3]
     fig, axes = new_figure(len(panels) + 1, (FULL_WIDTH[0], 2.9))
@@ -90,7 +90,7 @@ def histogram_range(values: list[np.ndarray]) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def draw_histograms(ctx: ReportContext, run: AnalysedRun, scorers, sets):
+def draw_histograms(ctx: ReportContext, run: AnalyzedRun, scorers, sets):
     """Per method, the densities of its scores on ID test and on each OOD set."""
     rows = math.ceil(len(scorers) / HISTOGRAM_COLUMNS)
     fig, axes = new_figure(HISTOGRAM_COLUMNS, (FULL_WIDTH[0], 0.35 + 1.45 * rows), nrows=rows)
@@ -168,7 +168,7 @@ def best_of(values: dict[str, float | None], lower_is_better: bool = False) -> s
     return (min if lower_is_better else max)(sorted(present), key=present.get)
 
 
-def degenerate(run: AnalysedRun, ood: str) -> set[str]:
+def degenerate(run: AnalyzedRun, ood: str) -> set[str]:
     """The scorers that gave ID test and ``ood`` one score for every sample (ncood.ood.spread):
     their metrics hold by construction, so they are shown, marked, and never the best."""
     return {s for s, m in run.final.get("ood", {}).get(ood, {}).items() if is_degenerate(m)}
@@ -178,7 +178,7 @@ def ranked(values: dict[str, float | None], excluded: set[str]) -> dict[str, flo
     return {s: v for s, v in values.items() if s not in excluded}
 
 
-def best_auroc(run: AnalysedRun, ood: str, values: dict[str, float | None]) -> str | None:
+def best_auroc(run: AnalyzedRun, ood: str, values: dict[str, float | None]) -> str | None:
     """The stored verdict's best where there is one (the † and the sentences are relative to
     it; it breaks ties on the exact midrank AUROC), else the highest AUROC shown; never a
     degenerate scorer."""
@@ -189,7 +189,7 @@ def best_auroc(run: AnalysedRun, ood: str, values: dict[str, float | None]) -> s
     return best_of(values)
 
 
-def ties(run: AnalysedRun, ood: str, best: str | None) -> list[str] | None:
+def ties(run: AnalyzedRun, ood: str, best: str | None) -> list[str] | None:
     """``tied_with_best``, when the stored verdict's best is the best shown (not when a
     degenerate scorer was the verdict's best and another was shown instead)."""
     found = verdict(run, ood)
@@ -252,7 +252,7 @@ def metrics_table(ctx: ReportContext, ood: str) -> dict:
     }
 
 
-def best_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, best: str) -> Markup:
+def best_sentence(ctx: ReportContext, run: AnalyzedRun, ood: str, best: str) -> Markup:
     """Which method is best, and whether the data can tell it from the others (DeLong)."""
     values = {
         "label": ctx.label(run),
@@ -275,7 +275,7 @@ def best_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, best: str) -> 
     return ctx.t(key, others=ctx.enumeration(others), count=len(others) + 1, **values)
 
 
-def family_sentence(ctx: ReportContext, run: AnalysedRun, ood: str, scorers: list[str]):
+def family_sentence(ctx: ReportContext, run: AnalyzedRun, ood: str, scorers: list[str]):
     """Which family of methods does best on average against ``ood`` (its mean AUROC over its
     methods with a result, how many, and its best method); None unless two families are there.
     A tie goes to the family ``FAMILY_ORDER`` lists first."""
@@ -329,7 +329,7 @@ def group_tables(ctx: ReportContext) -> list[dict]:
     return [table for run in ctx.runs for table in run_group_tables(ctx, run)]
 
 
-def run_group_tables(ctx: ReportContext, run: AnalysedRun) -> list[dict]:
+def run_group_tables(ctx: ReportContext, run: AnalyzedRun) -> list[dict]:
     groups = run.final.get("ood_groups", {})
     single = not isinstance(run, SeedGroup)  # a seed group's spread is its std, not an interval
 

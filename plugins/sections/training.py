@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from markupsafe import Markup
 
 import ncood
-from ncood.report.context import STANDARD_WIDTH, AnalysedRun, ReportContext, ReportSection
+from ncood.report.context import STANDARD_WIDTH, AnalyzedRun, ReportContext, ReportSection
 from ncood.report.figures import FULL_WIDTH, HALF_WIDTH, integer_ticks, line_style, new_figure
 from ncood.report.imported import FILES_SHOWN, imported_facts, shown_files
 from ncood.report.latex import escape, num, percent, sci
@@ -33,7 +33,7 @@ class Curves:
     seconds: float
 
     @classmethod
-    def of(cls, run: AnalysedRun) -> Curves:
+    def of(cls, run: AnalyzedRun) -> Curves:
         h = run.history
         return cls(
             [r["epoch"] for r in h],
@@ -57,12 +57,12 @@ class Curves:
         return self.test_acc[index], self.epochs[index]
 
 
-def milestones(run: AnalysedRun) -> list[int]:
+def milestones(run: AnalyzedRun) -> list[int]:
     config = run.manifest["config"]
     return list(config.get("milestones") or []) if config["schedule"] == "multistep" else []
 
 
-def draw_curves(ctx: ReportContext, run: AnalysedRun, curves: Curves):
+def draw_curves(ctx: ReportContext, run: AnalyzedRun, curves: Curves):
     """The TP's Figure 1 for one run: loss (log scale) and accuracy, train and test."""
     fig, (loss_ax, acc_ax) = new_figure(2, FULL_WIDTH)
     train, test = ctx.text("fig_train"), ctx.text("fig_test")
@@ -89,7 +89,7 @@ def draw_curves(ctx: ReportContext, run: AnalysedRun, curves: Curves):
     return ctx.save_figure(fig, f"training-{ctx.run_slug(run)}")
 
 
-def draw_learning_rates(ctx: ReportContext, runs: list[AnalysedRun]):
+def draw_learning_rates(ctx: ReportContext, runs: list[AnalyzedRun]):
     fig, (axis,) = new_figure(1, HALF_WIDTH)
     for index, run in enumerate(runs):
         curves = Curves.of(run)
@@ -109,7 +109,7 @@ def draw_learning_rates(ctx: ReportContext, runs: list[AnalysedRun]):
     return ctx.save_figure(fig, "learning-rate")
 
 
-def regime(ctx: ReportContext, run: AnalysedRun) -> object:
+def regime(ctx: ReportContext, run: AnalyzedRun) -> object:
     config = run.manifest["config"]
     if config["schedule"] == "multistep":
         return ctx.t(
@@ -122,7 +122,7 @@ def regime(ctx: ReportContext, run: AnalysedRun) -> object:
     return ctx.t("training_regime_cosine", label=ctx.label(run), epochs=config["epochs"])
 
 
-def terminal_sentence(ctx: ReportContext, run: AnalysedRun, curves: Curves):
+def terminal_sentence(ctx: ReportContext, run: AnalyzedRun, curves: Curves):
     """Did the run reach the terminal phase the TP relies on, and did the loss keep falling?"""
     start = curves.terminal_start()
     if start is None:
@@ -146,7 +146,7 @@ def terminal_sentence(ctx: ReportContext, run: AnalysedRun, curves: Curves):
     )
 
 
-def comparison_sentence(ctx: ReportContext, runs: list[AnalysedRun]):
+def comparison_sentence(ctx: ReportContext, runs: list[AnalyzedRun]):
     """The longer regime should reach a lower train loss (deeper into the terminal phase)."""
     by_length = sorted(runs, key=lambda r: len(r.history))
     short, long = by_length[0], by_length[-1]
@@ -165,7 +165,7 @@ def comparison_sentence(ctx: ReportContext, runs: list[AnalysedRun]):
     )
 
 
-def caption(ctx: ReportContext, run: AnalysedRun, curves: Curves):
+def caption(ctx: ReportContext, run: AnalyzedRun, curves: Curves):
     parts = [ctx.t("training_curves_caption", label=ctx.label(run))]
     if milestones(run):
         parts.append(
@@ -182,7 +182,7 @@ def caption(ctx: ReportContext, run: AnalysedRun, curves: Curves):
     return Markup(" ").join(parts)
 
 
-def model_text(ctx: ReportContext, run: AnalysedRun) -> list:
+def model_text(ctx: ReportContext, run: AnalyzedRun) -> list:
     """The architecture as the manifest records it, and how it departs from the TP's."""
     model = run.manifest.get("model", {})
     name = model.get("name", "?")
@@ -252,7 +252,7 @@ def _preprocessing_text(ctx: ReportContext, facts) -> Markup:
     return ctx.t("training_imported_prep_native", mean=mean, std=std)
 
 
-def imported_run(ctx: ReportContext, run: AnalysedRun) -> dict:
+def imported_run(ctx: ReportContext, run: AnalyzedRun) -> dict:
     """Where an imported model came from and its accuracies: what replaces its curves."""
     facts = imported_facts(run.manifest)
     origin = ctx.t(

@@ -8,7 +8,7 @@ import ncood_example_scorer
 import numpy as np
 import pytest
 
-from ncood.analyze.driver import analyse_dump
+from ncood.analyze.driver import analyze_dump
 from ncood.host.loading import PluginHost
 from ncood.store.features import FeatureDump, Head, Split
 from ncood.testing import check_scorer
@@ -61,7 +61,7 @@ def test_registered_with_its_parameters(host):
 
 
 def test_in_distribution_wins(host):
-    outcome = analyse_dump(constructed_dump(), [host.scorers().get("featnorm")], [])
+    outcome = analyze_dump(constructed_dump(), [host.scorers().get("featnorm")], [])
     assert outcome.results["errors"] == {}
     assert outcome.results["ood"]["small"]["featnorm"]["auroc"] > 0.95
 
