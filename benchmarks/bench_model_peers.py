@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from ncood.datasets import normalize, ood_set, synthetic_set  # noqa: E402
 from ncood.engine.accel import exact_fp32  # noqa: E402
-from ncood.engine.model import ResNet18  # noqa: E402
+from ncood.engine.resnet import ResNet18  # noqa: E402
 from ncood.extraction.rerun import find_stages  # noqa: E402
 from ncood.host.loading import host  # noqa: E402
 from ncood.host.network import Batches, Network  # noqa: E402

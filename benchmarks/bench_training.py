@@ -45,8 +45,8 @@ from ncood.engine.accel import pick_device, setup_accel  # noqa: E402
 from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
 from ncood.engine.dump import dump_features, forward_batch_size  # noqa: E402
 from ncood.engine.loop import train_epoch  # noqa: E402
-from ncood.engine.model import ResNet18  # noqa: E402
 from ncood.engine.presets import resolve_preset  # noqa: E402
+from ncood.engine.resnet import ResNet18  # noqa: E402
 from ncood.store.features import FeatureDump, Head, Split, load_features, save_features  # noqa: E402
 
 CLASSES = 100

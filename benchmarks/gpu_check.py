@@ -65,7 +65,7 @@ from ncood.engine.accel import Accel, compile_model, exact_fp32, set_tf32  # noq
 from ncood.engine.batches import epoch_batches, plan_epoch  # noqa: E402
 from ncood.engine.dump import dump_features  # noqa: E402
 from ncood.engine.loop import evaluate, train_steps  # noqa: E402
-from ncood.engine.model import ResNet18  # noqa: E402
+from ncood.engine.resnet import ResNet18  # noqa: E402
 
 SIZES = {
     "gpu": {

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from guard_common import import_everything, judge  # noqa: E402
 
-from ncood.engine.model import ResNet18  # noqa: E402  (imports torch only)
+from ncood.engine.resnet import ResNet18  # noqa: E402  (imports torch only)
 
 BATCH, WIDTH, LR, CLASSES = 64, 8, 0.05, 10
 

@@ -9,7 +9,7 @@ import torch
 from ncood.datasets import normalize, synthetic_set
 from ncood.engine.accel import Accel
 from ncood.engine.dump import dump_features, splits_of
-from ncood.engine.model import STAGES, ResNet18
+from ncood.engine.resnet import STAGES, ResNet18
 from ncood.store.features import load_features
 
 CPU_ACCEL = Accel(torch.device("cpu"), None, False, False)

@@ -24,9 +24,9 @@ from ncood.datasets import normalize, synthetic_set
 from ncood.engine.accel import Accel, compile_model, pick_device, setup_accel
 from ncood.engine.batches import epoch_batches, plan_epoch
 from ncood.engine.loop import PROGRESS_EVERY, train_epoch, train_steps
-from ncood.engine.model import ResNet18
 from ncood.engine.monitor import TrainingMonitor
 from ncood.engine.presets import resolve_preset
+from ncood.engine.resnet import ResNet18
 from ncood.engine.session import ddp_buffer_option
 from ncood.engine.state import SavedState, cuda_rng_key, restore, snapshot
 from ncood.engine.syncbn import convert_batchnorm

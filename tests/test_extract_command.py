@@ -299,7 +299,7 @@ def test_openood_safetensors_checkpoint(tmp_path, cifar10_dir):
 def three_epoch_run(tmp_path_factory):
     """A short training outside ncood (plain SGD on digits), a checkpoint per epoch, the way
     a training script saves them; imported with the file list a shell glob gives."""
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     root = tmp_path_factory.mktemp("three")
     ind, _ = load_data("digits", [], None)

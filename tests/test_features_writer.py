@@ -14,7 +14,7 @@ import ncood
 from ncood.datasets import normalize, synthetic_set
 from ncood.engine.accel import Accel
 from ncood.engine.dump import dump_features, splits_of
-from ncood.engine.model import STAGES, ResNet18
+from ncood.engine.resnet import STAGES, ResNet18
 from ncood.store.features import features_layout, load_features, save_features
 from ncood.store.features_writer import FeaturesWriter
 from ncood.store.run import RunDir

@@ -32,7 +32,7 @@ EXTRACT = ["--dataset", "digits", "--ood", "noise", "--image-size", "16", "--lim
 
 
 def write_weights(path: Path) -> Path:
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     torch.manual_seed(3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ def test_a_manifest_naming_a_module_imports_nothing(imported, tmp_path, monkeypa
 def fake_timm(marker: Path) -> types.ModuleType:
     """A stand-in for timm whose create_model leaves the marker: it shows whether the timm
     builder was reached at all."""
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     def create_model(variant, pretrained=False, num_classes=1000, **kwargs):
         marker.write_text(json.dumps(sorted(kwargs)))
@@ -263,7 +263,7 @@ def test_plain_arguments_the_builder_does_not_declare_are_refused(imported, tmp_
 # -- naming your own code again makes it work ------------------------------------------------------
 
 OWN_CODE = """
-from ncood.engine.model import ResNet18
+from ncood.engine.resnet import ResNet18
 
 CALLS = []
 

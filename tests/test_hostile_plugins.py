@@ -35,7 +35,7 @@ def broken_models(plugin_host):
 
 
 def extract(root, *extra: str):
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     torch.manual_seed(3)
     torch.save(ResNet18(10, width=4).state_dict(), root / "epoch_2.pth")

@@ -143,7 +143,7 @@ def test_a_changed_absolute_folder_names_the_folder(tmp_path):
     the line names the folder (as given at extraction) rather than asking for --data-dir."""
     from PIL import Image
 
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     folder = (tmp_path / "textures").resolve()
     folder.mkdir()

@@ -72,7 +72,7 @@ def test_regular_install_ships_plugins_and_templates(tmp_path, demo_run):
     # ncood extract from the installed copy (its model registry and extraction packages)
     from safetensors.torch import save_file
 
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     save_file(ResNet18(10, width=4).state_dict(), str(tmp_path / "w.safetensors"))
     options = "--dataset digits --ood noise --limit 8 --image-size 16 --quiet".split()  # noqa: SIM905

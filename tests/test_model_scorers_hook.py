@@ -62,7 +62,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     root = tmp_path_factory.mktemp("imported")
     torch.manual_seed(3)
@@ -165,7 +165,7 @@ def test_a_features_file_refuses_in_one_line(with_plugin, trained, tmp_path):
 
 
 def test_a_run_imported_from_a_python_model_refuses(with_plugin, tmp_path):
-    from ncood.engine.model import ResNet18
+    from ncood.engine.resnet import ResNet18
 
     images = torch.rand(20, 3, 16, 16)
     labels = torch.arange(20) % 10

@@ -16,7 +16,7 @@ import ncood
 from ncood.errors import NcoodError
 from ncood.host import hookspecs, loading
 from ncood.host.loading import DEFAULT_PLUGINS, PluginHost, host
-from ncood.host.models import ModelRegistry
+from ncood.host.model_registry import ModelRegistry
 from ncood.host.registry import Registry
 from ncood.store.train_config import TrainConfig
 

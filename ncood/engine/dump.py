@@ -22,7 +22,7 @@ import torch.distributed as dist
 from ncood.datasets import ImageSet, normalize
 from ncood.engine.accel import Accel, exact_fp32
 from ncood.engine.distributed import Cluster
-from ncood.engine.model import STAGES, ResNet18
+from ncood.engine.resnet import STAGES, ResNet18
 from ncood.store.features_writer import FeaturesWriter
 
 

@@ -18,7 +18,7 @@ from ncood.datasets import ImageSet, InDistribution, load_data
 from ncood.engine.accel import Accel, compile_model, pick_device, setup_accel
 from ncood.engine.batches import EpochBatches, epoch_batches, plan_epoch
 from ncood.engine.distributed import Cluster
-from ncood.engine.model import ResNet18
+from ncood.engine.resnet import ResNet18
 from ncood.engine.state import SavedState, restore
 from ncood.engine.syncbn import convert_batchnorm
 from ncood.errors import NcoodError

@@ -221,8 +221,8 @@ def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
 
 
 def _trained_model(run: RunDir, manifest, epoch: int):
-    from ncood.engine.model import ResNet18
     from ncood.engine.presets import TrainConfig
+    from ncood.engine.resnet import ResNet18
     from ncood.models.weights import fit_weights, read_checkpoint
     from ncood.store.integrity import verify_files
 

@@ -29,7 +29,7 @@ from ncood.errors import NcoodError
 from ncood.host import hookspecs
 from ncood.host.entries import DatasetEntry, Preset
 from ncood.host.guard import call_plugin
-from ncood.host.models import ModelEntry, ModelRegistry
+from ncood.host.model_registry import ModelEntry, ModelRegistry
 from ncood.host.registry import Registry
 from ncood.host.scoring import FAMILIES, Contribution
 

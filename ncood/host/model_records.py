@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ncood.errors import NcoodError
-from ncood.host.models import ModelEntry, ModelRegistry
+from ncood.host.model_registry import ModelEntry, ModelRegistry
 
 # A family's variant as recorded: a plain model name (timm's ``resnet50.a1_in1k`` included),
 # never a hub reference (``hf-hub:org/name``) or a path (``local-dir:/x``).

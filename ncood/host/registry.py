@@ -1,7 +1,7 @@
 """The one name → item registry (timm's ``register_model`` / ``list_models`` shape) that every
 hook fills: scorers, analyses, report sections, models, datasets and presets.
 
-A subclass may refuse more names (:class:`ncood.host.models.ModelRegistry` takes families,
+A subclass may refuse more names (:class:`ncood.host.model_registry.ModelRegistry` takes families,
 ``prefix:*``) and resolve names its own way, but adds, lists and looks up through this API.
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ncood.host.model_records import check_recorded, rebuild_recorded
-from ncood.host.models import FAMILY_SUFFIX, ModelEntry, ModelRegistry
+from ncood.host.model_registry import FAMILY_SUFFIX, ModelEntry, ModelRegistry
 
 __all__ = [
     "FAMILY_SUFFIX",

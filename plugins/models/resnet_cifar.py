@@ -22,7 +22,7 @@ def _rename_openood_keys(module, state_dict, prefix, *args) -> None:
 
 
 def build(num_classes: int, width: int = 64):
-    from ncood.engine.model import ResNet18  # torch: imported when a model is built
+    from ncood.engine.resnet import ResNet18  # torch: imported when a model is built
 
     model = ResNet18(num_classes, width=width)
     model.register_load_state_dict_pre_hook(_rename_openood_keys)
