@@ -107,17 +107,17 @@ def one_torch_thread():
 # trained run (the session's `demo_run`).
 SLOW_MODULES = {
     "test_distributed",
-    "test_engine_faults",
+    "test_faults",
     "test_extract_command",
     "test_hostile_analysis_kills",
     "test_hostile_runs",
     "test_install",
     "test_memory_bound",
     "test_pipeline",
-    "test_report_build",
+    "test_build",
     "test_report_stats",
     "test_resume",
-    "test_scorers_example",
+    "test_example_plugin",
     "test_seeds",
     "test_third_party",
 }

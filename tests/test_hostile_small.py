@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import one_line_error, runner
-from test_model_scorers_hook import imported  # noqa: F401  (the fixture: a small imported run)
-from test_scorers_model import tiny_network
+from test_network_scorer_plugin import imported  # noqa: F401  (the fixture: a small imported run)
+from test_network_scorers import tiny_network
 
 from ncood.cli import app
 from ncood.host.loading import host

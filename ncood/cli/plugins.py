@@ -27,7 +27,7 @@ def list_plugins(
         plugin_host.scorers(),
         plugin_host.analyses(),
         plugin_host.report_sections(),
-        plugin_host.model_registry(),
+        plugin_host.models(),
         plugin_host.datasets(),
         plugin_host.presets(),
     )

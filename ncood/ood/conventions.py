@@ -8,7 +8,7 @@
 
 The curves are scikit-learn's (``roc_curve``, ``precision_recall_curve``, ``roc_auc_score``,
 ``average_precision_score``), written again in NumPy with the same operations in the same order,
-so the values are identical to the last bit (tests/test_conventions.py checks it against
+so the values are identical to the last bit (tests/ood/test_conventions.py checks it against
 scikit-learn): importing ``sklearn.metrics`` costs a second of ``scipy.stats`` before any work.
 """
 

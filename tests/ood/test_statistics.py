@@ -51,7 +51,7 @@ def test_intervals_pvalues_and_groups_beside_the_values():
     mean = (results["ood"]["near"]["good"]["auroc"] + results["ood"]["far"]["good"]["auroc"]) / 2
     assert group["scorers"]["good"]["auroc"] == pytest.approx(mean)
     lo, hi = group["scorers"]["good"]["auroc_ci"]
-    assert 0.0 <= lo <= hi <= 1.0  # its percentiles are tested in test_ood_groups
+    assert 0.0 <= lo <= hi <= 1.0  # its percentiles are tested in test_groups
     # the same seed gives the same intervals
     again, scores = scored()
     add_statistics(again, scores, resamples=200, seed=4, groups={"all": ["near", "far"]})

@@ -1,5 +1,5 @@
 """MSP, Max Logit and Energy against hand-computed values (their orientation: the contract,
-tests/test_scorer_contract.py, and tests/test_scorers_orientation.py)."""
+tests/plugins/scorers/test_scorer_contract.py, and tests/plugins/scorers/test_orientation.py)."""
 
 import numpy as np
 

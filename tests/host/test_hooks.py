@@ -20,7 +20,7 @@ from ncood.host import hookspecs
 from ncood.report.context import ReportSection
 from ncood.store.features import save_features
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 runner = CliRunner()
 
 
@@ -267,7 +267,7 @@ def check_presets(plugin_host, tmp_path):
 
 
 HOOK_TESTS = {
-    # and tests/test_model_scorers_hook.py: a non-built-in network scorer through the same
+    # and tests/host/test_network_scorer_plugin.py: a non-built-in network scorer through the same
     # hook, on a trained run and on an imported one (beside the fixtures of runs with weights)
     "register_scorers": check_scorers,
     "register_analyses": check_analyses,

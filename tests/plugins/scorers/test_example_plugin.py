@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ncood-example-scorer"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ncood-example-scorer"
 
 
 def test_the_example_plugin_tests_pass():

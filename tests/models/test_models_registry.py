@@ -127,7 +127,7 @@ def test_the_documented_example_plugin_works():
     import types
     from pathlib import Path
 
-    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
     section = docs.split("### `register_models(register)`", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     plugin = types.ModuleType("documented_models")

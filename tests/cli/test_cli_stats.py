@@ -41,7 +41,7 @@ def test_intervals_and_p_values_stored_beside_the_values(tmp_path, features):
         for metrics in per_scorer.values():
             for metric in ("auroc", "aupr_in", "aupr_out", "fpr95"):
                 # a percentile interval need not contain the point estimate (coverage is
-                # what it promises: tests/test_bootstrap.py); it is an ordered pair of rates
+                # what it promises: tests/ood/test_bootstrap.py); it is an ordered pair of rates
                 lo, hi = metrics[f"{metric}_ci"]
                 assert 0.0 <= lo <= hi <= 1.0
     assert results["params"]["bootstrap"] == {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ncood-example-scorer"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ncood-example-scorer"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from ncood.host.guard import call_plugin, describe
 from ncood.host.scoring import Contribution
 from ncood.ood.tuning import tune
 
-CORE = Path(__file__).resolve().parents[1] / "ncood"
+CORE = Path(__file__).resolve().parents[2] / "ncood"
 
 
 def test_whatever_a_plugin_raises_is_its_failure_in_one_line():

@@ -10,7 +10,7 @@ from ncood.report.build import core_templates
 from ncood.report.context import ReportContext, load_strings
 from ncood_plugins.sections.appendix import tuning_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CAVEAT = {
     "en": ("among those the network was trained on", "optimistic"),
     "fr": ("celles sur lesquelles le réseau a été entraîné", "optimiste"),

@@ -13,7 +13,7 @@ from ncood.host.loading import host
 from ncood.ood.conventions import ood_metrics
 from ncood.testing import collapsed_dump
 
-# Every feature scorer (the network ones run on the network: tests/test_scorer_contract.py)
+# Every feature scorer (the network ones run on the network: test_scorer_contract.py)
 ON_FEATURES = ncood.list_scorers(needs_network=False)
 
 
@@ -24,7 +24,7 @@ def outcome():
 
 
 # Correctly oriented (far above 0.5; a sign error would give 1 − AUROC) but weaker here by
-# their definition, which their pytorch-ood peers share (tests/test_scorers_peers.py): DICE's
+# their definition, which their pytorch-ood peers share (test_peers.py beside this): DICE's
 # sparsified head and GradNorm's ‖p − u‖₁‖f‖₁ see little of the class patterns; OpenMax's
 # Weibull CDF saturates at 1 for ID and OOD samples alike beyond the fitted tail (FPR@95 1).
 WEAKER = {"dice": (0.9, 0.3), "gradnorm": (0.7, 0.6), "openmax": (0.9, 1.0)}

@@ -14,7 +14,7 @@ from ncood.testing import RULES, ScorerCheckFailed, check_scorer
 # Rules a built-in cannot keep on the constructed cases, and why. RankFeat removes each map's
 # rank-1 part; the tiny CNN's 16 × 4 × 4 last maps are close to rank 1, so what remains says
 # nothing of the class (its orientation is checked against pytorch-ood's in
-# tests/test_scorers_model.py instead).
+# tests/plugins/scorers/test_network_scorers.py instead).
 EXEMPT = {("rankfeat", "orientation")}
 
 CASES = [

@@ -17,7 +17,7 @@ from ncood.store.atomic import write_json
 from ncood.store.features import FeatureDump, Head, Split, save_features
 from ncood_plugins.analyses.neural_collapse import NeuralCollapse, NeuralCollapseLayers
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "neural-collapse.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "neural-collapse.md"
 
 
 def documented_keys(ood_names) -> set[str]:
