@@ -26,3 +26,12 @@ def note(message: str, once: str | None = None) -> None:
             return
         _NOTED.add(once)
     print(f"ncood: note: {message}", file=sys.stderr, flush=True)
+
+
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """An error's message (or a text) on one line, white space folded, cut at ``limit``
+    characters; an error without a message reads as its type."""
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncood.errors import NcoodError
+from ncood.ood.defaults import DEFAULT_FRACTION, DEFAULT_RESAMPLES, DEFAULT_SEED
 from ncood.store.settings import setting
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class OodOptions:
         parse=_test_sets,
     )
     bootstrap: int = setting(
-        1000,  # ncood.ood.bootstrap.DEFAULT_RESAMPLES
+        DEFAULT_RESAMPLES,
         help="Stratified bootstrap resamples for the 95 % intervals (0: none).",
         metavar="N",
     )
@@ -69,12 +70,12 @@ class OodOptions:
         None, help="OOD validation set for --tune; must not be a test OOD set.", metavar="SET"
     )
     tune_fraction: float = setting(
-        0.1,  # ncood.ood.tuning.DEFAULT_FRACTION
+        DEFAULT_FRACTION,
         help="Share of each class of ID train held out for --tune.",
         metavar="FRACTION",
     )
     tune_seed: int = setting(
-        0,  # ncood.ood.tuning.DEFAULT_SEED
+        DEFAULT_SEED,
         help="Seed of the held-out ID split.",
         metavar="N",
     )

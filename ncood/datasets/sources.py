@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ncood.datasets.base import DataContext
-from ncood.errors import NcoodError
+from ncood.errors import NcoodError, one_line
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -40,11 +40,6 @@ def _socket_timeout(seconds: float):
         socket.setdefaulttimeout(previous)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def open_source(source: Source, context: DataContext) -> Any:
     """The torchvision dataset, or one :class:`NcoodError` line saying how to get it."""
     from torchvision.datasets.utils import check_integrity
@@ -63,7 +58,7 @@ def open_source(source: Source, context: DataContext) -> Any:
         )
     if expected and all(p.is_file() for p, _ in expected):
         raise NcoodError(
-            f"could not read {source.what} from {root} ({_one_line(first_error)}); "
+            f"could not read {source.what} from {root} ({one_line(first_error, 200)}); "
             f"the files may be damaged: replace them with the published ones"
         )
     if context.download:

@@ -29,7 +29,7 @@ from ncood.engine.state_schema import STATE_FORMAT, check_state
 from ncood.errors import NcoodError
 from ncood.store.atomic import write_json
 from ncood.store.run import RunDir, read_json
-from ncood.store.streamed import StreamedSafetensors
+from ncood.store.streamed import write_arrays
 
 STATE_FORMAT_VERSION = 1
 CUDA_RNG_PREFIX = "rng/cuda/"
@@ -117,12 +117,7 @@ def write_snapshot(run: RunDir, state: Snapshot) -> None:
     """Tensors first, then the JSON that points at them, then the old tensors go."""
     path = run.state_tensors(state.epoch)
     arrays = {name: tensor.numpy() for name, tensor in state.tensors.items()}
-    layout = {name: (array.dtype, array.shape) for name, array in arrays.items()}
-    with StreamedSafetensors(
-        path, layout, {"format": STATE_FORMAT, "epoch": str(state.epoch)}
-    ) as out:
-        for name, array in arrays.items():
-            out.write_rows(name, 0, array.reshape(1) if array.ndim == 0 else array)
+    write_arrays(path, arrays, {"format": STATE_FORMAT, "epoch": str(state.epoch)})
     write_json(run.state_path, {**state.payload, "tensors": path.name})
     for old in run.state_dir.glob("epoch-*.safetensors"):
         if old.name != path.name:

@@ -36,7 +36,7 @@ from ncood.store.manifest import new_manifest, now
 from ncood.store.outputs import WRITE_ERRORS, one_line_os_errors, os_error_line
 from ncood.store.run import LOCK, MANIFEST, RunDir, read_json
 from ncood.store.run_cleanup import clear_run
-from ncood.store.streamed import StreamedSafetensors
+from ncood.store.streamed import write_arrays
 from ncood.store.train_config import TrainConfig
 
 
@@ -70,11 +70,7 @@ def save_weights(model: torch.nn.Module, path: Path, epoch: int) -> None:
     """The model's state_dict as an ordinary safetensors file (written by ncood's own
     streaming writer, atomically)."""
     arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
-    layout = {name: (array.dtype, array.shape) for name, array in arrays.items()}
-    metadata = {"format": "ncood-weights", "epoch": str(epoch)}
-    with StreamedSafetensors(path, layout, metadata) as out:
-        for name, array in arrays.items():
-            out.write_rows(name, 0, array.reshape(1) if array.ndim == 0 else array)
+    write_arrays(path, arrays, {"format": "ncood-weights", "epoch": str(epoch)})
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, ModelInputs, Network
+from ncood.store.manifest import is_imported
 from ncood.store.run import RunDir, sha256
 
 PRECISIONS = ("fp32", "bf16")
@@ -43,7 +44,7 @@ def check_rebuildable(
     """
     manifest = run.manifest()
     recorded = (manifest.get("model") or {}).get("name")
-    if manifest.get("source") == "imported":
+    if is_imported(manifest):
         record = _weights_record(run, manifest, epoch)
         _check_architecture(run, manifest, model)
         path = _weights_path(run, record)
@@ -134,7 +135,7 @@ def load_run_data(
 ) -> RunData:
     """The run's data, once for all its epochs (one line if it is missing or not the run's)."""
     manifest = run.manifest()
-    load = _imported_data if manifest.get("source") == "imported" else _trained_data
+    load = _imported_data if is_imported(manifest) else _trained_data
     data = load(manifest, data_dir, show_progress)
     _check_sizes(run, manifest, data.splits)
     return data
@@ -160,7 +161,7 @@ def open_model_inputs(
     manifest = run.manifest()
     where = check_rebuildable(run, epoch, model)
     data = data or load_run_data(run, data_dir, show_progress)
-    if manifest.get("source") == "imported":
+    if is_imported(manifest):
         module, head_name = _imported_model(run, manifest, epoch, model)
     else:
         module, head_name = _trained_model(run, manifest, epoch)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ncood.errors import NcoodError
+from ncood.errors import NcoodError, one_line
 
 
 @dataclass(frozen=True)
@@ -58,5 +58,5 @@ def describe(exc: BaseException) -> str:
         return f"called sys.exit({exc.code!r})"
     if isinstance(exc, NcoodError):
         return str(exc)
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    text = one_line(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ncood.errors import NcoodError
+from ncood.errors import NcoodError, one_line
 from ncood.host.registry import Registry
 
 FAMILY_SUFFIX = ":*"
@@ -105,7 +105,7 @@ class ModelRegistry(Registry[ModelEntry]):
         except NcoodError:
             raise
         except Exception as exc:  # a builder's own error, said in one line
-            raise NcoodError(f"building model {name!r} failed: {_one_line(exc)}") from None
+            raise NcoodError(f"building model {name!r} failed: {one_line(exc)}") from None
         if not isinstance(model, torch.nn.Module):
             raise NcoodError(
                 f"model {name!r}: the builder returned {type(model).__name__}, "
@@ -128,8 +128,3 @@ def _import_callable(name: str) -> Callable[..., Any]:
     if not callable(target):
         raise NcoodError(f"model {name!r}: {attribute!r} is not callable")
     return target
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

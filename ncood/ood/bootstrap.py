@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ncood.ood.conventions import ID_RECALL
+from ncood.ood.defaults import DEFAULT_RESAMPLES
 
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
-DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
 METHOD = "stratified percentile bootstrap"
 _CHUNK_CELLS = 1 << 18  # sample cells per block of resamples: keeps a block's arrays in cache

@@ -27,10 +27,8 @@ from ncood.errors import NcoodError
 from ncood.host.guard import call_plugin
 from ncood.host.scoring import Contribution
 from ncood.ood.conventions import ood_metrics
+from ncood.ood.defaults import DEFAULT_FRACTION, DEFAULT_SEED
 from ncood.store.features import FeatureDump, Split
-
-DEFAULT_FRACTION = 0.1
-DEFAULT_SEED = 0
 
 
 def parse_tune(values: list[str]) -> dict[str, dict[str, list[str]]]:

@@ -26,6 +26,7 @@ from ncood.host.scoring import FAMILIES
 from ncood.report.latex import escape, num, printable
 from ncood.store.arrays_file import arrays_path, load_arrays
 from ncood.store.integrity import verify_files
+from ncood.store.manifest import is_imported
 from ncood.store.results_schema import check_results
 from ncood.store.run import RunDir, epoch_name
 from ncood.store.scores_file import load_scores, scores_path, unscored
@@ -96,7 +97,7 @@ class AnalyzedRun:
     @property
     def imported(self) -> bool:
         """Trained outside ncood and brought in by ``ncood extract``: no training history."""
-        return self.manifest.get("source") == "imported"
+        return is_imported(self.manifest)
 
     @property
     def preset(self) -> str:

@@ -33,10 +33,6 @@ class ImportedFacts:
     first_test_acc: float | None  # at the first epoch, when there are several
 
 
-def is_imported(manifest: dict[str, Any]) -> bool:
-    return manifest.get("source") == "imported"
-
-
 def imported_facts(manifest: dict[str, Any]) -> ImportedFacts:
     model = manifest.get("model", {})
     weights = manifest.get("weights", [])

@@ -17,6 +17,13 @@ from ncood.store.run import RUN_FORMAT, RUN_FORMAT_VERSION
 from ncood.store.run_schema import MANIFEST, check_manifest
 
 IMPORTED = "imported"  # the ``source`` of a run extracted from a model trained elsewhere
+
+
+def is_imported(manifest: dict) -> bool:
+    """Whether the run was extracted from a model trained elsewhere (``ncood extract``)."""
+    return manifest.get("source") == IMPORTED
+
+
 _HEADER = ("format", "format_version")
 
 

@@ -106,3 +106,11 @@ class StreamedSafetensors:
         if exc is not None and exc is self.error:
             raise self.error
         return False
+
+
+def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+    """Whole arrays (weights, a resume state) as one safetensors file, streamed and atomic."""
+    layout = {name: (array.dtype, array.shape) for name, array in arrays.items()}
+    with StreamedSafetensors(path, layout, metadata) as out:
+        for name, array in arrays.items():
+            out.write_rows(name, 0, array.reshape(1) if array.ndim == 0 else array)

@@ -73,7 +73,7 @@ def test_the_shown_defaults_are_the_declared_ones():
 def test_the_ood_options_default_to_the_statistics_own_defaults():
     # the declaration stays free of NumPy, so it states the defaults the ood modules use
     from ncood.ood.bootstrap import DEFAULT_RESAMPLES
-    from ncood.ood.tuning import DEFAULT_FRACTION, DEFAULT_SEED
+    from ncood.ood.tuning import DEFAULT_FRACTION, DEFAULT_SEED  # as the statistics use them
 
     options = OodOptions()
     assert options.bootstrap == DEFAULT_RESAMPLES
