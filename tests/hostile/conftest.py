@@ -27,7 +27,8 @@ def features_file(tmp_path, tiny_dump):
 
 @pytest.fixture
 def features(tmp_path) -> Path:
-    """(test_misleading_results has a ``features`` of its own: the conftest dump, once.)"""
+    """A features file of a noisy 4-class dump with OOD sets ``near`` and ``far``
+    (test_misleading_results has a ``features`` of its own)."""
     path = tmp_path / "features.safetensors"
     save_features(path, noisy_dump(num_classes=4, dim=8, seed=1))  # OOD sets near, far
     return path
