@@ -1,4 +1,7 @@
-"""Small synthetic dumps and analyzed runs for the Neural Collapse tests (no training needed)."""
+"""Small synthetic dumps and analyzed runs for the tests (no training needed).
+
+Tests import them from here, never from conftest.py: pytest keeps one module named ``conftest``
+at a time, so a subfolder's conftest.py hides the names of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,6 +14,25 @@ from ncood.analyze.driver import analyze_file, select
 from ncood.host.loading import host
 from ncood.store.features import FeatureDump, Head, Split, save_features
 from ncood.store.run import RunDir
+
+
+def make_dump(
+    num_classes: int = 4, dim: int = 8, per_class: int = 30, ood_count: int = 40, seed: int = 0
+) -> FeatureDump:
+    """Separated ID clusters on the axes, OOD near the origin, a head aligned with the means."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros((num_classes, dim))
+    means[np.arange(num_classes), np.arange(num_classes) % dim] = 6.0
+    weight, bias = means.astype(np.float32), np.zeros(num_classes, np.float32)
+
+    def split(n_per_class: int) -> Split:
+        labels = np.repeat(np.arange(num_classes), n_per_class)
+        features = (means[labels] + rng.normal(0, 0.5, (labels.size, dim))).astype(np.float32)
+        return Split(features, features @ weight.T + bias, labels)
+
+    ood_features = rng.normal(0, 0.5, (ood_count, dim)).astype(np.float32)
+    ood = Split(ood_features, ood_features @ weight.T + bias, np.full(ood_count, -1))
+    return FeatureDump(split(per_class), split(per_class // 2), {"blobs": ood}, Head(weight, bias))
 
 
 def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False, spread=1.2) -> FeatureDump:

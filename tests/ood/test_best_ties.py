@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_dump
+from nc_builders import make_dump
 from typer.testing import CliRunner
 
 import ncood

@@ -1,4 +1,4 @@
-"""Issue #24, 1: a run folder never chooses which code runs.
+"""A run folder never chooses which code runs.
 
 An imported run's manifest names its architecture and arguments; a model-based scorer
 (``ncood analyze RUN --plugins odin``) rebuilds the network from them. Each test below edits
@@ -6,8 +6,9 @@ a copy of a real imported run the way someone handing it over could, plants code
 write a marker file, and checks that the analysis is refused in one line with nothing run:
 a local torch hub directory, ``runpy``, ``subprocess``, ``builtins``, a module dropped in the
 run folder or in the current directory, a timm argument naming a file. A
-``package.module:callable`` runs only when the user names it again (``--model``). Also: the
-weights file an imported run records is found from any folder (issue #24, 5).
+``package.module:callable`` runs only when the user names it again (``--model``). Nor does the
+folder the run is analyzed from choose which weights load: the weights file an imported run
+records is found the same from any folder.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import one_line_error, runner
+from cli_helpers import runner
+from hostile_helpers import one_line_error
 
 from ncood.cli import app
 from ncood.store.run import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 EXTRACT = ["--dataset", "digits", "--ood", "noise", "--image-size", "16", "--limit", "40"]
 
@@ -262,6 +265,7 @@ def test_plain_arguments_the_builder_does_not_declare_are_refused(imported, tmp_
 
 # -- naming your own code again makes it work ------------------------------------------------------
 
+
 OWN_CODE = """
 from ncood.engine.resnet import ResNet18
 
@@ -319,38 +323,6 @@ def test_the_api_names_the_callable_with_model(tmp_path, own_code):
     assert type(inputs.network.module).__name__ == "ResNet18"
 
 
-# -- issue #24, 5: the weights file is found from any folder ---------------------------------------
-
-
-def test_relative_weights_are_found_from_another_folder(tmp_path, monkeypatch):
-    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    write_weights(project / "ckpt" / "epoch_1.pth")
-    monkeypatch.chdir(project)
-    args = ("resnet18-cifar", "--model-arg", "width=4")
-    assert extract(Path("runs/r"), "ckpt/epoch_1.pth", *args).exit_code == 0
-    run = project / "runs" / "r"
-    recorded = json.loads((run / "manifest.json").read_text())["weights"][0]["file"]
-    assert Path(recorded).resolve() == (project / "ckpt" / "epoch_1.pth").resolve()
-
-    monkeypatch.chdir(elsewhere)
-    result = analyze(run)
-    assert result.exit_code == 0, result.output
-    assert analyzed_by_odin(run)
-
-    # a run written before this version recorded the path as given: still found
-    manifest = json.loads((run / "manifest.json").read_text())
-    manifest["weights"][0]["file"] = "ckpt/epoch_1.pth"
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    shutil.rmtree(run / "analysis")
-    result = analyze(run)
-    assert result.exit_code == 0, result.output
-    assert analyzed_by_odin(run)
-
-    (project / "ckpt" / "epoch_1.pth").unlink()  # really gone: one line
-    one_line_error(analyze(run), "are gone")
-
-
 def test_the_rule_for_recorded_arguments(tmp_path, monkeypatch):
     """Declared plain arguments pass (timm's drop_path_rate included); names and values that
     say where to load from, undeclared names and a hub variant do not, and nothing is built."""
@@ -397,3 +369,35 @@ def test_the_rule_for_recorded_arguments(tmp_path, monkeypatch):
         with pytest.raises(NcoodError):
             rebuild_recorded(registry, name, 3, arguments)
     assert built == []
+
+
+# -- the weights file is found from any folder -----------------------------------------------------
+
+
+def test_relative_weights_are_found_from_another_folder(tmp_path, monkeypatch):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_weights(project / "ckpt" / "epoch_1.pth")
+    monkeypatch.chdir(project)
+    args = ("resnet18-cifar", "--model-arg", "width=4")
+    assert extract(Path("runs/r"), "ckpt/epoch_1.pth", *args).exit_code == 0
+    run = project / "runs" / "r"
+    recorded = json.loads((run / "manifest.json").read_text())["weights"][0]["file"]
+    assert Path(recorded).resolve() == (project / "ckpt" / "epoch_1.pth").resolve()
+
+    monkeypatch.chdir(elsewhere)
+    result = analyze(run)
+    assert result.exit_code == 0, result.output
+    assert analyzed_by_odin(run)
+
+    # a run written before this version recorded the path as given: still found
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["weights"][0]["file"] = "ckpt/epoch_1.pth"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(run / "analysis")
+    result = analyze(run)
+    assert result.exit_code == 0, result.output
+    assert analyzed_by_odin(run)
+
+    (project / "ckpt" / "epoch_1.pth").unlink()  # really gone: one line
+    one_line_error(analyze(run), "are gone")

@@ -1,28 +1,28 @@
-"""Results that look valid and are not: settings that give every sample the same score are
-refused before any work; constant scores that get through are marked degenerate (results.json,
-a warning, the report never calls them the best); ``--verify`` hashes the checkpoints of the
-model-based scorers; a ``folder:`` OOD set whose images were replaced is not scored."""
+"""Results that look valid and are not. Settings that give every sample the same score, or
+no finite one, are refused before any work (at their bounds, not before); constant scores
+that get through are marked degenerate (results.json, a warning, the report never calls them
+the best); identical class means give an undefined NC1, not perfect collapse; constant logits
+do not pin tscaling's temperature at its bound.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from cli_helpers import one_line_error, runner, train
-from conftest import make_dump
+from cli_helpers import runner
+from hostile_helpers import analyze, copied, one_line_error
+from nc_builders import make_dump
 
 import ncood
 from ncood.cli import app
-from ncood.errors import NcoodError
-from ncood.store.features import save_features
-from ncood.store.run import RunDir
+from ncood.host.loading import host
+from ncood.store.features import Split, save_features
 
-FOLDER_IMAGES = 8
+# -- refused by construction -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -31,32 +31,6 @@ def features(tmp_path_factory) -> Path:
     save_features(path, make_dump())
     return path
 
-
-def write_image(path: Path, colour: tuple[int, int, int]) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (32, 32), colour).save(path)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small trained run whose OOD sets are ``noise`` and a folder of 8 plain images."""
-    root = tmp_path_factory.mktemp("trained")
-    for index in range(FOLDER_IMAGES):
-        write_image(root / "textures" / f"{index}.png", (30 * index, 255 - 30 * index, 90))
-    out = root / "run"
-    result = train("--epochs", "1", "--ood", f"noise,folder:{root / 'textures'}", "--out", str(out))
-    assert result.exit_code == 0, result.output
-    return RunDir.open(out)
-
-
-def copied(run: RunDir, where: Path) -> RunDir:
-    shutil.copytree(run.root, where, ignore=shutil.ignore_patterns("analysis"))
-    return RunDir.open(where)
-
-
-# --- refused by construction ----------------------------------------------------------------
 
 FEATURE_LEVEL = [
     ("tscaling", ["tscaling.T=1e30"]),
@@ -104,7 +78,17 @@ def test_model_based_temperatures_that_flatten_the_softmax_are_refused(setting, 
     assert not (run.root / "analysis").exists()
 
 
-# --- constant scores that get through -------------------------------------------------------
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", "NaN"])
+def test_non_finite_set_values_are_refused(tmp_path, features_file, value):
+    out = tmp_path / "out"
+    one_line_error(
+        analyze(features_file, "--plugins", "energy", "--set", f"energy.T={value}", "--out", out),
+        "finite",
+    )
+    assert not out.exists() or not list(out.iterdir())
+
+
+# -- constant scores that get through --------------------------------------------------------------
 
 
 class Constant:
@@ -215,67 +199,38 @@ def test_scores_that_rank_are_not_flagged():
     assert spread(np.ones(50), np.ones(40)) == {"degenerate": True, "distinct_values": 1}
 
 
-# --- --verify and the checkpoints --------------------------------------------------------------
+# -- degenerate data -------------------------------------------------------------------------------
 
 
-def flip_a_byte_keeping_size_and_mtime(path: Path) -> None:
-    info = path.stat()
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0x01  # in the last tensor's data: the file still parses
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
-    assert path.stat().st_size == info.st_size and path.stat().st_mtime_ns == info.st_mtime_ns
+def test_identical_class_means_give_an_undefined_nc1_not_perfect_collapse(tiny_dump):
+    from ncood.analyze.driver import analyze_dump, select
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(10, tiny_dump.feature_dim)).astype(np.float32)
+    classes = tiny_dump.num_classes
+    features = np.tile(points, (classes, 1))  # every class: the same ten points
+    labels = np.repeat(np.arange(classes), len(points))
+    logits = features @ tiny_dump.head.weight.T
+    from ncood.store.features import FeatureDump, Split
+
+    train = Split(features, logits, labels)
+    dump = FeatureDump(train, train, tiny_dump.ood, tiny_dump.head)
+    outcome = analyze_dump(dump, [], select(host(), ["nc"])[1])
+    nc = outcome.results["nc"]
+    assert nc["nc1"] is None
+    assert any("undefined" in note for note in nc.get("notes", [])), nc
 
 
-def test_verify_catches_a_flipped_byte_in_a_checkpoint(trained, tmp_path):
-    run = copied(trained, tmp_path / "run")
-    epoch = run.feature_epochs()[-1]
-    flip_a_byte_keeping_size_and_mtime(run.checkpoint(epoch))
-    args = ["analyze", str(run.root), "--plugins", "odin", "--quiet"]
-    one_line_error(runner.invoke(app, [*args, "--verify"]), run.checkpoint(epoch).name)
-    assert not (run.root / "analysis").exists()
-
-
-def test_verify_passes_intact_checkpoints(trained, tmp_path):
-    from ncood.extraction.rerun import check_rebuildable
-
-    run = copied(trained, tmp_path / "run")
-    for epoch in run.feature_epochs():
-        check_rebuildable(run, epoch, verify=True)
-
-
-# --- a folder of OOD images replaced -------------------------------------------------------------
-
-
-def test_a_replaced_folder_image_is_refused_for_odin(trained, tmp_path):
-    from ncood.extraction.rerun import load_run_data
-
-    manifest = trained.manifest()
-    spec = next(s for s in manifest["config"]["ood"] if s.startswith("folder:"))
-    folder = tmp_path / "elsewhere" / Path(spec.removeprefix("folder:")).name
-    shutil.copytree(spec.removeprefix("folder:"), folder)
-    run = copied(trained, tmp_path / "run")
-    manifest["config"]["ood"] = [
-        s if s != spec else f"folder:{folder}" for s in manifest["config"]["ood"]
-    ]
-    (run.root / "manifest.json").write_text(json.dumps(manifest))
-    assert "digests" in manifest["dataset"]
-    load_run_data(run)  # the copy holds the same images: accepted
-
-    write_image(folder / "3.png", (0, 0, 0))  # another image, the same count
-    assert len(list(folder.iterdir())) == FOLDER_IMAGES
-    with pytest.raises(NcoodError):
-        load_run_data(run)
-    result = runner.invoke(app, ["analyze", str(run.root), "--plugins", "odin", "--quiet"])
-    one_line_error(result, "textures")  # the set, named by its folder
-    assert not (run.root / "analysis").exists()
-
-
-def test_runs_without_digests_stay_readable(trained, tmp_path):
-    from ncood.extraction.rerun import load_run_data
-
-    run = copied(trained, tmp_path / "run")
-    manifest = run.manifest()
-    del manifest["dataset"]["digests"]
-    (run.root / "manifest.json").write_text(json.dumps(manifest))
-    assert set(load_run_data(run).splits) >= {"train", "test", "ood/textures"}
+def test_tscaling_on_constant_logits_uses_t_1(capsys):
+    """Every sample the same logits: the NLL falls towards the uniform softmax, which used to
+    pin T at the bound of 100; T = 1 is used and said, in one warning line."""
+    labels = np.arange(60) % 3
+    logits = np.tile(np.float32([5.0, 0.0, 0.0]), (60, 1))
+    train = Split(np.zeros((60, 4), np.float32), logits, labels)
+    scorer, _ = host().scorers().get("tscaling").build({})
+    scorer.fit(train, None)
+    assert scorer.resolved_params["T"] == 1.0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    varied = Split(np.zeros((60, 4), np.float32), logits + np.eye(3)[labels], labels)
+    scorer.fit(varied, None)  # logits that do vary are still fitted
+    assert scorer.resolved_params["T"] != 1.0

@@ -1,6 +1,8 @@
-"""Issue 24's smaller points, attacked through the CLI on a small imported run: scores that
-depended on the batch size, what results.json did not record, parameters that ran unbounded
-or failed deep inside, and one-line messages that named the wrong cause."""
+"""Parameters given on the command line: ``--set`` values that would run unbounded or fail
+deep inside (and the bounds themselves, which are accepted), seeds out of range, ``--device
+meta``, ``--precision`` and ``--batch-size`` (scores that must not depend on the batching, and
+what results.json records of both), a tailsize larger than the data, and flags shown as flags.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +12,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_line_error, runner
+from cli_helpers import runner
+from hostile_helpers import analyze_run as analyze
+from hostile_helpers import one_line_error
 from test_network_scorer_plugin import imported  # noqa: F401  (the fixture: a small imported run)
 from test_network_scorers import tiny_network
 
 from ncood.cli import app
 from ncood.host.loading import host
 from ncood.host.network import Batches
-from ncood.store.features import Split
 from ncood.store.run import RunDir
 from ncood.store.scores_file import load_scores_beside
 
@@ -28,17 +31,13 @@ def fresh(run: RunDir, where) -> RunDir:
     return RunDir.open(where)
 
 
-def analyze(run: RunDir, *args: str):
-    return runner.invoke(app, ["analyze", str(run.root), "--quiet", "--bootstrap", "0", *args])
-
-
 def results_and_scores(run: RunDir) -> tuple[dict, dict]:
     epoch = run.feature_epochs()[-1]
     results = json.loads(run.results(epoch).read_text())
     return results, load_scores_beside(run.analysis_dir(epoch), results)
 
 
-# ---- mcd does not depend on how the images are batched; the batching is recorded
+# -- --batch-size and --precision: scores that do not depend on them, both recorded ----------------
 
 
 @pytest.mark.parametrize("mode", ["mean", "var"])
@@ -96,7 +95,7 @@ def test_the_precision_is_recorded(imported, tmp_path):  # noqa: F811
     assert "network" not in results["params"]["msp"]  # feature-level: no network ran
 
 
-# ---- parameters that ran unbounded, gave constant scores or failed deep inside
+# -- --set values and --device: refused before any work, the bounds accepted -----------------------
 
 
 @pytest.mark.parametrize(
@@ -128,55 +127,11 @@ def test_the_bounds_themselves_are_accepted():
     registry.get("rankfeat").build({"power_iterations": "1000"})
 
 
-# ---- messages that named the wrong cause
-
-
 def test_device_meta_is_refused_before_any_work(imported, tmp_path):  # noqa: F811
     run = fresh(imported, tmp_path / "run")
     for plugins in ("mcd,msp", "knn,msp"):
         one_line_error(analyze(run, "--plugins", plugins, "--device", "meta"), "meta")
         assert not (run.root / "analysis").exists()
-
-
-def test_a_changed_absolute_folder_names_the_folder(tmp_path):
-    """An image gone from an absolute ``folder:`` OOD set: --data-dir has no say over it, so
-    the line names the folder (as given at extraction) rather than asking for --data-dir."""
-    from PIL import Image
-
-    from ncood.engine.resnet import ResNet18
-
-    folder = (tmp_path / "textures").resolve()
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(6):
-        pixels = (rng.random((20, 20, 3)) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{index}.png")
-    torch.manual_seed(3)
-    torch.save(ResNet18(10, width=4).state_dict(), tmp_path / "w.pth")
-    args = ["extract", "--model", "resnet18-cifar", "--model-arg", "width=4", "--weights"]
-    args += [str(tmp_path / "w.pth"), "--dataset", "digits", "--ood", f"folder:{folder}"]
-    args += ["--image-size", "24", "--limit", "20", "--out", str(tmp_path / "run"), "--quiet"]
-    assert runner.invoke(app, args).exit_code == 0
-    (folder / "3.png").unlink()
-    run = RunDir.open(tmp_path / "run")
-    line = one_line_error(analyze(run, "--plugins", "mcd", "--set", "mcd.samples=2"))
-    assert str(folder) in line and "--data-dir" not in line
-    assert not (run.root / "analysis").exists()
-
-
-def test_tscaling_on_constant_logits_uses_t_1(capsys):
-    """Every sample the same logits: the NLL falls towards the uniform softmax, which used to
-    pin T at the bound of 100; T = 1 is used and said, in one warning line."""
-    labels = np.arange(60) % 3
-    logits = np.tile(np.float32([5.0, 0.0, 0.0]), (60, 1))
-    train = Split(np.zeros((60, 4), np.float32), logits, labels)
-    scorer, _ = host().scorers().get("tscaling").build({})
-    scorer.fit(train, None)
-    assert scorer.resolved_params["T"] == 1.0
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    varied = Split(np.zeros((60, 4), np.float32), logits + np.eye(3)[labels], labels)
-    scorer.fit(varied, None)  # logits that do vary are still fitted
-    assert scorer.resolved_params["T"] != 1.0
 
 
 def test_openmax_records_the_tailsize_it_used(tiny_dump, capsys):
@@ -192,3 +147,14 @@ def test_openmax_records_the_tailsize_it_used(tiny_dump, capsys):
     small = host().scorers().get("openmax").create(tailsize=5)
     small.fit(tiny_dump.train, tiny_dump.head)
     assert small.resolved_params["tailsize"] == 5
+
+
+# -- flags -----------------------------------------------------------------------------------------
+
+
+def test_help_shows_flags_as_flags():
+    for command in ("train", "analyze", "report", "plugins"):
+        text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        assert "<bool>" not in text, text
+    analyze_help = runner.invoke(app, ["analyze", "--help"], terminal_width=200).output
+    assert "--quiet" in analyze_help and "--no-quiet" not in analyze_help

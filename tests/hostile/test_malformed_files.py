@@ -1,10 +1,11 @@
-"""The fuzz suite of issue #10: malformed features files, manifests, results and scores files,
-and every command that reads them, run in-process.
+"""Malformed files: features files, manifests, results and scores files, and every command
+that reads them, run in-process.
 
 Every outcome must be one of two: the command accepts the input (exit 0, no error line), or
 it refuses it cleanly (exit 1, exactly one ``ncood: error:`` line on stderr, no traceback, no
 exception escaping, and no file under the run changed). Inputs that cannot be valid (a
-truncated file, a flipped byte in a run whose manifest records its checksums) must be refused.
+truncated file, a flipped byte in a run whose manifest records its checksums, tensors of
+dtypes ncood does not read, fractional labels) must be refused.
 
 Byte-level mutations come from ``hypothesis`` with a fixed seed (``derandomize``) and bounded
 examples, so CI sees the same cases every time and the whole file stays under a minute.
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_dump
+from cli_helpers import runner
+from hostile_helpers import analyze, one_line_error
+from hostile_helpers import snapshot as files_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nc_builders import make_dump
 from safetensors.numpy import load_file, save_file
-from typer.testing import CliRunner
 
 from ncood.analyze.driver import analyze_file, select
 from ncood.cli import app
@@ -36,7 +39,6 @@ from ncood.store.features import save_features
 from ncood.store.run import RunDir
 from ncood.store.scores_file import scores_path
 
-runner = CliRunner()
 FUZZ = settings(
     max_examples=16,
     derandomize=True,
@@ -44,12 +46,18 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
 FEATURES = "features/epoch-0002.safetensors"
+
+
 RESULTS = "analysis/epoch-0002/results.json"
+
+
 DTYPES = ["F16", "F32", "F64", "BF16", "F8_E4M3", "F8_E5M2", "BOOL", "I8", "I32", "I64", "U8", "X"]
 
 
-# -- a small run, made by hand (no training), and what the commands may do to it ----------------
+# -- a small run, made by hand (no training), and what the commands may do to it -------------------
 
 
 def write_run(root: Path) -> Path:
@@ -139,14 +147,6 @@ def probe_sections(monkeypatch):
     monkeypatch.setattr("ncood.engine.train._execute", lambda state, show: state.run)
 
 
-def files_of(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != ".ncood.lock"
-    }
-
-
 def check(result, root: Path, before: dict[str, bytes], *, must_refuse: bool) -> None:
     """Accepted cleanly, or refused in one line with the run untouched."""
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
@@ -196,7 +196,7 @@ def write_header(path: Path, header: dict, data: bytes) -> None:
     path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
 
 
-# -- features files ------------------------------------------------------------------------------
+# -- features files --------------------------------------------------------------------------------
 
 
 @FUZZ
@@ -332,7 +332,60 @@ def test_dtype_and_shape_mutations(tmp_path, tensor, mutation):
     check(result, tmp_path / "none", {}, must_refuse=False)
 
 
-# -- manifests -----------------------------------------------------------------------------------
+def raw_safetensors(path: Path, tensors: dict, metadata=None) -> Path:
+    """A safetensors file written by hand: name → (dtype, shape, bytes)."""
+    header, blobs, offset = {}, [], 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, blob) in tensors.items():
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+    return path
+
+
+def as_raw(path: Path) -> dict:
+    tensors = load_file(str(path))
+    kinds = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
+    return {k: (kinds[v.dtype], v.shape, v.tobytes()) for k, v in tensors.items()}
+
+
+@pytest.mark.parametrize("dtype, size", [("BF16", 2), ("F8_E4M3", 1), ("BOOL", 1)])
+def test_tensors_of_dtypes_ncood_does_not_read_are_one_line(tmp_path, features_file, dtype, size):
+    tensors = as_raw(features_file)
+    _, shape, _ = tensors["test/features"]
+    tensors["test/features"] = (dtype, shape, b"\0" * (int(np.prod(shape)) * size))
+    path = raw_safetensors(tmp_path / "odd.safetensors", tensors, {"format": "ncood-features"})
+    one_line_error(analyze(path, "--out", tmp_path / "out"), "test/features", dtype)
+
+
+@pytest.mark.parametrize("epoch", ["abc", "-1", "1e3", "9" * 40])
+def test_metadata_values_of_the_wrong_kind_are_one_line(tmp_path, features_file, epoch):
+    path = raw_safetensors(
+        tmp_path / "odd.safetensors",
+        as_raw(features_file),
+        {"format": "ncood-features", "epoch": epoch},
+    )
+    one_line_error(analyze(path, "--out", tmp_path / "out"), "epoch")
+
+
+def test_fractional_float_labels_are_refused(tmp_path, features_file):
+    tensors = as_raw(features_file)
+    labels = load_file(str(features_file))["train/labels"].astype(np.float32) + 0.4
+    tensors["train/labels"] = ("F32", labels.shape, labels.tobytes())
+    path = raw_safetensors(tmp_path / "odd.safetensors", tensors, {"format": "ncood-features"})
+    one_line_error(analyze(path, "--out", tmp_path / "out"), "labels")
+
+
+# -- manifests -------------------------------------------------------------------------------------
+
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -381,7 +434,7 @@ def test_manifests_with_a_value_replaced(fresh, tmp_path, data, new):
     every_command(root, tmp_path, must_refuse=False)
 
 
-# -- results and scores --------------------------------------------------------------------------
+# -- results and scores ----------------------------------------------------------------------------
 
 
 @FUZZ
