@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import one_line_error, runner, train
+from network_builders import imported_run
 
 import ncood
 from ncood.cli import app
@@ -62,17 +63,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    from ncood.engine.resnet import ResNet18
-
-    root = tmp_path_factory.mktemp("imported")
-    torch.manual_seed(3)
-    torch.save(ResNet18(10, width=4).state_dict(), root / "epoch_2.pth")
-    args = ["extract", "--model", "resnet18-cifar", "--model-arg", "width=4", "--weights"]
-    args += [str(root / "epoch_2.pth"), "--dataset", "digits", "--ood", "photos,noise"]
-    args += ["--image-size", "24", "--limit", "50", "--out", str(root / "run"), "--quiet"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return RunDir.open(root / "run")
+    """An imported run (weights file, resnet18-cifar) for the network scorers."""
+    return imported_run(tmp_path_factory.mktemp("imported"))
 
 
 def analyze(run: RunDir, *args: str):

@@ -15,14 +15,19 @@ import torch
 from cli_helpers import runner
 from hostile_helpers import analyze_run as analyze
 from hostile_helpers import one_line_error
-from test_network_scorer_plugin import imported  # noqa: F401  (the fixture: a small imported run)
-from test_network_scorers import tiny_network
+from network_builders import imported_run, tiny_network
 
 from ncood.cli import app
 from ncood.host.loading import host
 from ncood.host.network import Batches
 from ncood.store.run import RunDir
 from ncood.store.scores_file import load_scores_beside
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """An imported run (weights file, resnet18-cifar) for the network scorers."""
+    return imported_run(tmp_path_factory.mktemp("imported"))
 
 
 def fresh(run: RunDir, where) -> RunDir:
@@ -41,7 +46,7 @@ def results_and_scores(run: RunDir) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("mode", ["mean", "var"])
-def test_mcd_scores_do_not_depend_on_the_batch_size(imported, tmp_path, mode):  # noqa: F811
+def test_mcd_scores_do_not_depend_on_the_batch_size(imported, tmp_path, mode):
     """ResNet-18 has no dropout module: mcd drops the head's input. Batches of 7 cut across
     mcd's chunks, batches of 64 hold the whole split; the scores agree to 1e-12 (absolute)."""
     scores = {}
@@ -82,7 +87,7 @@ def test_mcd_with_dropout_modules_does_not_depend_on_the_batch_size():
     assert np.unique(small).size > 1
 
 
-def test_the_precision_is_recorded(imported, tmp_path):  # noqa: F811
+def test_the_precision_is_recorded(imported, tmp_path):
     run = fresh(imported, tmp_path / "run")
     result = analyze(
         run, "--plugins", "mcd,msp", "--precision", "bf16", "--batch-size", "16",
@@ -113,7 +118,7 @@ def test_the_precision_is_recorded(imported, tmp_path):  # noqa: F811
         ("nnguide", [f"nnguide.seed={2**70}"]),
     ],
 )
-def test_bad_parameters_are_refused_before_any_work(imported, tmp_path, plugins, settings):  # noqa: F811
+def test_bad_parameters_are_refused_before_any_work(imported, tmp_path, plugins, settings):
     run = fresh(imported, tmp_path / "run")
     sets = [arg for setting in settings for arg in ("--set", setting)]
     one_line_error(analyze(run, "--plugins", f"{plugins},msp", *sets))
@@ -127,7 +132,7 @@ def test_the_bounds_themselves_are_accepted():
     registry.get("rankfeat").build({"power_iterations": "1000"})
 
 
-def test_device_meta_is_refused_before_any_work(imported, tmp_path):  # noqa: F811
+def test_device_meta_is_refused_before_any_work(imported, tmp_path):
     run = fresh(imported, tmp_path / "run")
     for plugins in ("mcd,msp", "knn,msp"):
         one_line_error(analyze(run, "--plugins", plugins, "--device", "meta"), "meta")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from network_builders import CLASSES, STD, TinyCNN, tiny_network
 from pytorch_ood import detector as peers
 from torch import nn
 from typer.testing import CliRunner
 
 from ncood.cli import app
 from ncood.errors import NcoodError
-from ncood.extraction.rerun import find_stages
 from ncood.host.loading import host
 from ncood.host.network import Batches, Network
 from ncood.ood.conventions import ood_metrics
@@ -26,45 +26,7 @@ from ncood.testing import batches  # 25 images a batch
 from ncood_plugins.scorers.mcd import CHUNK, chunk_seed, fixed_chunks
 
 NAMES = ("odin", "mcd", "gram", "rankfeat")
-CLASSES = 3
-STD = (0.25, 0.5, 0.3)
 TOLERANCE = 1e-3
-
-
-class TinyCNN(nn.Module):
-    """Three conv stages (containers, so find_stages sees them), pooling, an optional dropout,
-    a linear head."""
-
-    def __init__(self, dropout: bool = False) -> None:
-        super().__init__()
-        self.stage1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.stage2 = nn.Sequential(nn.Conv2d(8, 12, 3, 2, 1), nn.BatchNorm2d(12), nn.ReLU())
-        self.stage3 = nn.Sequential(nn.Conv2d(12, 16, 3, 2, 1), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(0.3) if dropout else nn.Identity()
-        self.fc = nn.Linear(16, CLASSES)
-
-    def maps(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stage3(self.stage2(self.stage1(x)))
-
-    def head(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.pool(maps).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.maps(x))
-
-
-def tiny_network(dropout: bool = False, module: nn.Module | None = None) -> Network:
-    torch.manual_seed(3)
-    module = module or TinyCNN(dropout)
-    for bn in (m for m in module.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.running_mean.uniform_(-0.2, 0.2)  # eval and train mode differ: a mode slip shows
-        bn.running_var.uniform_(0.5, 1.5)
-    module.eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    sample = torch.zeros(2, 3, 16, 16)
-    return Network(module, torch.device("cpu"), "fc", find_stages(module, "fc", sample), STD)
 
 
 @pytest.fixture(scope="module")
