@@ -181,14 +181,16 @@ class PluginHost:
 
     def _check_declared(self, name: str, group: str) -> None:
         """A plugin named ``<group>.…`` is loaded for that group's hook only: it may not
-        implement another (it would be missed, or not, depending on the command)."""
-        hooks = {c.name for c in self.pm.get_hookcallers(self.pm.get_plugin(name)) or []}
+        implement another (it would be missed, or not, depending on the command). One that
+        does is broken, unregistered; the others go on."""
+        plugin = self.pm.get_plugin(name)
+        hooks = {c.name for c in self.pm.get_hookcallers(plugin) or []}
         others = sorted(hooks - {h for h, g in GROUP_OF_HOOK.items() if g == group})
         if others:
-            self.remove(name)
-            raise NcoodError(
-                f"plugin {name!r} is named for {group!r} but implements {', '.join(others)}; "
-                f"name its entry point without the {group + '.'!r} prefix"
+            self.pm.unregister(plugin)
+            self.info[name].error = (
+                f"named for {group!r} but implements {', '.join(others)}; name its entry "
+                f"point without the {group + '.'!r} prefix"
             )
 
     def broken(self) -> list[PluginInfo]:
