@@ -7,6 +7,8 @@ torchrun the same code runs with ``world == 1`` and every collective is a no-op.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -97,5 +99,16 @@ def start_cluster(device_name: str) -> Cluster:
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    if cluster.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group with no collective in flight. A gloo worker thread still
+    finishing one (DDP's last buffer broadcast) when the interpreter exits needs the GIL to
+    free its tensors and aborts the process ("terminate called without an active exception")
+    after a run that succeeded; so every rank first waits for the others (a bounded wait: a
+    rank that died already fails the run), then the group and what holds it (DDP's reducer,
+    in reference cycles) are freed now rather than during the interpreter's exit."""
+    if not (cluster.distributed and dist.is_initialized()):
+        return
+    if cluster.backend == "gloo":
+        with contextlib.suppress(RuntimeError):  # a rank is gone: its failure is the run's
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+    dist.destroy_process_group()
+    gc.collect()
