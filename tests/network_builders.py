@@ -41,6 +41,18 @@ class TinyCNN(nn.Module):
         return self.head(self.maps(x))
 
 
+class TinyNet(nn.Module):
+    """A one-conv CNN whose head is ``fc``: a model a test plugin registers."""
+
+    def __init__(self, num_classes: int, width: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.body(x), 1))
+
+
 def tiny_network(dropout: bool = False, module: nn.Module | None = None) -> Network:
     torch.manual_seed(3)
     module = module or TinyCNN(dropout)

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 import typer
-from torch import nn
+from network_builders import TinyNet
 from typer.testing import CliRunner
 
 import ncood
@@ -129,16 +129,6 @@ def test_a_new_analyze_field_is_an_option_that_reaches_the_driver(
     unset = runner.invoke(app, [*args, "--out", out])
     assert unset.exit_code == 0, unset.output
     assert seen[-1].label is None and seen[-1].margins == []  # the declared defaults
-
-
-class TinyNet(nn.Module):
-    def __init__(self, num_classes: int, width: int = 4) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.body(x), 1))
 
 
 class TinyNetPlugin:

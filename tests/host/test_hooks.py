@@ -153,18 +153,9 @@ def check_report_sections(plugin_host, demo_run, tmp_path):
 
 def check_models(plugin_host, tmp_path):
     import torch
-    from torch import nn
+    from network_builders import TinyNet
 
     from ncood.store.features import load_features
-
-    class TinyNet(nn.Module):
-        def __init__(self, num_classes: int, width: int = 4) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-            self.fc = nn.Linear(width, num_classes)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.body(x), 1))
 
     class Plugin:
         @ncood.hookimpl
