@@ -30,8 +30,7 @@ from ncood.store.plugin_output import RESERVED_KEYS
 from ncood.store.scores_file import (
     is_scores_file,
     load_scores_beside,
-    score_metadata,
-    score_tensors,
+    save_scores,
     scores_name,
     scores_path,
     unscored,
@@ -209,15 +208,12 @@ def _write_pair(
 ) -> None:
     """A new scores file, then results.json naming it (the one rename that switches the
     pair), then the scores files nothing names any more are removed."""
-    from safetensors.numpy import save_file
-
     samples = {split: len(v) for per_split in scores.values() for split, v in per_split.items()}
     file_id = uuid.uuid4().hex
     name = scores_name(file_id)
     merged["scores_file"] = {"id": file_id, "name": name, "samples": samples}
     text = json.dumps(merged, indent=2, allow_nan=False) + "\n"
-    with atomic_path(out_dir / name) as scores_tmp:
-        save_file(score_tensors(scores), str(scores_tmp), metadata=score_metadata(file_id))
+    save_scores(out_dir / name, scores, file_id)
     try:
         fsync_folder(out_dir)  # the scores file is in place before results.json names it
         with atomic_path(out_dir / RESULTS) as results_tmp:

@@ -88,9 +88,10 @@ def check_bounds(config: Any) -> None:
             continue
         minimum, above = meta.get("minimum"), meta.get("above")
         if isinstance(value, float) or isinstance(minimum, float) or isinstance(above, float):
-            if not math.isfinite(value) or (minimum is not None and value < minimum):
-                raise NcoodError(f"{option_name(spec.name)} must be a finite positive number")
-            if above is not None and not value > above:
+            below = (minimum is not None and value < minimum) or (
+                above is not None and value <= above
+            )
+            if not math.isfinite(value) or below:
                 raise NcoodError(f"{option_name(spec.name)} must be a finite positive number")
             continue
         if minimum is not None and value < minimum:
