@@ -11,6 +11,7 @@ It may import :mod:`ncood.host` (the registries), :mod:`ncood.progress` and :mod
 from ncood.datasets.base import (
     IMAGE_SIZE,
     DataContext,
+    ImageFiles,
     ImageSet,
     InDistribution,
     channel_stats,
@@ -35,6 +36,7 @@ __all__ = [
     "FOLDER_PREFIX",
     "IMAGE_SIZE",
     "DataContext",
+    "ImageFiles",
     "ImageSet",
     "InDistribution",
     "channel_stats",

@@ -1,9 +1,10 @@
 """The types every dataset module and dataset plugin shares: image sets as whole uint8
 tensors, the builders' signatures, and the conversions between arrays, tensors and inputs.
 
-Every dataset, embedded or downloaded, becomes an :class:`ImageSet` (N×3×32×32 uint8 + int64
-labels). Holding the set as one tensor lets crop and flip run as batched tensor ops on the
-same device as the model (ncood.engine.batches), so no loader process can starve the GPU.
+Every CIFAR-sized dataset, embedded or downloaded, becomes an :class:`ImageSet` (N×3×32×32
+uint8 + int64 labels); a set at its own resolution stays on disk as :class:`ImageFiles`.
+Holding a CIFAR-sized set as one tensor lets crop and flip run as batched tensor ops on the same
+device as the model (ncood.engine.batches), so no loader process can starve the GPU.
 
 In-distribution builders take a :class:`DataContext`; OOD builders also get the
 in-distribution set (the embedded OOD sets match its size). Plugins register them by name
@@ -41,13 +42,32 @@ class ImageSet:
 
 
 @dataclass
+class ImageFiles:
+    """A set left on disk: image files decoded batch by batch at their own resolution, so that
+    memory does not grow with the number of images (ImageNet's 1.28M train images)."""
+
+    paths: list[Path]
+    labels: torch.Tensor  # N int64 (−1 for OOD)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: torch.Tensor) -> ImageFiles:
+        return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index])
+
+
+@dataclass
 class InDistribution:
     name: str
-    train: ImageSet
-    test: ImageSet
+    train: ImageSet | ImageFiles
+    test: ImageSet | ImageFiles
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # file-backed sets: the default preprocessing, shorter side resized to ``resize`` then a
+    # centre crop of ``crop`` (None for the in-memory 32-px sets)
+    resize: int | None = None
+    crop: int | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from ncood.errors import NcoodError
 from ncood.store.settings import check_bounds, config_fields, setting
 
 PRECISIONS = ("auto", "fp32", "bf16")
+HEADS = ("linear", "etf")
+LOSSES = ("ce", "logitnorm")
 SCHEDULES = ("cosine", "multistep")
 
 
@@ -58,6 +60,18 @@ class TrainConfig:
     momentum: float = setting(0.9, help="SGD momentum.", metavar="MOMENTUM", minimum=0)
     weight_decay: float = setting(5e-4, help="SGD weight decay.", metavar="DECAY", minimum=0)
     width: int = setting(64, help="ResNet base width (64 = standard).", metavar="N", minimum=1)
+    head: str = setting(
+        "linear",
+        help="Classifier head: linear (learned) or etf (fixed to a simplex ETF).",
+        metavar="linear|etf",
+        choices=HEADS,
+    )
+    loss: str = setting(
+        "ce", help="Training loss: ce or logitnorm.", metavar="ce|logitnorm", choices=LOSSES
+    )
+    logitnorm_tau: float = setting(
+        0.04, help="LogitNorm temperature (Wei et al. 2022).", metavar="TAU", above=0
+    )
     crop_padding: int = setting(
         4, help="Random-crop padding in pixels (0 = no crop).", metavar="PIXELS", minimum=0
     )
