@@ -14,7 +14,7 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
 from ncood.errors import NcoodError
 
@@ -45,6 +45,43 @@ def check_temperature(where: str, value: float) -> None:
             f"{where} = {value:g} exceeds {MAX_TEMPERATURE:g}: the logits / T would differ by "
             f"less than float64 resolves, giving every sample the same score"
         )
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a number parameter measures, declared in its annotation (``Percent``, ``Fraction``)
+    so that :class:`Contribution` checks its range, and the other libraries' units, in one
+    place: OpenOOD and pytorch-ood give some percentiles as fractions (0.9) and some fractions
+    as percentages."""
+
+    name: str  # "percentage" or "fraction"
+    top: float  # the largest value: 100 or 1
+
+
+# ncood's percentile-like parameters are percentages in [0, 100] (react.percentile = 90);
+# its shares of a set are fractions in [0, 1] (knn.bank_fraction = 0.01).
+Percent = Annotated[float, Unit("percentage", 100.0)]
+Fraction = Annotated[float, Unit("fraction", 1.0)]
+
+
+def unit_error(where: str, value: float, unit: Unit) -> str | None:
+    """Why ``value`` cannot be a parameter of this unit (None if it can): out of [0, top], or
+    a percentage below 1 that reads as another library's fraction."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if unit.top == 100.0 and 0 < value < 1:
+        return (
+            f"{where} = {value:g} would mean {value:g} % (ncood takes percentages, 0 to 100): "
+            f"a fraction in another library's units? set {where}={100 * value:g}"
+        )
+    if unit.top == 1.0 and 1 < value <= 100:
+        return (
+            f"{where} = {value:g} is out of [0, 1] (ncood takes a fraction here): a percentage "
+            f"in another library's units? set {where}={value / 100:g}"
+        )
+    if not (math.isfinite(value) and 0 <= value <= unit.top):
+        return f"{where} must be a {unit.name} in [0, {unit.top:g}], got {value:g}"
+    return None
 
 
 class Scorer:
@@ -146,6 +183,10 @@ class Contribution:
                     f"{self.kind} {self.name!r}: parameter {key!r} expects "
                     f"{type_name(defaults[key], self.hints().get(key))}, got {value!r}"
                 )
+            unit = self.units().get(key)
+            why = unit_error(f"{self.name}.{key}", value, unit) if typed and unit else None
+            if why:
+                raise NcoodError(f"{self.kind} {self.name!r}: {why}")
         return params
 
     def _instantiate(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -155,6 +196,24 @@ class Contribution:
         except (TypeError, ValueError) as exc:  # a value the factory refuses is a user error
             raise NcoodError(f"{self.kind} {self.name!r}: {exc}") from None
         return built, params
+
+    def units(self) -> dict[str, Unit]:
+        """The parameters declared ``Percent`` or ``Fraction`` (a :class:`Unit` in their
+        ``Annotated`` type, alone or in a union with None)."""
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        try:
+            hints = typing.get_type_hints(target, include_extras=True)
+        except Exception:
+            return {}
+        found = {}
+        for key, hint in hints.items():
+            for part in (hint, *typing.get_args(hint)):
+                extras = getattr(part, "__metadata__", ())
+                unit = next((extra for extra in extras if isinstance(extra, Unit)), None)
+                if unit is not None:
+                    found[key] = unit
+                    break
+        return found
 
     def hints(self) -> dict[str, Any]:
         """The factory's resolved type annotations (they type a parameter whose default is None)."""

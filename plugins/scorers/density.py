@@ -15,7 +15,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
-from ncood.host.scoring import check_seed
+from ncood.host.scoring import Fraction, check_seed
 from ncood.maths.stats import (
     cholesky,
     class_sums,
@@ -45,7 +45,7 @@ class NNGuide(ncood.Scorer):
     """NNGuide (Park et al., ICCV 2023): E(x) · mean of the k largest ⟨f̂(x), E(z) f̂(z)⟩ over a
     bank of ID train samples z, E the energy logsumexp(logits), f̂ = f/‖f‖."""
 
-    def __init__(self, k: int = 100, bank_fraction: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, k: int = 100, bank_fraction: Fraction = 1.0, seed: int = 0) -> None:
         if k < 1:
             raise ValueError(f"nnguide.k must be ≥ 1, got {k}")
         if not 0 < bank_fraction <= 1:

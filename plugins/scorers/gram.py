@@ -21,7 +21,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.network import Batches, Network
-from ncood.host.scoring import check_seed
+from ncood.host.scoring import Fraction, check_seed
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
@@ -69,7 +69,7 @@ class Gram(ncood.Scorer):
     needs_network = True
 
     def __init__(
-        self, layers: str = "", poles: int = 0, validation_fraction: float = 0.1, seed: int = 0
+        self, layers: str = "", poles: int = 0, validation_fraction: Fraction = 0.1, seed: int = 0
     ) -> None:
         if not 0 <= poles <= MAX_POLES:
             raise ValueError(f"gram.poles must be 0 (one per layer) to {MAX_POLES}, got {poles}")

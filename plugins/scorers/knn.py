@@ -17,7 +17,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
-from ncood.host.scoring import check_seed
+from ncood.host.scoring import Fraction, check_seed
 from ncood.store.features import Head, Split
 
 QUERY_BLOCK = 1024  # queries per matrix product
@@ -33,7 +33,7 @@ def normalized(features: np.ndarray) -> np.ndarray:
 
 class KNN(ncood.Scorer):
     def __init__(
-        self, k: int = 50, bank_fraction: float = 1.0, seed: int = 0, device: str = "cpu"
+        self, k: int = 50, bank_fraction: Fraction = 1.0, seed: int = 0, device: str = "cpu"
     ) -> None:
         if k < 1:
             raise ValueError(f"knn.k must be ≥ 1, got {k}")

@@ -31,7 +31,7 @@ import numpy as np
 
 import ncood
 from ncood.host.network import Batches, Network
-from ncood.host.scoring import check_seed
+from ncood.host.scoring import Fraction, check_seed
 
 if TYPE_CHECKING:  # torch loads when a scorer runs: listing plugins stays light
     import torch
@@ -98,7 +98,7 @@ class MCDropout(ncood.Scorer):
 
     needs_network = True
 
-    def __init__(self, samples: int = 30, mode: str = "mean", p: float = 0.5, seed: int = 0):
+    def __init__(self, samples: int = 30, mode: str = "mean", p: Fraction = 0.5, seed: int = 0):
         if mode not in MODES:
             raise ValueError(f"mcd.mode must be one of {', '.join(MODES)}, got {mode!r}")
         least = 2 if mode == "var" else 1

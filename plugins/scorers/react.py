@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 import ncood
+from ncood.host.scoring import Percent
 from ncood.maths.stats import head_arrays, logsumexp_rows, percentile
 from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
 
 
 class ReAct(ncood.Scorer):
-    def __init__(self, percentile: float = 90.0) -> None:
+    def __init__(self, percentile: Percent = 90.0) -> None:
         if not 0 < percentile <= 100:
             raise ValueError(f"react.percentile must be in (0, 100], got {percentile}")
         self.percentile = percentile

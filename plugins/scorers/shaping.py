@@ -15,6 +15,7 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError
+from ncood.host.scoring import Percent
 from ncood.maths.stats import head_arrays, logsumexp_rows
 from ncood.store.chunked import fold_chunks, map_rows
 from ncood.store.features import Head, Split
@@ -81,7 +82,7 @@ class Shaper(ncood.Scorer):
 class TopActivations(Shaper):
     """The k = n − round(n · percentile/100) largest of each sample's n activations."""
 
-    def __init__(self, percentile: float = 90.0, maps: str = "") -> None:
+    def __init__(self, percentile: Percent = 90.0, maps: str = "") -> None:
         check_percent(f"{self.name}.percentile", percentile)
         super().__init__(maps)
         self.percentile = percentile
@@ -147,7 +148,7 @@ class Scale(TopActivations):
 
     name = "scale"
 
-    def __init__(self, percentile: float = 85.0, maps: str = "") -> None:
+    def __init__(self, percentile: Percent = 85.0, maps: str = "") -> None:
         super().__init__(percentile, maps)
 
     def shape(self, values: np.ndarray) -> np.ndarray:
@@ -159,7 +160,7 @@ class Dice(ncood.Scorer):
     """DICE (Sun & Li, ECCV 2022): drop the p % smallest weight contributions m_j · W_cj (m the
     mean ID train feature), then the energy of the sparsified head's logits."""
 
-    def __init__(self, p: float = 90.0) -> None:
+    def __init__(self, p: Percent = 90.0) -> None:
         check_percent("dice.p", p)
         if p == 100:
             raise ValueError("dice.p = 100 prunes every weight: every score would be the same")
@@ -193,7 +194,7 @@ class VRA(Shaper):
     name = "vra"
 
     def __init__(
-        self, lower_percentile: float = 10.0, upper_percentile: float = 90.0, maps: str = ""
+        self, lower_percentile: Percent = 10.0, upper_percentile: Percent = 90.0, maps: str = ""
     ) -> None:
         check_percent("vra.lower_percentile", lower_percentile)
         check_percent("vra.upper_percentile", upper_percentile)

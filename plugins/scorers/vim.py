@@ -50,6 +50,8 @@ def pseudo_inverse_times(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
 
 
 class ViM(ncood.Scorer):
+    name = "vim"  # how errors name the parameter
+
     def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
 
@@ -59,8 +61,8 @@ class ViM(ncood.Scorer):
         dim = paper_dim(feature_dim) if self.dim is None else int(self.dim)
         if not 1 <= dim < feature_dim:
             raise NcoodError(
-                f"vim.dim must be between 1 and D − 1 = {feature_dim - 1} (the features have "
-                f"D = {feature_dim}); got {dim}"
+                f"{self.name}.dim must be between 1 and D − 1 = {feature_dim - 1} (the "
+                f"features have D = {feature_dim}); got {dim}"
             )
         self.resolved_params = {"dim": dim}
         self.origin = -pseudo_inverse_times(weight, bias)
@@ -74,7 +76,7 @@ class ViM(ncood.Scorer):
         if not train_residual > 0:
             raise NcoodError(
                 f"the ID train features have no residual outside a {dim}-dimensional principal "
-                "space; lower vim.dim"
+                f"space; lower {self.name}.dim"
             )
         self.alpha = float(logit_summary(train).mean_max_logit / train_residual)
 
@@ -90,6 +92,16 @@ class ViM(ncood.Scorer):
         return map_rows(split, block, ("features", "logits"))
 
 
+class Residual(ViM):
+    """ViM's residual alone (OpenOOD's ResidualPostprocessor): −‖r(f)‖, the same origin, principal
+    space and ``dim`` as ``vim``, without the logits."""
+
+    name = "residual"
+
+    def score(self, split: Split) -> np.ndarray:
+        return map_rows(split, lambda chunk: -self.residual_norm(chunk.features), ("features",))
+
+
 @ncood.hookimpl
 def register_scorers(register):
     register(
@@ -97,5 +109,12 @@ def register_scorers(register):
         ViM,
         "logsumexp(logits) − α‖residual outside the principal space‖",
         title="ViM",
+        family="feature",
+    )
+    register(
+        "residual",
+        Residual,
+        "minus the norm of the feature's part outside the ID principal space (ViM's residual)",
+        title="Residual",
         family="feature",
     )
