@@ -111,7 +111,10 @@ def gen_confidence(logits: np.ndarray, gamma: float = 0.1) -> np.ndarray:
     probs /= probs.sum(axis=1, keepdims=True)
     top = max(values.shape[1] // 10, 10)
     kept = np.sort(probs, axis=1)[:, -top:]
-    return 1.0 / np.sum(kept**gamma * (1 - kept) ** gamma, axis=1)
+    # 1 − p rounds to 0 for p within 1e-16 of 1: every term 0 needs all the others to underflow
+    # too, a logit gap above 745; the floor keeps that score finite (very confident).
+    spread = np.sum(kept**gamma * (1 - kept) ** gamma, axis=1)
+    return 1.0 / np.maximum(spread, np.finfo(np.float64).tiny)
 
 
 def softmax_peak(logits: np.ndarray) -> np.ndarray:

@@ -334,13 +334,43 @@ def test_openmax(dump, tailsize, alpha, euclid_weight):
     assert got == pytest.approx(peer_auroc(dump, predict, "logits"), abs=TOLERANCE)
 
 
+# --- issue 27: logit scaling, pNML --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("percentile", "p"), [(95.0, 0.05), (65.0, 0.35)])
+def test_lts(dump, percentile, p):
+    """ncood's percentile is 100 · (1 − p), pytorch-ood's fraction of the top activations."""
+    peer = peers.LTS(None, head=linear(dump), p=p)
+    assert ncood_auroc(dump, "lts", percentile=percentile) == pytest.approx(
+        peer_auroc(dump, peer.predict_features), abs=TOLERANCE
+    )
+    assert_same_scores(dump, "lts", peer.predict_features, percentile=percentile)
+
+
+def assert_same_scores(dump: FeatureDump, name: str, predict, **params) -> None:
+    """Sample by sample: ncood's score is minus the peer's float32 outlier score."""
+    scorer = host().scorers().get(name).create(**params)
+    scorer.fit(dump.train, dump.head)
+    with torch.no_grad():
+        peer = -predict(tensor(dump.test.features)).double().numpy()
+    np.testing.assert_allclose(scorer.score(dump.test), peer, rtol=1e-4, atol=1e-6)
+
+
+def test_pnml(dump):
+    peer = peers.PNML(None, head=linear(dump)).fit_features(*train_tensors(dump))
+    assert ncood_auroc(dump, "pnml") == pytest.approx(
+        peer_auroc(dump, peer.predict_features), abs=TOLERANCE
+    )
+    assert_same_scores(dump, "pnml", peer.predict_features)
+
+
 # --- coverage ------------------------------------------------------------------------------
 
 PEERED = {
     "entropy", "klm", "tscaling", "webo", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra",
-    "gradnorm", "nnguide", "gmm", "openmax",
+    "gradnorm", "nnguide", "gmm", "openmax", "lts", "pnml",
 }  # fmt: skip
-NEW_MODULES = ("softmax_shapes", "shaping", "gradnorm", "density")
+NEW_MODULES = ("softmax_shapes", "shaping", "gradnorm", "density", "logit_scaling", "pnml")
 
 
 def test_every_scorer_of_the_new_modules_has_a_peer_test_and_a_docs_row():
