@@ -20,6 +20,7 @@ from ncood.store.features import Head, Split
 QUERY_ROWS = 512  # queries per block
 BANK_BLOCK = 16_384  # bank rows per product: two 512 × 16,384 float32 blocks, 64 MiB
 MAX_POWER = 64  # ρ ≤ 1, so ρ^power underflows float32 long before this
+MAX_BANK_BYTES = 4 << 30  # a bank above this (ImageNet's whole train split) is refused
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
@@ -61,6 +62,17 @@ class Relation(ncood.Scorer):
         if not n:
             raise NcoodError("relation: the ID train split is empty")
         size = n if self.bank_fraction == 1 else max(1, round(self.bank_fraction * n))
+        needed = size * (train.features.shape[1] + train.logits.shape[1]) * 4
+        if needed > MAX_BANK_BYTES:
+            fraction = MAX_BANK_BYTES / needed * self.bank_fraction
+            scale = 10.0 ** np.floor(np.log10(fraction))
+            fraction = np.floor(fraction / scale) * scale  # one digit, rounded down: it fits
+            raise NcoodError(
+                f"relation: a bank of {size:,} train samples needs {needed / 2**30:.1f} GiB "
+                f"(float32 features and probabilities), more than the "
+                f"{MAX_BANK_BYTES / 2**30:.0f} GiB allowed; --set relation.bank_fraction="
+                f"{fraction:.1g} or less keeps a seeded share"
+            )
         keep = None
         if size < n:  # a seeded random share of the bank, in file order
             keep = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))

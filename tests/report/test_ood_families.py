@@ -21,11 +21,12 @@ EXPECTED = {
     **dict.fromkeys(
         ("msp", "maxlogit", "energy", "gen", "entropy", "klm", "tscaling", "webo"), "logit"
     ),
-    **dict.fromkeys(("react", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra"), "shaping"),
+    **dict.fromkeys(("react", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra", "lts"), "shaping"),
     **dict.fromkeys(
         (
             *("mahalanobis", "l2", "rmds", "vim", "neco", "knn", "nci", "fdbd", "she"),
             *("gradnorm", "nnguide", "gmm", "openmax"),
+            *("residual", "maxcosine", "caref", "cadref", "relation", "pnml"),
         ),
         "feature",
     ),

@@ -169,3 +169,21 @@ def test_relation_bank_fraction_is_a_seeded_share_of_the_train_split(dump):
     np.testing.assert_allclose(
         scorer.score(dump.test), openood_relation(shared, dump.test, 1), rtol=1e-4
     )
+
+
+def test_relation_refuses_a_bank_beyond_its_memory_cap_naming_the_fraction(dump, monkeypatch):
+    """ImageNet's whole train split would be a 15 GB bank: refused in one line before it is
+    allocated, with the bank_fraction that fits."""
+    from ncood.errors import NcoodError
+    from ncood_plugins.scorers import relation
+
+    bank_bytes = len(dump.train) * (20 + 8) * 4
+    monkeypatch.setattr(relation, "MAX_BANK_BYTES", bank_bytes // 9)
+    scorer = host().scorers().get("relation").create()
+    with pytest.raises(
+        NcoodError, match=r"more than .* allowed; --set relation.bank_fraction=0.1 "
+    ):
+        scorer.fit(dump.train, dump.head)
+    fitted = host().scorers().get("relation").create(bank_fraction=0.1)
+    fitted.fit(dump.train, dump.head)
+    assert fitted.features.nbytes + fitted.probs.nbytes <= bank_bytes // 9
