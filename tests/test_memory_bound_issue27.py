@@ -1,6 +1,6 @@
 """Issue 27's feature-level scorers stream too: ``ncood analyze`` of a file much larger than its
 working memory grows its peak RSS far less than the file (relation's bank, a share of train,
-is the one thing that grows with the train split). About 5 s."""
+is the one thing that grows with the train split)."""
 
 from __future__ import annotations
 
