@@ -3,6 +3,8 @@ CIFAR-100-sized synthetic dump of ``bench_scorers.py``, in one process.
 
     .venv/bin/python benchmarks/bench_peers.py [--only NAME,NAME] [--skip-command]
 
+(``--only lts,pnml``: issue 27's two feature-level scorers that have a pytorch-ood peer.)
+
 1. Generates the dump (50,000 × 512 train, 10,000 test, 26,032 OOD, 100 classes).
 2. Times ncood's fit + score + metrics of all 14 together (``analyze_dump``, per-scorer
    timings from results.json's ``timings``), then each pytorch-ood detector's fit + predict
@@ -104,6 +106,11 @@ def peer_detectors(dump: FeatureDump) -> dict:
     add("gmm", d, lambda d: d.fit_features(z, y), lambda d, x: d.predict_features(x), "features")
     d = peers.OpenMax(None)
     add("openmax", d, lambda d: d.fit_logits(logits, y), lambda d, x: d.predict_logits(x), "logits")
+    # issue 27's (``--only lts,pnml``): LTS's p = 0.05 is ncood's percentile 95
+    d = peers.LTS(None, layer, p=0.05)
+    add("lts", d, lambda d: d, lambda d, x: d.predict_features(x), "features")
+    d = peers.PNML(None, layer)
+    add("pnml", d, lambda d: d.fit_features(z, y), lambda d, x: d.predict_features(x), "features")
     return made
 
 

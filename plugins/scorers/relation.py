@@ -99,10 +99,10 @@ class Relation(ncood.Scorer):
         total = np.zeros(len(chunk))
         for start in range(0, len(self.features), BANK_BLOCK):
             bank = slice(start, start + BANK_BLOCK)
-            relation = np.maximum(features @ self.features[bank].T, 0) * (
-                probs @ self.probs[bank].T
-            )
-            relation[relation <= self.threshold] = 0
+            relation = features @ self.features[bank].T  # in place from here: one block
+            np.maximum(relation, 0, out=relation)
+            relation *= probs @ self.probs[bank].T
+            np.multiply(relation, relation > self.threshold, out=relation)
             if self.power != 1:
                 relation **= self.power
             total += relation.sum(axis=1, dtype=np.float64)
