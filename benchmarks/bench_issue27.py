@@ -1,4 +1,4 @@
-"""Issue 27's seven feature-level scorers on the CIFAR-100-sized synthetic dump of
+"""Issue 27's eight feature-level scorers on the CIFAR-100-sized synthetic dump of
 ``bench_scorers.py``, in one process, beside ``knn`` (the exact search they are compared with:
 relation is one too).
 
@@ -19,7 +19,16 @@ from bench_scorers import synthetic_dump  # noqa: E402
 from ncood.analyze.driver import analyze_dump, select  # noqa: E402
 from ncood.host.loading import host  # noqa: E402
 
-ISSUE_27 = ["residual", "maxcosine", "caref", "cadref", "relation", "lts", "pnml"]
+ISSUE_27 = [
+    "residual",
+    "maxcosine",
+    "caref",
+    "cadref",
+    "relation",
+    "lts",
+    "pnml",
+    "graduncertainty",
+]
 BASELINE = "knn"
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 from test_memory_bound import peak_rss, write_dump
 
-ISSUE_27 = "residual,maxcosine,caref,cadref,relation,lts,pnml"
+ISSUE_27 = "residual,maxcosine,caref,cadref,relation,lts,pnml,graduncertainty"
 
 
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs wait4 (Linux, macOS)")

@@ -54,6 +54,7 @@ DEFAULT_PLUGINS = (
     "scorers.relation",
     "scorers.logit_scaling",
     "scorers.pnml",
+    "scorers.grad_uncertainty",
     "scorers.odin",
     "scorers.mcd",
     "scorers.gram",

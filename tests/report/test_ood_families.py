@@ -26,7 +26,7 @@ EXPECTED = {
         (
             *("mahalanobis", "l2", "rmds", "vim", "neco", "knn", "nci", "fdbd", "she"),
             *("gradnorm", "nnguide", "gmm", "openmax"),
-            *("residual", "maxcosine", "caref", "cadref", "relation", "pnml"),
+            *("residual", "maxcosine", "caref", "cadref", "relation", "pnml", "graduncertainty"),
         ),
         "feature",
     ),
