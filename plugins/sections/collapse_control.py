@@ -35,7 +35,7 @@ NC_PANELS = (
 )
 # The final table's NC rows (lower is more collapse for each).
 NC_ROWS = ("nc1", "nc2_maxangle_means", "nc2_maxangle_weights", "nc3", "nc4_test")
-MAX_SCORERS = 6  # AUROC panels and table rows: the first scorers the runs share
+MAX_SCORERS = 9  # AUROC panels (a 3 × 3 grid) and table rows: the first scorers the runs share
 MATCH = 1e-12  # two AUROCs this close are the same value (the best is then the first run)
 
 
@@ -120,8 +120,12 @@ def auroc_band(run: AnalyzedRun, ood: str, scorer: str) -> list[tuple[int, float
 
 
 def draw_auroc(ctx: ReportContext, runs: list[AnalyzedRun], ood: str, scorers: list[str]):
-    """AUROC along training, a panel per scorer, a colour per run, its 95 % interval shaded
-    (a seed group: ±1 std over seeds)."""
+    """AUROC along training, a panel per scorer measured at two checkpoints or more (not one
+    run only at the last, as the network scorers), a colour per run, its 95 % interval shaded
+    (a seed group: ±1 std over seeds); None when no scorer was followed along training."""
+    scorers = [s for s in scorers if any(len(r.auroc_series(ood, s)) >= 2 for r in runs)]
+    if not scorers:
+        return None
     fig, axes, rows = grid(len(scorers))
     for axis, scorer in zip(axes, scorers, strict=True):
         for index, run in enumerate(runs):
