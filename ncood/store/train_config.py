@@ -135,6 +135,12 @@ class TrainConfig:
         check_bounds(config)
         if not config.ood:
             raise NcoodError("give at least one OOD dataset (--ood)")
+        if config.head == "etf" and config.etf_projector:
+            raise NcoodError(
+                "--head etf with --etf-projector: the projector's unit-norm output against the "
+                "frame's unit rows bounds every logit to [-1, 1], where cross-entropy cannot "
+                "train; Harun et al. learn the head after the projector (use --head linear)"
+            )
         if config.schedule == "multistep":
             if not config.milestones:
                 config.milestones = sorted(

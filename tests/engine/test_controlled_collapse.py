@@ -134,7 +134,7 @@ def test_entropy_regularizer_is_minus_the_log_nearest_neighbour_distance():
 
 
 def test_entropy_reg_and_projector_options_reach_the_step():
-    config = resolve_preset("demo-standard", entropy_reg=0.05, etf_projector=32, head="etf")
+    config = resolve_preset("demo-standard", entropy_reg=0.05, etf_projector=32)
     assert objective_of(config).uses_encoder
     model = ResNet18(10, width=4, head="etf", projector_hidden=32)
     optimizer = make_optimizer(config, model, torch.device("cpu"))
@@ -146,3 +146,12 @@ def test_entropy_reg_and_projector_options_reach_the_step():
     assert logits.shape == (5, 10) and encoded.shape == (5, 32)
     features = model.forward_features(torch.randn(3, 3, 32, 32))[0]
     np.testing.assert_allclose(features.norm(dim=1).detach().numpy(), 1.0, atol=1e-5)
+
+
+def test_an_etf_head_after_the_etf_projector_is_refused_in_one_line(tmp_path):
+    result = runner.invoke(
+        app, ["train", "--preset", "demo-standard", "--head", "etf", "--etf-projector", "64",
+              "--quiet", "--out", str(tmp_path / "never")],
+    )  # fmt: skip
+    one_line_error(result, "--head etf with --etf-projector", "[-1, 1]")
+    assert not (tmp_path / "never").exists()
