@@ -155,3 +155,35 @@ def test_an_etf_head_after_the_etf_projector_is_refused_in_one_line(tmp_path):
     )  # fmt: skip
     one_line_error(result, "--head etf with --etf-projector", "[-1, 1]")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_controlled_run_killed_and_resumed_ends_bit_for_bit(
+    tmp_path, monkeypatch, one_torch_thread
+):
+    """ETF head, LogitNorm and the entropy term together: the optimizer holds fewer
+    parameters than the model, and a resume must still restore each buffer to its own."""
+    import ncood.engine.train as engine
+
+    settings = resolve_preset(
+        "demo-standard", epochs=2, width=4, train_subset=96, checkpoint_every=2,
+        head="etf", loss="logitnorm", entropy_reg=0.05, device="cpu",
+    )  # fmt: skip
+    whole = engine.train(settings, tmp_path / "whole", show_progress=False)
+    real = engine._train_one_epoch
+
+    def killed_at_2(session, epoch, monitor):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(session, epoch, monitor)
+
+    monkeypatch.setattr(engine, "_train_one_epoch", killed_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(settings, tmp_path / "cut", show_progress=False)
+    monkeypatch.undo()
+    cut, resumed = engine.resume(tmp_path / "cut", show_progress=False)
+    assert resumed
+    a = load_file(str(whole.root / "checkpoints/epoch-0002.safetensors"))
+    b = load_file(str(cut.root / "checkpoints/epoch-0002.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
