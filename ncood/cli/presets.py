@@ -13,9 +13,14 @@ def presets() -> None:
     """List the training presets."""
     from ncood.engine.presets import preset_registry
 
-    for name, preset in preset_registry().items():
+    registry = dict(preset_registry().items())
+    column = max((len(name) for name in registry), default=0)
+    for name, preset in registry.items():
         config = preset.config
+        controls = ("" if config.head == "linear" else f", {config.head} head") + (
+            "" if config.loss == "ce" else f", {config.loss} loss"
+        )
         typer.echo(
-            f"{name:16} {config.dataset} vs {','.join(config.ood)}, {config.epochs} epochs, "
-            f"{config.schedule}, width {config.width}"
+            f"{name:{column}} {config.dataset} vs {','.join(config.ood)}, {config.epochs} epochs, "
+            f"{config.schedule}, width {config.width}{controls}"
         )

@@ -3,9 +3,10 @@
 The step loop never waits for the host: the epoch's input is built before it
 (ncood.engine.batches.epoch_batches), losses and hit counts accumulate on the device, and the
 only reads (:func:`train_epoch`'s two numbers) come after the last step. Under torchrun each
-rank's loss is its shard's summed cross-entropy divided by the global batch size and
-multiplied by the number of ranks; DDP's gradient average then gives exactly the gradient of
-the global batch mean, even when the last batch does not split evenly.
+rank's loss is its shard's summed loss (the run's objective, ncood.engine.losses) divided by
+the global batch size and multiplied by the number of ranks; DDP's gradient average then
+gives exactly the gradient of the global batch mean, even when the last batch does not split
+evenly.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ncood.datasets import ImageSet, normalize
 from ncood.engine.accel import Accel
 from ncood.engine.batches import EpochBatches
 from ncood.engine.distributed import Cluster
+from ncood.engine.losses import Objective, cross_entropy_sum
 
 PROGRESS_EVERY = 25  # steps between progress updates: a display costs host time, not GPU time
 
@@ -30,9 +31,11 @@ def train_steps(
     accel: Accel,
     world: int = 1,
     on_steps: Callable[[int], None] | None = None,
+    objective: Objective = Objective(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train over ``batches``; returns this rank's (summed loss, correct predictions), still
-    on the device. ``on_steps(n)`` hears every :data:`PROGRESS_EVERY` steps and at the end."""
+    on the device. ``on_steps(n)`` hears every :data:`PROGRESS_EVERY` steps and at the end.
+    ``objective`` is the run's loss (ncood.engine.losses; cross-entropy by default)."""
     step_model.train()
     loss_sum = torch.zeros((), device=accel.device, dtype=torch.float64)
     correct = torch.zeros((), device=accel.device, dtype=torch.int64)
@@ -41,8 +44,11 @@ def train_steps(
     for inputs, labels, global_count in batches:
         mark_step()
         with accel.autocast():
-            logits = step_model(inputs)
-        summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+            if objective.uses_encoder:
+                outputs = step_model(inputs, with_encoded=True)
+            else:
+                outputs = step_model(inputs)
+        summed, logits = objective.summed(outputs, labels)
         optimizer.zero_grad(set_to_none=True)
         (summed * (world / global_count)).backward()
         optimizer.step()
@@ -73,9 +79,12 @@ def train_epoch(
     accel: Accel,
     cluster: Cluster = Cluster(),
     on_steps: Callable[[int], None] | None = None,
+    objective: Objective = Objective(),
 ) -> tuple[float, int]:
     """:func:`train_steps`, then the epoch's totals over all ranks, read once."""
-    loss_sum, correct = train_steps(step_model, optimizer, batches, accel, cluster.world, on_steps)
+    loss_sum, correct = train_steps(
+        step_model, optimizer, batches, accel, cluster.world, on_steps, objective
+    )
     totals = cluster.all_reduce_sum(torch.stack([loss_sum, correct.double()]))
     return float(totals[0]), int(totals[1])  # the epoch's host reads, after the last step
 
@@ -89,8 +98,10 @@ def evaluate(
     accel: Accel,
     cluster: Cluster = Cluster(),
     batch_size: int = 1024,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``images`` (no augmentation), sharded over ranks."""
+    """Mean loss (the run's classification loss, ``loss``: summed over a batch; cross-entropy
+    by default) and accuracy on ``images`` (no augmentation), sharded over ranks."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=accel.device, dtype=torch.float64)
@@ -104,7 +115,7 @@ def evaluate(
         y = images.labels[start : start + x.shape[0]].to(accel.device)
         with accel.autocast():
             logits = model(accel.layout(normalize(x.to(accel.device), mean, std)))
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        loss_sum += (loss or cross_entropy_sum)(logits.float(), y)
         correct += (logits.argmax(1) == y).sum()
     totals = cluster.all_reduce_sum(torch.stack([loss_sum, correct.double()]))
     model.train(was_training)

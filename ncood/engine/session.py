@@ -18,7 +18,8 @@ from ncood.datasets import ImageSet, InDistribution, load_data
 from ncood.engine.accel import Accel, compile_model, pick_device, setup_accel
 from ncood.engine.batches import EpochBatches, epoch_batches, plan_epoch
 from ncood.engine.distributed import Cluster
-from ncood.engine.resnet import ResNet18
+from ncood.engine.losses import Objective, objective_of
+from ncood.engine.resnet import ResNet18, network_for
 from ncood.engine.state import SavedState, restore
 from ncood.engine.syncbn import convert_batchnorm
 from ncood.errors import NcoodError
@@ -42,6 +43,7 @@ class Session:
     step_model: torch.nn.Module  # what the step loop calls: model, DDP(model), compiled
     synced: bool  # BatchNorm over the global batch (torchrun)
     usable: int  # training images per epoch (per-rank BatchNorm may drop a tiny tail)
+    objective: Objective  # the run's loss (--loss, --entropy-reg)
 
     @property
     def device(self) -> torch.device:
@@ -93,12 +95,13 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module, device: torch.device):
-    """SGD; fused (one kernel for every parameter) on CUDA where this torch offers it."""
+    """SGD over the trained parameters (a fixed ETF head or projector is not one: no update,
+    no weight decay); fused (one kernel for every parameter) on CUDA where torch offers it."""
     options: dict[str, Any] = {}
     if device.type == "cuda" and "fused" in inspect.signature(torch.optim.SGD).parameters:
         options["fused"] = True
     return torch.optim.SGD(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -173,7 +176,7 @@ def open_session(
     if manifest is not None:
         check_same_data(manifest, train_cpu, ind, ood)
     torch.manual_seed(config.seed)
-    model = ResNet18(ind.num_classes, width=config.width).to(device)
+    model = network_for(config, ind.num_classes).to(device)
     synced = cluster.distributed and config.sync_batchnorm
     if synced:
         model = convert_batchnorm(model)
@@ -208,4 +211,5 @@ def open_session(
         step_model=step_model,
         synced=synced,
         usable=usable_images(len(train_cpu), config, cluster, synced),
+        objective=objective_of(config),
     )

@@ -320,6 +320,7 @@ def _train_one_epoch(session: Session, epoch: int, monitor: TrainingMonitor) -> 
         session.accel,
         session.cluster,
         on_steps=monitor.steps_done,
+        objective=session.objective,
     )
     del batches  # the next epoch's input takes its place
     train_seconds = time.perf_counter() - started
@@ -331,6 +332,7 @@ def _train_one_epoch(session: Session, epoch: int, monitor: TrainingMonitor) -> 
         session.std,
         session.accel,
         session.cluster,
+        loss=session.objective.classify,
     )
     return {
         "epoch": epoch,

@@ -223,13 +223,13 @@ def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
 
 def _trained_model(run: RunDir, manifest, epoch: int):
     from ncood.engine.presets import TrainConfig
-    from ncood.engine.resnet import ResNet18
+    from ncood.engine.resnet import network_for
     from ncood.models.weights import fit_weights, read_checkpoint
     from ncood.store.integrity import verify_files
 
     config = TrainConfig.from_dict(manifest.get("config") or {})
     verify_files(run, [str(run.checkpoint(epoch).relative_to(run.root))])
-    model = ResNet18(int(manifest["dataset"]["num_classes"]), width=config.width)
+    model = network_for(config, int(manifest["dataset"]["num_classes"]))
     fit_weights(model, read_checkpoint(run.checkpoint(epoch)), "resnet18-cifar", head="fc")
     return model, "fc"
 

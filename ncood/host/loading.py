@@ -66,6 +66,7 @@ DEFAULT_PLUGINS = (
     "sections.nc",
     "sections.nc5",
     "sections.neco",
+    "sections.collapse_control",
     "sections.appendix",
     "models.resnet_cifar",
     "models.openood",

@@ -70,3 +70,44 @@ def significance_params(run: AnalyzedRun) -> dict[str, Any] | None:
     first = run.members[0] if isinstance(run, SeedGroup) else run
     found = first.final.get("significance")
     return found if found and found.get("ood") else None
+
+
+def same_samples(runs: list[AnalyzedRun], splits: list[str]) -> bool:
+    """Whether every run scored the same images on ``splits`` (``"test"``, ``"ood/<set>"``),
+    by the digests the manifests record: what a paired test between runs needs."""
+    found = set()
+    for run in runs:
+        digests = (run.manifest.get("dataset") or {}).get("digests") or {}
+        if any(split not in digests for split in splits):
+            return False
+        found.add(tuple(digests[split] for split in splits))
+    return len(found) == 1
+
+
+def paired_auroc_test(
+    first: AnalyzedRun, second: AnalyzedRun, ood: str, scorer: str, epoch: int | None = None
+) -> tuple[float, float] | None:
+    """DeLong's paired test of one scorer's AUROC in two runs scored on the same images
+    (ncood.ood.delong): (AUROC of ``second`` − AUROC of ``first``, two-sided p-value). None for
+    a seed group (its members' scores are separate samples), runs scored on different images,
+    or missing scores. ``epoch``: both runs' last epoch by default."""
+    import numpy as np
+
+    from ncood.ood.delong import pairwise_pvalues
+
+    runs = [first, second]
+    if any(isinstance(run, SeedGroup) for run in runs):
+        return None
+    if not same_samples(runs, ["test", f"ood/{ood}"]):
+        return None
+    scores = []
+    for run in runs:
+        per_split = run.scores_at(run.last_epoch if epoch is None else epoch).get(scorer, {})
+        if "test" not in per_split or f"ood/{ood}" not in per_split:
+            return None
+        scores.append(per_split)
+    auroc, pvalues = pairwise_pvalues(
+        np.stack([np.asarray(s["test"], np.float64) for s in scores]),
+        np.stack([np.asarray(s[f"ood/{ood}"], np.float64) for s in scores]),
+    )
+    return float(auroc[1] - auroc[0]), float(pvalues[0, 1])

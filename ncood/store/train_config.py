@@ -72,6 +72,20 @@ class TrainConfig:
     logitnorm_tau: float = setting(
         0.04, help="LogitNorm temperature (Wei et al. 2022).", metavar="TAU", above=0
     )
+    etf_projector: int = setting(
+        0,
+        help="Hidden width of a fixed ETF projector before the head (Harun et al. 2025: 2048; "
+        "0 = none).",
+        metavar="N",
+        minimum=0,
+    )
+    entropy_reg: float = setting(
+        0.0,
+        help="Weight of the entropy regularization of the encoder's features (Harun et al. "
+        "2025: 0.05; 0 = none).",
+        metavar="WEIGHT",
+        minimum=0,
+    )
     crop_padding: int = setting(
         4, help="Random-crop padding in pixels (0 = no crop).", metavar="PIXELS", minimum=0
     )
@@ -121,6 +135,12 @@ class TrainConfig:
         check_bounds(config)
         if not config.ood:
             raise NcoodError("give at least one OOD dataset (--ood)")
+        if config.head == "etf" and config.etf_projector:
+            raise NcoodError(
+                "--head etf with --etf-projector: the projector's unit-norm output against the "
+                "frame's unit rows bounds every logit to [-1, 1], where cross-entropy cannot "
+                "train; Harun et al. learn the head after the projector (use --head linear)"
+            )
         if config.schedule == "multistep":
             if not config.milestones:
                 config.milestones = sorted(

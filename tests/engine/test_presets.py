@@ -147,3 +147,20 @@ def test_bad_values_are_one_line_errors(override, message):
 def test_cli_needs_a_preset_and_an_out():
     result = runner.invoke(app, ["train", "--out", "x"])
     assert result.exit_code == 1 and "give --preset NAME and --out RUN_DIR" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "changed"),
+    [
+        ("tp-200-etf", "tp-200", {"head": "etf"}),
+        ("tp-200-logitnorm", "tp-200", {"loss": "logitnorm"}),
+        ("demo-standard-etf", "demo-standard", {"head": "etf"}),
+        ("demo-standard-logitnorm", "demo-standard", {"loss": "logitnorm"}),
+    ],
+)
+def test_collapse_control_presets_differ_from_their_pair_in_one_field(name, base, changed):
+    paired, plain = dry_run("--preset", name), dry_run("--preset", base)
+    differing = {k for k in paired if paired[k] != plain[k]}
+    assert differing == {"preset", *changed}
+    assert all(paired[k] == v for k, v in changed.items())
+    assert paired["logitnorm_tau"] == 0.04  # Wei et al.'s default
