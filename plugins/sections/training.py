@@ -354,6 +354,7 @@ def build(ctx: ReportContext) -> dict | None:
         "model": texts[0],
         "width_note": texts[1] if len(texts) > 1 else None,
         "augmentation": augmentation_text(ctx, config),
+        "loss": loss_text(ctx, runs),
         "lr": sci(config["lr"]),
         "momentum": sci(config["momentum"]),
         "wd": sci(config["weight_decay"]),
@@ -364,6 +365,18 @@ def build(ctx: ReportContext) -> dict | None:
         "comparison": comparison_sentence(ctx, runs) if len(runs) > 1 else None,
         "learning_rate": draw_learning_rates(ctx, runs),
     }
+
+
+def loss_text(ctx: ReportContext, runs: list[AnalyzedRun]) -> Markup:
+    """The training loss in words: the runs' one loss, or a pointer when they differ."""
+    configs = [run.manifest.get("config") or {} for run in runs]
+    losses = {(c.get("loss", "ce"), c.get("logitnorm_tau")) for c in configs}
+    if len(losses) > 1:
+        return ctx.t("training_loss_mixed")
+    loss, tau = losses.pop()
+    if loss == "logitnorm":
+        return ctx.t("training_loss_logitnorm", tau=num(float(tau), 3))
+    return ctx.t("training_loss_ce")
 
 
 @ncood.hookimpl

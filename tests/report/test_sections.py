@@ -94,6 +94,22 @@ def test_longer_run_with_higher_loss_is_called_a_contradiction(run_copy, tmp_pat
     assert "Contrairement à l'attendu" in report_training.comparison_sentence(ctx, ctx.runs)
 
 
+def test_the_training_text_names_the_runs_loss(run_copy, tmp_path):
+    logitnorm = tmp_path / "logitnorm"
+    shutil.copytree(run_copy, logitnorm)
+    manifest = json.loads((logitnorm / "manifest.json").read_text())
+    manifest["config"].update(loss="logitnorm", logitnorm_tau=0.04)
+    (logitnorm / "manifest.json").write_text(json.dumps(manifest))
+    ctx = context([run_copy], tmp_path, lang="en")
+    assert "cross-entropy" in report_training.loss_text(ctx, ctx.runs)
+    ctx = context([logitnorm], tmp_path, lang="en")
+    text = report_training.loss_text(ctx, ctx.runs)
+    assert "LogitNorm" in text and "0.04" in text and "cross-entropy" not in text
+    ctx = context([run_copy, logitnorm], tmp_path, lang="en")
+    mixed = report_training.loss_text(ctx, ctx.runs)
+    assert "cross-entropy" not in mixed and "LogitNorm" not in mixed
+
+
 # -- NECO -------------------------------------------------------------------------------------
 
 
