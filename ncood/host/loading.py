@@ -54,6 +54,7 @@ DEFAULT_PLUGINS = (
     "scorers.mcd",
     "scorers.gram",
     "scorers.rankfeat",
+    "scorers.nac",
     "analyses.neural_collapse",
     "sections.intro",
     "sections.training",

@@ -1,0 +1,244 @@
+"""The network scorers of issue 27 (nac, mahalanobis-odin, adascale-a/-l, iodin) on a tiny CNN:
+each against its pytorch-ood 0.4.0 peer where one implements it, and against the authors'
+formula, computed here independently (loops, per-sample gradients), where none does; and each
+through ``ncood analyze`` on a small trained run.
+
+pytorch-ood returns outlier scores (higher = OOD); ncood's are negated relative to them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import runner, train
+from network_builders import CLASSES, tiny_network
+from pytorch_ood import detector as peers
+
+from ncood.cli import app
+from ncood.errors import NcoodError
+from ncood.host.loading import host
+from ncood.host.network import Batches, Network
+from ncood.ood.conventions import ood_metrics
+from ncood.store.run import RunDir
+from ncood.testing import batches  # 25 images a batch
+
+NAMES = ("nac",)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Batches]:
+    """ID images: a class pattern plus noise; OOD: smoother blobs of another scale."""
+    generator = torch.Generator().manual_seed(0)
+    patterns = torch.randn(CLASSES, 3, 16, 16, generator=generator)
+
+    def in_distribution(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % CLASSES
+        noise = 0.6 * torch.randn(n, 3, 16, 16, generator=generator)
+        return patterns[labels] + noise, labels
+
+    ood = torch.randn(40, 3, 4, 4, generator=generator).repeat_interleave(4, 2)
+    ood = 1.5 * ood.repeat_interleave(4, 3)
+    return {
+        "train": batches("train", *in_distribution(90)),
+        "test": batches("test", *in_distribution(60)),
+        "ood": batches("ood/blobs", ood, torch.full((40,), -1)),
+    }
+
+
+def images(split: Batches) -> torch.Tensor:
+    return torch.cat([inputs for inputs, _ in split])
+
+
+def ncood_scores(name: str, network: Network, data, **params) -> tuple[np.ndarray, np.ndarray]:
+    scorer, _ = host().scorers().get(name).build({k: str(v) for k, v in params.items()})
+    scorer.fit(network, data["train"])
+    test, ood = scorer.score(network, data["test"]), scorer.score(network, data["ood"])
+    assert test.dtype == np.float64 and np.all(np.isfinite(np.r_[test, ood]))
+    return test, ood
+
+
+def auroc(scores: tuple[np.ndarray, np.ndarray]) -> float:
+    return ood_metrics(*scores)["auroc"]
+
+
+def trainable(network: Network) -> torch.nn.Module:
+    """A copy of the module whose weights require gradients (pytorch-ood's gradient detectors
+    take the graph from them)."""
+    module = copy.deepcopy(network.module)
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
+    return module
+
+
+# ---- NAC-UE
+
+
+def test_nac_geometric_on_the_penultimate_is_pytorch_oods_nacue(data):
+    """The peer runs in float64 (the network and its bin edges): in float32 its middle edge is
+    0.49999997, so the states of exactly 0.5 (a neuron at 0, common after a ReLU) fall right of
+    it, a rounding of the peer's edges rather than its method. Its sum over layers is a mean
+    here (one layer)."""
+    network = tiny_network()
+    params = {"layers": "penultimate", "M": 50, "O": 50, "alpha": 100.0}
+    ours = ncood_scores("nac", network, data, bins="geometric", fit_images=0, **params)
+    module = trainable(network).double()
+    torch.set_default_dtype(torch.float64)
+    try:
+        peer = peers.NACUE(module, layers=[module.pool], m_bins=50, alpha=100.0, o_star=50)
+        peer.fit([(x.double(), y) for x, y in data["train"]])
+        theirs = [-peer.predict(images(data[s]).double()).numpy() for s in ("test", "ood")]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for mine, peer_scores in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine, peer_scores, rtol=0, atol=1e-6)
+    # its float32 mean over neurons breaks the ties of equal coverage at random: rounded to
+    # float32's resolution, the ties are back
+    rounded = [np.round(t, 6) for t in theirs]
+    assert abs(auroc(ours) - auroc(rounded)) <= 1e-3
+
+
+def authors_thresholds(m: int) -> np.ndarray:
+    """coverage.py's logspace(1e3, M), written out again."""
+    half = int(m / 2)
+    x = np.linspace(1, np.sqrt(1000), num=half)
+    low = np.emath.logn(1000, x)
+    high = (1 - low)[::-1]
+    edges = np.concatenate([low[:-1], high])
+    edges[-1] += 1e-2
+    return np.append(edges, 1.2)
+
+
+def authors_states(module, x: torch.Tensor, layer: str, alpha: float) -> torch.Tensor:
+    """sigmoid(α · Σ_hw o · Σ_hw ∂KL/∂o), one image at a time (the batch cannot mix)."""
+    rows, kept = [], {}
+    if layer == "penultimate":
+        handle = module.fc.register_forward_pre_hook(lambda _m, a: kept.__setitem__("o", a[0]))
+    else:
+        hooked = getattr(module, layer)
+        handle = hooked.register_forward_hook(lambda _m, _i, o: kept.__setitem__("o", o))
+    for image in x:
+        with torch.enable_grad():
+            logits = module(image[None].clone().requires_grad_())
+            targets = torch.full_like(logits, 1 / logits.shape[1])
+            loss = torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).sum()
+            (grad,) = torch.autograd.grad(loss, kept["o"])
+        o, g = kept["o"].detach().double(), grad.double()
+        if o.ndim == 4:
+            o, g = o.sum(dim=(2, 3)), g.sum(dim=(2, 3))
+        rows.append(1 / (1 + torch.exp(-alpha * (o * g)[0])))
+    handle.remove()
+    return torch.stack(rows)
+
+
+def test_nac_equals_the_authors_estimator(data):
+    """Two layers (the penultimate and a map), the authors' edges, KMNC's update and ood_test
+    as in their coverage.py (interval hits compared against every threshold), fitted on all
+    train images."""
+    network = tiny_network()
+    layers = {"penultimate": (50, 5, 100.0), "stage2": (20, 3, 10.0)}
+    ours = ncood_scores(
+        "nac",
+        network,
+        data,
+        layers=",".join(layers),
+        M=",".join(str(v[0]) for v in layers.values()),
+        O=",".join(str(v[1]) for v in layers.values()),
+        alpha=",".join(str(v[2]) for v in layers.values()),
+        fit_images=0,
+    )
+    train_x = images(data["train"])
+    expected = {"test": 0.0, "ood": 0.0}
+    for name, (m, o, alpha) in layers.items():
+        thresh = torch.from_numpy(authors_thresholds(m))[:, None]
+        states = authors_states(network.module, train_x, name, alpha)
+        hits = (states[:, None, :] >= thresh[: m - 1][None]) & (
+            states[:, None, :] < thresh[1:][None]
+        )
+        coverage = torch.clamp(hits.sum(dim=0).double() / o, max=1.0)  # intervals × neurons
+        for split in expected:
+            s = authors_states(network.module, images(data[split]), name, alpha)
+            b = (s[:, None, :] >= thresh[: m - 1][None]) & (s[:, None, :] < thresh[1:][None])
+            expected[split] = expected[split] + (b * coverage[None]).sum(dim=1).mean(dim=1) / 2
+    np.testing.assert_allclose(ours[0], expected["test"].numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours[1], expected["ood"].numpy(), rtol=0, atol=1e-12)
+
+
+def test_nac_subset_is_the_authors_balanced_train_subset():
+    from ncood_plugins.scorers.nac import balanced_subset
+
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 1])
+    chosen = balanced_subset(labels, 7, seed=1)  # int(7 / 3) = 2 of each class
+    expected = []
+    for c in range(3):
+        inds = list(np.flatnonzero(labels == c))
+        np.random.RandomState(1).shuffle(inds)
+        expected += inds[:2]
+    assert sorted(expected) == chosen.tolist()
+    assert np.bincount(labels[chosen]).tolist() == [2, 2, 2]
+    with pytest.raises(NcoodError, match="at least 3"):
+        balanced_subset(labels, 2, seed=1)
+
+
+def test_nac_default_layers_are_the_authors_for_a_resnet(data):
+    """avgpool, layer3, layer2, layer1 on a ResNet; here: the head's input, stage2, stage1, with
+    the authors' CIFAR-10 values for the first three."""
+    network = tiny_network()
+    scorer = host().scorers().get("nac").create(fit_images=30)
+    scorer.fit(network, data["train"])
+    assert scorer.layers == ["penultimate", "stage2", "stage1"]
+    assert scorer.M == [50, 500, 50] and scorer.O == [50, 100, 5]
+    assert scorer.alpha == [100.0, 1000.0, 0.001]
+    assert scorer.resolved_params["fitted_on"] == 30
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"M": "51"}, "nac.M must be"),
+        ({"bins": "linear"}, "nac.bins"),
+        ({"O": "0"}, "nac.O"),
+        ({"alpha": "-1"}, "nac.alpha"),
+        ({"layers": "penultimate,stage1", "M": "50,50,50"}, "3 values for 2 layers"),
+        ({"fit_images": "-1"}, "nac.fit_images"),
+    ],
+)
+def test_nac_bad_values_are_one_line(params, message):
+    with pytest.raises(NcoodError, match=message):
+        host().scorers().get("nac").build(params)
+
+
+def test_nac_names_an_unknown_layer(data):
+    scorer = host().scorers().get("nac").create(layers="stage9")
+    with pytest.raises(NcoodError, match="no module 'stage9'"):
+        scorer.fit(tiny_network(), data["train"])
+
+
+# ---- registration, and ncood analyze on a trained run
+
+
+def test_listed_as_network_scorers():
+    listed = runner.invoke(app, ["plugins"])
+    assert listed.exit_code == 0, listed.output
+    for name in NAMES:
+        assert name in listed.output
+        contribution = host().scorers().get(name)
+        assert contribution.family == "model" and contribution.needs_network
+
+
+def test_they_run_in_analyze_on_a_trained_run(tmp_path):
+    out = tmp_path / "run"
+    result = train("--epochs", "1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["analyze", str(out), "--plugins", ",".join(NAMES), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = RunDir.open(out)
+    results = json.loads(run.results(run.feature_epochs()[-1]).read_text())
+    assert results["errors"] == {}
+    for per_scorer in results["ood"].values():
+        assert set(per_scorer) == set(NAMES)
+        assert all(0.0 <= m["auroc"] <= 1.0 for m in per_scorer.values())
+    assert results["params"]["nac"]["layers"] == ["penultimate", "layer3", "layer2", "layer1"]
