@@ -55,6 +55,7 @@ DEFAULT_PLUGINS = (
     "scorers.gram",
     "scorers.rankfeat",
     "scorers.nac",
+    "scorers.mahalanobis_odin",
     "analyses.neural_collapse",
     "sections.intro",
     "sections.training",

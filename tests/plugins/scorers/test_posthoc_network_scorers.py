@@ -26,7 +26,7 @@ from ncood.ood.conventions import ood_metrics
 from ncood.store.run import RunDir
 from ncood.testing import batches  # 25 images a batch
 
-NAMES = ("nac",)
+NAMES = ("nac", "mahalanobis-odin")
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +215,66 @@ def test_nac_names_an_unknown_layer(data):
     scorer = host().scorers().get("nac").create(layers="stage9")
     with pytest.raises(NcoodError, match="no module 'stage9'"):
         scorer.fit(tiny_network(), data["train"])
+
+
+# ---- Mahalanobis + ODIN
+
+
+def encoder(network: Network):
+    """The tiny CNN up to the head's input (what pytorch-ood's detectors take)."""
+    module = network.module
+    return lambda x: module.drop(module.pool(module.maps(x)).flatten(1))
+
+
+@pytest.mark.parametrize("pixel_units", [False, True])
+def test_mahalanobis_odin_matches_pytorch_ood(data, pixel_units):
+    """pytorch-ood's covariance is the within-class scatter S (a sum, not a mean) plus 1e-6·I,
+    and its outlier score half the distance: with ncood's ridge set to the same (relative to
+    the mean variance tr(S/N)/D), its scores are ncood's times 1 / (2N)."""
+    network = tiny_network()
+    features = encoder(network)(images(data["train"])).double()
+    labels = torch.from_numpy(data["train"].labels)
+    means = torch.stack([features[labels == c].mean(dim=0) for c in range(CLASSES)])
+    scatter = ((features - means[labels]) ** 2).sum()
+    count, dim = len(labels), features.shape[1]
+    ridge = 1e-6 / count / float(scatter / count / dim)
+    params = {"eps": 0.01, "pixel_units": pixel_units, "ridge": ridge}
+    ours = ncood_scores("mahalanobis-odin", network, data, **params)
+    norm_std = list(network.input_std) if pixel_units else None
+    peer = peers.MahalanobisODIN(encoder(network), eps=0.01, norm_std=norm_std)
+    peer.fit(list(data["train"]))
+    theirs = [peer.predict(images(data[s])).double().numpy() for s in ("test", "ood")]
+    assert abs(auroc(ours) - auroc([-t for t in theirs])) <= 1e-3
+    for mine, peer_scores in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(-mine / (2 * count), peer_scores, rtol=1e-4)
+
+
+def test_mahalanobis_odin_without_a_step_is_mahalanobis(data):
+    """ε = 0: ``mahalanobis`` on the features the network gives (the same float64 arithmetic)."""
+    from ncood.store.features import Head, Split
+
+    network = tiny_network()
+    test, ood = ncood_scores("mahalanobis-odin", network, data, eps=0.0)
+
+    def split(name: str) -> Split:
+        with torch.no_grad():
+            features, logits = network.penultimate(images(data[name]))
+        return Split(features.numpy(), logits.numpy(), data[name].labels)
+
+    head = network.module.fc
+    plain = host().scorers().get("mahalanobis").create()
+    plain.fit(split("train"), Head(head.weight.numpy(), head.bias.numpy()))
+    np.testing.assert_allclose(test, plain.score(split("test")), rtol=1e-9)
+    np.testing.assert_allclose(ood, plain.score(split("ood")), rtol=1e-9)
+
+
+def test_mahalanobis_odin_step_lowers_the_nearest_distance(data):
+    """The step goes against the gradient of the nearest distance: for a small ε every sample's
+    score rises (a first-order move)."""
+    network = tiny_network()
+    before, _ = ncood_scores("mahalanobis-odin", network, data, eps=0.0)
+    after, _ = ncood_scores("mahalanobis-odin", network, data, eps=1e-4)
+    assert np.mean(after > before) > 0.9
 
 
 # ---- registration, and ncood analyze on a trained run
