@@ -56,6 +56,7 @@ DEFAULT_PLUGINS = (
     "scorers.rankfeat",
     "scorers.nac",
     "scorers.mahalanobis_odin",
+    "scorers.adascale",
     "analyses.neural_collapse",
     "sections.intro",
     "sections.training",

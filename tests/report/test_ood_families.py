@@ -29,7 +29,10 @@ EXPECTED = {
         ),
         "feature",
     ),
-    **dict.fromkeys(("odin", "mcd", "gram", "rankfeat", "nac", "mahalanobis-odin"), "model"),
+    **dict.fromkeys(
+        ("odin", "mcd", "gram", "rankfeat", "nac", "mahalanobis-odin", "adascale-a", "adascale-l"),
+        "model",
+    ),
 }
 
 # Logit: (0.80 + 0.92) / 2 = 0.86 over 2; feature: (0.95 + 0.71) / 2 = 0.83 over 2;

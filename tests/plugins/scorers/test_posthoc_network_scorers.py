@@ -26,7 +26,7 @@ from ncood.ood.conventions import ood_metrics
 from ncood.store.run import RunDir
 from ncood.testing import batches  # 25 images a batch
 
-NAMES = ("nac", "mahalanobis-odin")
+NAMES = ("nac", "mahalanobis-odin", "adascale-a", "adascale-l")
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +275,107 @@ def test_mahalanobis_odin_step_lowers_the_nearest_distance(data):
     before, _ = ncood_scores("mahalanobis-odin", network, data, eps=0.0)
     after, _ = ncood_scores("mahalanobis-odin", network, data, eps=1e-4)
     assert np.mean(after > before) > 0.9
+
+
+# ---- AdaSCALE
+
+
+class AuthorsAdaScale:
+    """OpenOOD's AdaScalePostprocessor and AdaScaleANet / AdaScaleLNet, written out again on
+    the tiny CNN in float32 (an eCDF by counting, as statsmodels' ECDF)."""
+
+    def __init__(self, network: Network, logit_scaling: bool, k1=25, k2=10, lmbda=10, o=0.05):
+        self.net, self.logit_scaling = network.module, logit_scaling
+        self.k1, self.k2, self.lmbda, self.o = k1, k2, lmbda, o
+        self.low, self.high = 75, 85
+
+    def forward(self, data):
+        module = self.net
+        feature = module.drop(module.pool(module.maps(data)).flatten(1))
+        return module.fc(feature), feature
+
+    def measure(self, data):
+        data = data.clone().requires_grad_(True)
+        with torch.enable_grad():
+            output, feature = self.forward(data)
+            labels = output.detach().argmax(dim=1)
+            score = output[torch.arange(len(labels)), labels]
+            score.backward(torch.ones_like(labels, dtype=score.dtype))
+        grad = data.grad.detach()
+        batch, channels, height, width = data.shape
+        n_pixels = int(channels * height * width * self.o)
+        abs_grad = abs(grad).view(batch, -1)
+        _, indices = torch.topk(abs_grad, n_pixels, dim=1, largest=False)
+        mask = torch.zeros_like(abs_grad, dtype=torch.uint8)
+        mask.scatter_(1, indices, 1)
+        perturbed = data.detach() + grad.sign() * mask.view(data.shape) * 0.5
+        with torch.no_grad():
+            _, feature_perturbed = self.forward(perturbed)
+        feature = feature.detach()
+        shift = abs(feature - feature_perturbed)
+        k1 = int(feature.shape[1] * self.k1 / 100)
+        k2 = int(feature.shape[1] * self.k2 / 100)
+        top1 = torch.topk(feature, dim=1, k=k1)[1]
+        top2 = torch.topk(feature, dim=1, k=k2)[1]
+        q = torch.gather(torch.relu(feature_perturbed), 1, top1).sum(dim=1)
+        return feature, q + self.lmbda * torch.gather(shift, 1, top2).sum(dim=1)
+
+    def fit(self, data):
+        self.fitted = self.measure(data)[1].numpy()
+
+    def scores(self, data):
+        feature, q = self.measure(data)
+        ecdf = np.array([(self.fitted <= v).sum() / len(self.fitted) for v in q.numpy()])
+        percentiles = torch.from_numpy(self.low + (1 - ecdf) * (self.high - self.low))
+        x = torch.relu(feature)
+        n = x.shape[1]
+        ks = n - torch.round(n * percentiles / 100.0).to(torch.int)
+        values, _ = torch.topk(x, int(ks.max()), dim=1)
+        mask = torch.arange(int(ks.max()))[None, :] < ks[:, None]
+        scale = x.sum(dim=1, keepdim=True) / (values * mask).sum(dim=1, keepdim=True)
+        if self.logit_scaling:
+            logits = self.net.fc(feature) * scale**2.0
+        else:
+            logits = self.net.fc(feature * torch.exp(scale))
+        return torch.logsumexp(logits, dim=1).double().numpy()
+
+
+@pytest.mark.parametrize("variant", ["a", "l"])
+def test_adascale_equals_the_authors_postprocessor(data, variant):
+    network = tiny_network()
+    params = {"k1": 25, "k2": 10, "fit_images": 1000}  # int(16 k / 100) ≥ 1: no clamp at 1
+    ours = ncood_scores(f"adascale-{variant}", network, data, **params)
+    authors = AuthorsAdaScale(network, logit_scaling=variant == "l")
+    authors.fit(images(data["train"]))
+    for mine, split in zip(ours, ("test", "ood"), strict=True):
+        np.testing.assert_allclose(mine, authors.scores(images(data[split])), rtol=1e-5)
+
+
+def test_adascale_scale_is_scale_at_the_fitted_percentile(data):
+    """Q' above every fitted value gives the lower percentile, below all the upper one: the
+    SCALE factor of that percentile (ncood's ``scale`` formula, e^(s) with s = Σ a / Σ top)."""
+    from ncood_plugins.scorers.adascale import AdaScale
+
+    features = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0, 0.5, 0.25]], dtype=torch.float64)
+    # p = 75: k = 8 − round(6) = 2 → top 4 + 3; p = 85: k = 8 − round(6.8) = 1 → top 4
+    total = 4 + 3 + 2 + 1 + 0.5 + 0.25
+    assert AdaScale.scales(features, np.array([75.0]))[0] == pytest.approx(total / 7)
+    assert AdaScale.scales(features, np.array([85.0]))[0] == pytest.approx(total / 4)
+    assert AdaScale.scales(torch.zeros(1, 8, dtype=torch.float64), np.array([80.0]))[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"lower_percentile": "90"}, "lower_percentile"),
+        ({"upper_percentile": "100"}, "upper_percentile"),
+        ({"k1": "120"}, "adascale-a.k1 is a percent"),
+        ({"fit_images": "0"}, "fit_images"),
+    ],
+)
+def test_adascale_bad_values_are_one_line(params, message):
+    with pytest.raises(NcoodError, match=message):
+        host().scorers().get("adascale-a").build(params)
 
 
 # ---- registration, and ncood analyze on a trained run
