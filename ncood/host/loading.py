@@ -57,6 +57,7 @@ DEFAULT_PLUGINS = (
     "scorers.nac",
     "scorers.mahalanobis_odin",
     "scorers.adascale",
+    "scorers.iodin",
     "analyses.neural_collapse",
     "sections.intro",
     "sections.training",

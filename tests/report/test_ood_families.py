@@ -30,7 +30,10 @@ EXPECTED = {
         "feature",
     ),
     **dict.fromkeys(
-        ("odin", "mcd", "gram", "rankfeat", "nac", "mahalanobis-odin", "adascale-a", "adascale-l"),
+        (
+            *("odin", "mcd", "gram", "rankfeat", "nac", "mahalanobis-odin"),
+            *("adascale-a", "adascale-l", "iodin"),
+        ),
         "model",
     ),
 }

@@ -26,7 +26,7 @@ from ncood.ood.conventions import ood_metrics
 from ncood.store.run import RunDir
 from ncood.testing import batches  # 25 images a batch
 
-NAMES = ("nac", "mahalanobis-odin", "adascale-a", "adascale-l")
+NAMES = ("nac", "mahalanobis-odin", "adascale-a", "adascale-l", "iodin")
 
 
 @pytest.fixture(scope="module")
@@ -376,6 +376,54 @@ def test_adascale_scale_is_scale_at_the_fitted_percentile(data):
 def test_adascale_bad_values_are_one_line(params, message):
     with pytest.raises(NcoodError, match=message):
         host().scorers().get("adascale-a").build(params)
+
+
+# ---- I-ODIN
+
+
+def openood_iodin(network: Network, data: torch.Tensor, noise: float, temperature: float):
+    """OpenOOD's IODINPostprocessor.postprocess, written out again (its ODIN's input_std)."""
+    net, input_std = network.module, network.input_std
+    data = data.clone().requires_grad_(True)
+    with torch.enable_grad():
+        output = net(data)
+        labels = output.detach().argmax(axis=1)
+        loss = torch.nn.CrossEntropyLoss()(output / temperature, labels)
+        loss.backward()
+    grad = data.grad.detach()
+    batch, channels, height, width = grad.shape
+    abs_grad = abs(grad).view(batch, -1)
+    mask = torch.zeros_like(abs_grad, dtype=torch.uint8)
+    mask.scatter_(1, torch.argmax(abs_grad, dim=1, keepdim=True), 1)
+    mask = mask.view(batch, channels, height, width)
+    gradient = (torch.ge(grad, 0).float() - 0.5) * 2
+    for c in range(3):
+        gradient[:, c] = gradient[:, c] / input_std[c]
+    temp_inputs = torch.add(data.detach(), gradient * mask, alpha=-noise)
+    with torch.no_grad():
+        output = net(temp_inputs) / temperature
+    output = output - output.max(dim=1, keepdims=True).values
+    probabilities = output.exp() / output.exp().sum(dim=1, keepdims=True)
+    return probabilities.max(dim=1).values.double().numpy()
+
+
+@pytest.mark.parametrize(("eps", "T"), [(0.0014, 1000.0), (0.05, 10.0)])
+def test_iodin_equals_openoods_postprocessor(data, eps, T):
+    network = tiny_network()
+    ours = ncood_scores("iodin", network, data, eps=eps, T=T)
+    for mine, split in zip(ours, ("test", "ood"), strict=True):
+        expected = openood_iodin(network, images(data[split]), eps, T)
+        np.testing.assert_allclose(mine, expected, rtol=1e-6)
+
+
+def test_iodin_moves_one_input_value_per_image(data):
+    network = tiny_network()
+    scorer = host().scorers().get("iodin").create(eps=0.1, pixel_units=False)
+    x = images(data["test"])
+    moved = scorer.perturbed(network, x) - x
+    changed = (moved != 0).reshape(len(x), -1).sum(dim=1)
+    assert changed.tolist() == [1] * len(x)
+    assert torch.allclose(moved.abs().reshape(len(x), -1).max(dim=1).values, torch.tensor(0.1))
 
 
 # ---- registration, and ncood analyze on a trained run
