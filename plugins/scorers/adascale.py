@@ -131,7 +131,7 @@ class AdaScale(ncood.Scorer):
 
         head = network.submodule(network.head_name)
         weight, bias = head.weight.detach().double(), head.bias
-        bias = bias.detach().double() if bias is not None else torch.zeros(len(weight))
+        bias = bias.detach().double() if bias is not None else torch.zeros_like(weight[:, 0])
         scores = []
         for inputs, _ in split:
             features, q = self.measured(network, inputs)
