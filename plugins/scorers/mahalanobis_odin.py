@@ -60,15 +60,20 @@ class MahalanobisOdin(ncood.Scorer):
         chol = cholesky(covariance, "tied within-class covariance")
         present = np.bincount(classes, minlength=num_classes)[:num_classes] > 0
         whiten = np.linalg.inv(chol)  # w(f) = L⁻¹(f − m): M_c = ‖w(f) − w(μ_c)‖²
-        self.origin = torch.from_numpy(moments.mean)
-        self.whiten = torch.from_numpy(whiten.T.copy())
-        self.centres = torch.from_numpy((moments.class_means[present] - moments.mean) @ whiten.T)
+        # kept as arrays: tensors made here under a caller's inference mode could not enter
+        # the gradient of the step later
+        self.origin, self.whiten = moments.mean, whiten.T.copy()
+        self.centres = (moments.class_means[present] - moments.mean) @ whiten.T
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """N × classes squared Mahalanobis distances, float64 (differentiable)."""
+        import torch
+
         device = features.device
-        whitened = (features.double() - self.origin.to(device)) @ self.whiten.to(device)
-        centres = self.centres.to(device)
+        origin, whiten, centres = (
+            torch.as_tensor(a, device=device) for a in (self.origin, self.whiten, self.centres)
+        )
+        whitened = (features.double() - origin) @ whiten
         squared = (
             (whitened * whitened).sum(dim=1, keepdim=True)
             - 2.0 * whitened @ centres.T

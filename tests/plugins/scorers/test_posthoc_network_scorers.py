@@ -438,6 +438,21 @@ def test_listed_as_network_scorers():
         assert contribution.family == "model" and contribution.needs_network
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_work_under_no_grad_and_inference_mode(data, name):
+    """Each takes its gradients locally: a caller under no_grad or inference mode gets the same
+    scores, and no weight is left with a gradient."""
+    network = tiny_network()
+    plain, _ = ncood_scores(name, network, data)
+    with torch.inference_mode():
+        inferred, _ = ncood_scores(name, network, data)
+    with torch.no_grad():
+        quiet, _ = ncood_scores(name, network, data)
+    np.testing.assert_array_equal(plain, inferred)
+    np.testing.assert_array_equal(plain, quiet)
+    assert all(p.grad is None for p in network.module.parameters())
+
+
 def test_they_run_in_analyze_on_a_trained_run(tmp_path):
     out = tmp_path / "run"
     result = train("--epochs", "1", "--out", str(out))
