@@ -45,6 +45,19 @@ class Network:
             raise NcoodError(f"{self.arch or 'the model'} returned no N×C logits")
         return output
 
+    def penultimate(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's input (N×D, the features file's features) and the logits of a batch, in
+        one forward (gradients flow if the caller enables them)."""
+        seen: list[torch.Tensor] = []
+        hook = self.submodule(self.head_name).register_forward_pre_hook(
+            lambda _m, args: seen.append(args[0])
+        )
+        try:
+            logits = self.logits(inputs)
+        finally:
+            hook.remove()
+        return seen[-1].flatten(1), logits
+
     def submodule(self, name: str) -> torch.nn.Module:
         modules = dict(self.module.named_modules())
         if name not in modules:

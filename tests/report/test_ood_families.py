@@ -30,7 +30,13 @@ EXPECTED = {
         ),
         "feature",
     ),
-    **dict.fromkeys(("odin", "mcd", "gram", "rankfeat"), "model"),
+    **dict.fromkeys(
+        (
+            *("odin", "mcd", "gram", "rankfeat", "nac", "mahalanobis-odin"),
+            *("adascale-a", "adascale-l", "iodin"),
+        ),
+        "model",
+    ),
 }
 
 # Logit: (0.80 + 0.92) / 2 = 0.86 over 2; feature: (0.95 + 0.71) / 2 = 0.83 over 2;
