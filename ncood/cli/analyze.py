@@ -42,10 +42,12 @@ def analyze_command(options_class: type = AnalyzeOptions):
         DeLong p-value (docs/conventions.md).
         """
         from ncood.analyze.driver import check_model_scorers, check_parameters, select
+        from ncood.engine.seeds import seed_runs
         from ncood.host.loading import host
 
         options = options_class(**config_values(options_class, given))
-        scorers, analyses = select(host(), options.plugins)
+        members = bool(seed_runs(source))  # a seeds folder: its runs scored as one ensemble
+        scorers, analyses = select(host(), options.plugins, members=members)
         warn_broken_plugins(host())
         settings = options.settings
         if options.device:
@@ -91,10 +93,16 @@ app.command(name="analyze", cls=Command)(user_errors(analyze_command()))
 def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     """The run (None for a features file) and its (epoch, features file, results folder)."""
     from ncood.analyze.driver import check_model_scorers
+    from ncood.analyze.members import member_jobs
+    from ncood.engine.seeds import seed_runs
     from ncood.store.integrity import verify_files
     from ncood.store.outputs import prepare_out_dir
     from ncood.store.run import RunDir
 
+    if seed_runs(source):
+        if options.out is not None:
+            raise NcoodError("--out is for a features file; a seeds folder's results go into it")
+        return None, member_jobs(source, options.epoch)
     if source.is_file():
         check_model_scorers(on_model, False)
         if options.out is not None:
@@ -116,9 +124,10 @@ def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network
     from ncood.store.features import check_readable
     from ncood.store.outputs import one_line_os_errors
 
-    for _, features_path, _ in jobs:
-        check_readable(features_path)  # a bad file is one line, before any progress bar
-        options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
+    for _, features, _ in jobs:
+        for features_path in features if isinstance(features, list) else [features]:
+            check_readable(features_path)  # a bad file is one line, before any progress bar
+            options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
     collected, failures = {}, []
     steps = len(scorers) + len(analyses)
     with progress_bar(not options.quiet) as progress:
