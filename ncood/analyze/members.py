@@ -22,8 +22,9 @@ from ncood.store.run import RunDir, epoch_name
 
 
 def join_members(dumps: list[FeatureDump]) -> FeatureDump:
-    """The first member's dump, each of its splits carrying every member's (same images: the
-    same splits, sizes, labels and classes, else one line saying which differs)."""
+    """The first member's dump, each of its splits carrying every member's. The scored splits
+    (test, OOD) must hold the same images (same splits, sizes, labels and classes, else one
+    line saying which differs); train may differ (a ``--train-subset`` is drawn by seed)."""
     if len(dumps) < 2:
         raise NcoodError(f"an ensemble needs at least two runs, got {len(dumps)}")
     first = dumps[0]
@@ -39,6 +40,8 @@ def join_members(dumps: list[FeatureDump]) -> FeatureDump:
                 f"member {index} has {dump.num_classes} classes, member 0 {first.num_classes}"
             )
         for name, split in dump.splits().items():
+            if name == "train":  # not scored; a --train-subset draws its images by seed
+                continue
             if not np.array_equal(split.labels, first.splits()[name].labels):
                 raise NcoodError(
                     f"member {index}'s split {name!r} holds other images than member 0's "
