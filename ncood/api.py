@@ -2,7 +2,7 @@
 features, measure Neural Collapse and read runs without the command line.
 
     dump = ncood.load_features(path)
-    ncood.list_scorers("*maha*")                   # ['mahalanobis']
+    ncood.list_scorers("maha*")                   # ['mahalanobis']
     vim = ncood.create_scorer("vim", dim=256)      # typed keyword arguments
     results = ncood.evaluate(dump, ["vim", "energy", "nc"], vim={"dim": 256})
     run = ncood.open_run("runs/tp-600")            # run.epochs, run.features(e), run.results_for(e)

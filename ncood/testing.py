@@ -332,7 +332,7 @@ def members_case() -> Case:
     """An ensemble scorer's case: three collapsed dumps of the same images (other class
     patterns and noise per member, as three seeds give), joined as ``ncood analyze`` joins a
     seeds folder's runs; degenerate: members whose logits are all the same."""
-    from ncood.analyze.members import join_members
+    from ncood.store.members import join_members
 
     members = [collapsed_dump(seed=seed, ood_scale=0.5) for seed in (0, 1, 2)]
     constant = [

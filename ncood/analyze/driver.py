@@ -411,10 +411,10 @@ def analyze_file(
     model_inputs: Callable[[], ModelInputs] | None = None,
 ) -> AnalysisOutcome:
     """Analyze one features file (or the members' files of an ensemble, one per run, joined
-    by :func:`ncood.analyze.members.join_members`); merge its results (and scores) into
+    by :func:`ncood.store.members.join_members`); merge its results (and scores) into
     ``out_dir``'s."""
     if isinstance(features_path, list):
-        from ncood.analyze.members import join_members
+        from ncood.store.members import join_members
 
         dump = join_members([load_features(path) for path in features_path])
     else:

@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 _GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 
 
-_SOURCE = typer.Argument(metavar="SOURCE", help="A run directory or a features .safetensors file.")
+_SOURCE = typer.Argument(
+    metavar="SOURCE",
+    help="A run directory, a features .safetensors file, or a folder of `train --seeds` runs "
+    "(scored as one ensemble).",
+)
 
 
 def analyze_command(options_class: type = AnalyzeOptions):
@@ -42,8 +46,8 @@ def analyze_command(options_class: type = AnalyzeOptions):
         DeLong p-value (docs/conventions.md).
         """
         from ncood.analyze.driver import check_model_scorers, check_parameters, select
-        from ncood.engine.seeds import seed_runs
         from ncood.host.loading import host
+        from ncood.store.members import seed_runs
 
         options = options_class(**config_values(options_class, given))
         members = bool(seed_runs(source))  # a seeds folder: its runs scored as one ensemble
@@ -93,16 +97,15 @@ app.command(name="analyze", cls=Command)(user_errors(analyze_command()))
 def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     """The run (None for a features file) and its (epoch, features file, results folder)."""
     from ncood.analyze.driver import check_model_scorers
-    from ncood.analyze.members import member_jobs
-    from ncood.engine.seeds import seed_runs
     from ncood.store.integrity import verify_files
+    from ncood.store.members import seed_runs
     from ncood.store.outputs import prepare_out_dir
     from ncood.store.run import RunDir
 
     if seed_runs(source):
         if options.out is not None:
             raise NcoodError("--out is for a features file; a seeds folder's results go into it")
-        return None, member_jobs(source, options.epoch)
+        return None, _member_jobs(source, options.epoch)
     if source.is_file():
         check_model_scorers(on_model, False)
         if options.out is not None:
@@ -115,6 +118,39 @@ def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     jobs = [(e, run.features(e), run.analysis_dir(e)) for e in epochs]
     verify_files(run, [str(path.relative_to(run.root)) for _, path, _ in jobs], full=options.verify)
     return run, jobs
+
+
+def _member_jobs(folder: Path, spec: str) -> list[tuple[int, list[Path], Path]]:
+    """A seeds folder's jobs: (epoch, the members' features files, ``folder/analysis/epoch-N``)
+    for each epoch of ``spec`` (N, 'last' or 'all') among those every member has features of."""
+    from ncood.store.members import seed_runs
+    from ncood.store.run import RunDir, epoch_name
+
+    runs = [RunDir.open(path) for path in seed_runs(folder)]
+    if len(runs) < 2:
+        raise NcoodError(
+            f"{folder} is neither a run nor a seeds folder of two runs or more "
+            f"(`ncood train --seeds 0,1,2 --out {folder}` writes one)"
+        )
+    common = sorted(set.intersection(*(set(run.feature_epochs()) for run in runs)))
+    if not common:
+        raise NcoodError(f"the runs of {folder} share no epoch with features")
+    if spec in ("all", "last"):
+        epochs = common if spec == "all" else common[-1:]
+    else:
+        try:
+            epochs = [int(spec)]
+        except ValueError:
+            raise NcoodError(f"--epoch must be a number, 'last' or 'all', got {spec!r}") from None
+        if epochs[0] not in common:
+            raise NcoodError(
+                f"epoch {spec} is not among the epochs every run of {folder} has features of "
+                f"({', '.join(map(str, common))})"
+            )
+    return [
+        (epoch, [run.features(epoch) for run in runs], folder / "analysis" / epoch_name(epoch))
+        for epoch in epochs
+    ]
 
 
 def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network | None):

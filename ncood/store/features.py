@@ -88,7 +88,7 @@ class Split:
     labels: np.ndarray
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     _backing: _Backing | None = field(default=None, repr=False, compare=False)
-    # The same images seen by each run of an ensemble (ncood.analyze.members): set only on the
+    # The same images seen by each run of an ensemble (ncood.store.members): set only on the
     # splits of a seeds folder's joined dump, for the scorers that say ``needs_members``.
     members: tuple[Split, ...] = field(default=(), repr=False, compare=False)
 

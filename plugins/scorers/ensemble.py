@@ -1,7 +1,7 @@
 """Deep ensembles of seed runs: the mean softmax of the members, its MSP and its mutual information.
 
 A seeds folder (``ncood train --seeds 0,1,2 --out OUT``) holds M runs that differ only by their
-seed; ``ncood analyze OUT`` joins their features files of one epoch (ncood.analyze.members), so
+seed; ``ncood analyze OUT`` joins their features files of one epoch (ncood.store.members), so
 each split carries ``members``: the same images as each run saw them. With p_m = softmax(z_m)
 and p̄ = (1/M) Σ_m p_m (Lakshminarayanan et al., NeurIPS 2017):
 

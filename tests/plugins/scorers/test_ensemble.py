@@ -13,11 +13,11 @@ from nc_builders import make_dump
 from typer.testing import CliRunner
 
 import ncood
-from ncood.analyze.members import join_members
 from ncood.cli import app
 from ncood.errors import NcoodError
 from ncood.ood.conventions import ood_metrics
 from ncood.store.features import save_features
+from ncood.store.members import join_members
 from ncood.store.run import RunDir
 from ncood.testing import check_scorer
 

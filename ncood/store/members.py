@@ -1,7 +1,7 @@
-"""An ensemble of seed runs analyzed as one: the members' features files of one epoch, joined.
+"""An ensemble of seed runs analyzed as one: the members' features of one epoch, joined.
 
-``ncood train --seeds 0,1,2 --out OUT`` writes one run per seed in ``OUT/seed-<s>/`` (they saw
-the same images in the same order: the data and its split do not depend on the seed).
+``ncood train --seeds 0,1,2 --out OUT`` writes one run per seed in ``OUT/seed-<s>/`` (their test and
+OOD sets are the same images in the same order; a ``--train-subset`` is drawn by seed).
 ``ncood analyze OUT`` joins, for each selected epoch every member has, the members' features
 files into one :class:`FeatureDump` whose every split carries ``members`` — the same split as
 each run saw it — and runs the ensemble scorers (``needs_members``, e.g. ``ensemble``) on it.
@@ -11,6 +11,7 @@ tests as any run's.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,19 @@ import numpy as np
 
 from ncood.errors import NcoodError
 from ncood.store.features import FeatureDump
-from ncood.store.run import RunDir, epoch_name
+from ncood.store.run import MANIFEST
+
+SEED_FOLDER = "seed-{seed}"  # where ``ncood train --seeds`` puts the run of each seed
+_SEED_FOLDER = re.compile(r"seed-(\d+)")
+
+
+def seed_runs(out: str | Path) -> list[Path]:
+    """The ``seed-<s>`` run folders of a seeds folder, by seed; [] when it is not one."""
+    root = Path(out)
+    if (root / MANIFEST).exists() or not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SEED_FOLDER.fullmatch(p.name))]
+    return [path for _, path in sorted(found) if (path / MANIFEST).exists()]
 
 
 def join_members(dumps: list[FeatureDump]) -> FeatureDump:
@@ -58,43 +71,3 @@ def join_members(dumps: list[FeatureDump]) -> FeatureDump:
         ood={name: joined(f"ood/{name}") for name in first.ood},
         metadata={**first.metadata, "members": str(len(dumps))},
     )
-
-
-def member_runs(folder: Path) -> list[RunDir]:
-    """The seed runs of a seeds folder (at least two), or one line saying why not."""
-    from ncood.engine.seeds import seed_runs
-
-    runs = [RunDir.open(path) for path in seed_runs(folder)]
-    if len(runs) < 2:
-        raise NcoodError(
-            f"{folder} is neither a run nor a seeds folder with two runs or more "
-            f"(`ncood train --seeds 0,1,2 --out {folder}` writes one)"
-        )
-    return runs
-
-
-def member_jobs(folder: Path, spec: str) -> list[tuple[int, list[Path], Path]]:
-    """(epoch, the members' features files, the results folder) for each epoch of ``spec``
-    (N, 'last' or 'all') among those every member has features of."""
-    runs = member_runs(folder)
-    common = sorted(set.intersection(*(set(run.feature_epochs()) for run in runs)))
-    if not common:
-        raise NcoodError(f"the runs of {folder} share no epoch with features")
-    if spec == "all":
-        epochs = common
-    elif spec == "last":
-        epochs = common[-1:]
-    else:
-        try:
-            epochs = [int(spec)]
-        except ValueError:
-            raise NcoodError(f"--epoch expects N, 'last' or 'all', got {spec!r}") from None
-        if epochs[0] not in common:
-            raise NcoodError(
-                f"epoch {spec} is not among the epochs every run of {folder} has "
-                f"({', '.join(map(str, common))})"
-            )
-    return [
-        (epoch, [run.features(epoch) for run in runs], folder / "analysis" / epoch_name(epoch))
-        for epoch in epochs
-    ]
