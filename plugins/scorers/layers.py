@@ -55,7 +55,10 @@ def chosen_stages(train: Split, spec: str, who: str) -> list[str]:
 
 def on_stage(split: Split, stage: str, who: str) -> Split:
     if stage != PENULTIMATE and stage not in split.layers:
-        raise NcoodError(f"{who}: a split has no stage {stage!r}")
+        raise NcoodError(
+            f"{who}: a split holds no stage {stage!r}, which ID train holds (every split of the "
+            f"features file needs the stages scored)"
+        )
     return split.stage(stage)
 
 
@@ -118,11 +121,22 @@ def parse_params(text: str) -> dict[str, str]:
     return params
 
 
-def empirical_p_values(sorted_train: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """p(s) = (1 + #{train scores ≤ s}) / (N + 1): how ID-like s is among the N ID train scores
-    (a low score is evidence of OOD); in (0, 1], never 0 (the conformal p-value)."""
-    below = np.searchsorted(sorted_train, scores, side="right")
-    return (1.0 + below) / (len(sorted_train) + 1.0)
+class EmpiricalCdf:
+    """The p-value of a score among the N ID train scores s_(1) ≤ … ≤ s_(N): at each train value v,
+    (1 + #{s_i ≤ v}) / (N + 2); linear between them; out to 1/(N + 2) at N spreads below the
+    lowest and to 1 at N spreads above the highest (the spread: s_(N) − s_(1)), held beyond.
+    oodeel's augmented ECDF: a low score is evidence of OOD, p is never 0, and p increases
+    strictly over that wide range, so samples beyond every train score keep their order."""
+
+    def __init__(self, train_scores: np.ndarray) -> None:
+        values, counts = np.unique(np.asarray(train_scores, np.float64), return_counts=True)
+        n = len(train_scores)
+        spread = (values[-1] - values[0]) or max(abs(values[0]), 1.0)
+        self.knots = np.concatenate([[values[0] - n * spread], values, [values[-1] + n * spread]])
+        self.heights = np.concatenate([[1.0], 1.0 + np.cumsum(counts), [n + 2.0]]) / (n + 2.0)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        return np.interp(scores, self.knots, self.heights)
 
 
 def log_chi2_sf(x: np.ndarray, dof: float) -> np.ndarray:
@@ -201,7 +215,7 @@ class LayerPValues(ncood.Scorer):
             self._guarded(stage, detector.fit, on_stage(train, stage, "layers"), head)
             self.per_stage.append(detector)
         train_scores = self._scores(train)
-        self.sorted_train = [np.sort(column) for column in train_scores.T]
+        self.cdfs = [EmpiricalCdf(column) for column in train_scores.T]
         terms = -2.0 * np.log(self._p_values(train_scores))
         self.scale, self.dof = (
             brown_scale(terms) if self.method == "brown" else (1.0, 2.0 * len(self.stages))
@@ -213,9 +227,7 @@ class LayerPValues(ncood.Scorer):
         }
 
     def _p_values(self, scores: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [empirical_p_values(s, scores[:, i]) for i, s in enumerate(self.sorted_train)], axis=1
-        )
+        return np.stack([cdf(scores[:, i]) for i, cdf in enumerate(self.cdfs)], axis=1)
 
     def score(self, split: Split) -> np.ndarray:
         fisher = -2.0 * np.log(self._p_values(self._scores(split))).sum(axis=1)

@@ -180,14 +180,17 @@ def column_scorer(monkeypatch):
 
 
 def test_fisher_by_hand(column_scorer):
-    """p = (1 + #{train ≤ s}) / (N + 1), N = 4. Test sample 0: a = 2.5 → (1+2)/5 = 0.6,
-    b = 25 → (1+2)/5 = 0.6; X² = −2 (ln 0.6 + ln 0.6) = 2.0433; χ²₄ survival = e^{−X²/2}(1 +
-    X²/2) = 0.36 (1 − 2 ln 0.6) = 0.7278. Sample 1: a = 0 → 0.2, b = 50 → 1: X² = −2 ln 0.2,
-    survival 0.2 (1 − ln 0.2) = 0.5219. Sample 2: a = 4 → 1, b = 5 → 0.2: the same."""
+    """N = 4 train scores per stage; the ECDF is (1 + #{train ≤ v}) / (N + 2) = 2/6 … 5/6 at the
+    train values, 1/6 and 1 at N spreads below and above (a: 1 − 4·3 = −11 and 4 + 12 = 16;
+    b: 10 − 120 = −110 and 40 + 120 = 160), linear between.
+    Sample 0: a = 2.5 → 3.5/6, b = 25 → 3.5/6. Sample 1: a = 0 → (1 + 11/12)/6 = 23/72,
+    b = 50 → 5/6 + (10/120)/6 = 61/72. Sample 2: a = 4 → 5/6, b = 5 → (1 + 115/120)/6 = 47/144.
+    Fisher: X² = −2 ln(p_a p_b); χ²₄ survival: e^{−X²/2}(1 + X²/2) = p_a p_b (1 − ln p_a p_b)."""
     scorer = ncood.create_scorer("layers", scorer=column_scorer, method="fisher")
     dump = tiny_dump()
     scorer.fit(dump.train, dump.head)
-    expected = [0.36 * (1 - 2 * np.log(0.6)), 0.2 * (1 - np.log(0.2)), 0.2 * (1 - np.log(0.2))]
+    products = np.array([(3.5 / 6) ** 2, 23 / 72 * 61 / 72, 5 / 6 * 47 / 144])
+    expected = products * (1 - np.log(products))
     np.testing.assert_allclose(np.exp(scorer.score(dump.test)), expected, rtol=1e-12)
     assert scorer.resolved_params == {"stages": "a,b", "scale": 1.0, "dof": 4.0}
 
@@ -209,12 +212,16 @@ def brown_reference(train_p: np.ndarray, test_p: np.ndarray) -> np.ndarray:
 
 
 def empirical_p(train: np.ndarray, values: np.ndarray) -> np.ndarray:
-    return np.array(
-        [
-            [(1 + np.sum(train[:, i] <= v[i])) / (len(train) + 1) for i in range(len(v))]
-            for v in values
-        ]
-    )
+    """The augmented ECDF of each column, written out for distinct train scores."""
+    n = len(train)
+    columns = []
+    for i in range(train.shape[1]):
+        ordered = np.sort(train[:, i])
+        spread = ordered[-1] - ordered[0]
+        xs = np.r_[ordered[0] - n * spread, ordered, ordered[-1] + n * spread]
+        ys = np.arange(1, n + 3) / (n + 2)
+        columns.append(np.interp(values[:, i], xs, ys))
+    return np.stack(columns, axis=1)
 
 
 def test_brown_equals_its_formula(dump):
@@ -244,15 +251,22 @@ def test_brown_equals_its_formula(dump):
     )
 
 
-def test_one_stage_gives_its_own_p_value(dump):
-    """Fisher of one p-value is that p-value: χ²₂ survival of −2 ln p is p."""
-    scorer = fitted("layers", dump, stages="layer1", scorer="knn", params="k=5")
-    single = ncood.create_scorer("knn", k=5)
+def test_one_stage_keeps_the_scorer_s_ranking(dump):
+    """Fisher of one p-value is that p-value (χ²₂'s survival of −2 ln p is p), and the p-value
+    increases strictly with the score, beyond the train range too: the AUROC is the scorer's."""
+    scorer = fitted("layers", dump, stages="layer1", scorer="rmds", params="ridge=0.001")
+    single = ncood.create_scorer("rmds", ridge=0.001)
     single.fit(dump.train.stage("layer1"), dump.head)
-    train = np.sort(single.score(dump.train.stage("layer1")))
-    values = single.score(dump.test.stage("layer1"))
-    expected = (1 + np.searchsorted(train, values, side="right")) / (len(train) + 1)
-    np.testing.assert_allclose(np.exp(scorer.score(dump.test)), expected, rtol=1e-12)
+    train = single.score(dump.train.stage("layer1"))[:, None]
+    for split in (dump.test, dump.ood["fresh"]):
+        values = single.score(split.stage("layer1"))
+        expected = empirical_p(train, values[:, None])[:, 0]
+        np.testing.assert_allclose(np.exp(scorer.score(split)), expected, rtol=1e-12)
+    ours = auroc(scorer.score(dump.test), scorer.score(dump.ood["fresh"]))
+    theirs = auroc(
+        single.score(dump.test.stage("layer1")), single.score(dump.ood["fresh"].stage("layer1"))
+    )
+    assert ours == theirs
 
 
 def test_bad_parameters_are_one_line():
