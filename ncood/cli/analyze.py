@@ -105,7 +105,7 @@ def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     if seed_runs(source):
         if options.out is not None:
             raise NcoodError("--out is for a features file; a seeds folder's results go into it")
-        return None, _member_jobs(source, options.epoch)
+        return None, _member_jobs(source, options.epoch, options.verify)
     if source.is_file():
         check_model_scorers(on_model, False)
         if options.out is not None:
@@ -120,9 +120,11 @@ def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     return run, jobs
 
 
-def _member_jobs(folder: Path, spec: str) -> list[tuple[int, list[Path], Path]]:
+def _member_jobs(folder: Path, spec: str, verify: bool) -> list[tuple[int, list[Path], Path]]:
     """A seeds folder's jobs: (epoch, the members' features files, ``folder/analysis/epoch-N``)
-    for each epoch of ``spec`` (N, 'last' or 'all') among those every member has features of."""
+    for each epoch of ``spec`` (N, 'last' or 'all') among those every member has features of;
+    each run's files checked against its manifest as for one run."""
+    from ncood.store.integrity import verify_files
     from ncood.store.members import seed_runs
     from ncood.store.run import RunDir, epoch_name
 
@@ -147,6 +149,9 @@ def _member_jobs(folder: Path, spec: str) -> list[tuple[int, list[Path], Path]]:
                 f"epoch {spec} is not among the epochs every run of {folder} has features of "
                 f"({', '.join(map(str, common))})"
             )
+    for run in runs:
+        files = [str(run.features(epoch).relative_to(run.root)) for epoch in epochs]
+        verify_files(run, files, full=verify)
     return [
         (epoch, [run.features(epoch) for run in runs], folder / "analysis" / epoch_name(epoch))
         for epoch in epochs
