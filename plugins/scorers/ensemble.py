@@ -8,7 +8,9 @@ and p̄ = (1/M) Σ_m p_m (Lakshminarayanan et al., NeurIPS 2017):
 * ``ensemble``: max_c p̄_c, the MSP of the mean softmax;
 * ``ensemble-mi``: −[H(p̄) − (1/M) Σ_m H(p_m)], minus the mutual information between the
   prediction and the member (the epistemic part of the entropy: Depeweg et al., ICML 2018;
-  Malinin & Gales, NeurIPS 2018), H(p) = −Σ_c p_c log p_c; negated, so higher = more ID.
+  Malinin & Gales, NeurIPS 2018), H(p) = −Σ_c p_c log p_c; negated, so higher = more ID;
+* ``member-msp``: max_c p_m,c of one run (``member``, default 0: the first seed), so that the
+  ensemble and a single run are compared on the same images with the same DeLong test.
 
 Everything in float64, log p̄ by a log-sum-exp over the members (no log 0), streamed: one chunk
 of each member's logits at a time.
@@ -91,6 +93,30 @@ class EnsembleMutualInformation(EnsembleScorer):
         return -np.maximum(information, 0.0)  # ≥ 0 by Jensen; clipped where rounding dips below
 
 
+class MemberMSP(EnsembleScorer):
+    """One member's own MSP, max_c p_m,c: the single run the ensemble is compared with, on the
+    same images, so that DeLong's test says whether the ensemble beats it."""
+
+    name = "member-msp"
+
+    def __init__(self, member: int = 0) -> None:
+        if member < 0:
+            raise ValueError(f"member must be 0 or more (the runs in seed order), got {member}")
+        self.member = member
+
+    def _members(self, split: Split) -> tuple[Split, ...]:
+        members = super()._members(split)
+        if self.member >= len(members):
+            raise NcoodError(
+                f"member-msp.member = {self.member}, but the ensemble has {len(members)} runs "
+                f"(0 to {len(members) - 1}, in seed order)"
+            )
+        return members
+
+    def of(self, log_probs: np.ndarray, log_mean: np.ndarray) -> np.ndarray:
+        return np.exp(log_probs[self.member].max(axis=1))
+
+
 @ncood.hookimpl
 def register_scorers(register):
     register(
@@ -105,5 +131,12 @@ def register_scorers(register):
         EnsembleMutualInformation,
         "minus the mutual information of a seeds folder's runs (deep ensemble)",
         title="Ensemble MI",
+        family="logit",
+    )
+    register(
+        "member-msp",
+        MemberMSP,
+        "MSP of one run of a seeds folder (the first by default), beside the ensemble's",
+        title="MSP (one run)",
         family="logit",
     )

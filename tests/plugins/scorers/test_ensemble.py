@@ -82,7 +82,25 @@ def test_one_member_is_its_msp_and_no_information():
     np.testing.assert_allclose(mi.score(joined.test), 0.0, atol=1e-12)  # log-sum-exp rounding
 
 
-@pytest.mark.parametrize("name", ["ensemble", "ensemble-mi"])
+def test_member_msp_is_that_run_s_msp():
+    dumps = members()
+    joined = join_members(dumps)
+    for member in (0, 2):
+        scorer = ncood.create_scorer("member-msp", member=member)
+        scorer.fit(joined.train, joined.head)
+        msp = ncood.create_scorer("msp")
+        msp.fit(dumps[member].train, dumps[member].head)
+        for name, split in joined.splits().items():
+            expected = msp.score(dumps[member].splits()[name])
+            np.testing.assert_allclose(scorer.score(split), expected, rtol=1e-12)
+    beyond = ncood.create_scorer("member-msp", member=3)
+    with pytest.raises(NcoodError, match="has 3 runs"):
+        beyond.fit(joined.train, joined.head)
+    with pytest.raises(NcoodError, match="member must be 0 or more"):
+        ncood.create_scorer("member-msp", member=-1)
+
+
+@pytest.mark.parametrize("name", ["ensemble", "ensemble-mi", "member-msp"])
 def test_the_contract(name):
     check_scorer(name)
 
@@ -122,11 +140,11 @@ def test_analyze_a_seeds_folder(tmp_path):
     assert "ensemble-mi" in result.output
     for epoch in (2, 4):
         results = json.loads((out / "analysis" / f"epoch-000{epoch}" / "results.json").read_text())
-        assert set(results["ood"]["blobs"]) == {"ensemble", "ensemble-mi"}
+        assert set(results["ood"]["blobs"]) == {"ensemble", "ensemble-mi", "member-msp"}
         metrics = results["ood"]["blobs"]["ensemble"]
         low, high = metrics["auroc_ci"]
         assert low <= metrics["auroc"] <= high
-        assert results["significance"]["ood"]["blobs"]["best"] in {"ensemble", "ensemble-mi"}
+        assert results["significance"]["ood"]["blobs"]["best"] in results["ood"]["blobs"]
         joined = join_members(
             [ncood.load_features(RunDir(out / f"seed-{s}").features(epoch)) for s in SEEDS]
         )
