@@ -140,10 +140,18 @@ class EmpiricalCdf:
 
 
 def log_chi2_sf(x: np.ndarray, dof: float) -> np.ndarray:
-    """log P(χ²_dof ≥ x), float64; a probability below the smallest float is held at it."""
-    from scipy.special import chdtrc  # imported when the scorer runs
+    """log P(χ²_dof ≥ x) in float64: log1p(−CDF) where the survival is near 1 (so the most
+    ID-like samples do not all round to log 1 = 0), log(survival) elsewhere, a survival below
+    the smallest float held at it (X² is bounded: every p ≥ 1/(N + 2))."""
+    from scipy.special import chdtr, chdtrc  # imported when the scorer runs
 
-    return np.log(np.maximum(chdtrc(dof, x), np.finfo(np.float64).tiny))
+    survival = chdtrc(dof, x)
+    with np.errstate(divide="ignore"):
+        return np.where(
+            survival > 0.5,
+            np.log1p(-chdtr(dof, x)),
+            np.log(np.maximum(survival, np.finfo(np.float64).tiny)),
+        )
 
 
 def brown_scale(fisher_terms: np.ndarray) -> tuple[float, float]:
@@ -182,7 +190,7 @@ class LayerPValues(ncood.Scorer):
         if scorer not in scorers:
             raise ValueError(f"no scorer {scorer!r} (known: {', '.join(scorers.names())})")
         self.inner = scorers.get(scorer)
-        if self.inner.needs_network or getattr(self.inner, "needs_members", False):
+        if self.inner.needs_network or self.inner.needs_members:
             raise ValueError(f"scorer {scorer!r} does not read the features file's stages")
         if scorer in ("layers", "multi-mahalanobis"):
             raise ValueError(f"scorer {scorer!r} already combines the stages")
@@ -222,8 +230,8 @@ class LayerPValues(ncood.Scorer):
         )
         self.resolved_params = {
             "stages": ",".join(self.stages),
-            "scale": self.scale,
-            "dof": self.dof,
+            "scale": float(self.scale),
+            "dof": float(self.dof),
         }
 
     def _p_values(self, scores: np.ndarray) -> np.ndarray:
