@@ -2,7 +2,7 @@
 features, measure Neural Collapse and read runs without the command line.
 
     dump = ncood.load_features(path)
-    ncood.list_scorers("*maha*")                   # ['mahalanobis']
+    ncood.list_scorers("maha*", needs_network=False)  # ['mahalanobis']
     vim = ncood.create_scorer("vim", dim=256)      # typed keyword arguments
     results = ncood.evaluate(dump, ["vim", "energy", "nc"], vim={"dim": 256})
     run = ncood.open_run("runs/tp-600")            # run.epochs, run.features(e), run.results_for(e)
@@ -23,14 +23,19 @@ from ncood.store.features import FeatureDump, load_features
 from ncood.store.run import RunDir
 
 
-def list_scorers(pattern: str = "*", *, needs_network: bool | None = None) -> list[str]:
+def list_scorers(
+    pattern: str = "*", *, needs_network: bool | None = None, needs_members: bool | None = None
+) -> list[str]:
     """Names of the loaded scorers matching a shell-style ``pattern``, sorted; with
-    ``needs_network`` only those that run the network (True) or read features (False)."""
+    ``needs_network`` only those that run the network (True) or read features (False); with
+    ``needs_members`` only those that score a seeds folder's runs as one ensemble (True) or
+    one run (False)."""
     return [
         name
         for name, scorer in host().scorers().items()
         if fnmatch.fnmatch(name, pattern)
         and (needs_network is None or scorer.needs_network == needs_network)
+        and (needs_members is None or scorer.needs_members == needs_members)
     ]
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,7 +76,12 @@ def check_scorer(
     if unknown:
         raise ValueError(f"unknown rules {unknown}; the rules are {list(RULES)}")
     contribution = _contribution(scorer)
-    case = network_case() if contribution.needs_network else feature_case()
+    if contribution.needs_network:
+        case = network_case()
+    elif contribution.needs_members:
+        case = members_case()
+    else:
+        case = feature_case()
     checks = {
         "output": _check_output,
         "orientation": lambda c, p, k: _check_orientation(c, p, k, min_auroc),
@@ -274,6 +279,7 @@ def _rows(split: Split, start: int, stop: int) -> Split:
         split.logits[start:stop],
         split.labels[start:stop],
         {name: values[start:stop] for name, values in split.layers.items()},
+        members=tuple(_rows(member, start, stop) for member in split.members),
     )
 
 
@@ -319,6 +325,30 @@ def feature_case() -> Case:
             "an ID train without one of the classes": _dump_case(missing),
             "an ID train whose features are all the same": _dump_case(constant),
         },
+    )
+
+
+def members_case() -> Case:
+    """An ensemble scorer's case: three collapsed dumps of the same images (other class
+    patterns and noise per member, as three seeds give), joined as ``ncood analyze`` joins a
+    seeds folder's runs; degenerate: members whose logits are all the same."""
+    from ncood.store.members import join_members
+
+    members = [collapsed_dump(seed=seed, ood_scale=0.5) for seed in (0, 1, 2)]
+    constant = [
+        replace(
+            dump,
+            **{
+                name: replace(split, logits=np.zeros_like(split.logits))
+                for name, split in (("train", dump.train), ("test", dump.test))
+            },
+            ood={k: replace(v, logits=np.zeros_like(v.logits)) for k, v in dump.ood.items()},
+        )
+        for dump in members
+    ]
+    return _dump_case(
+        join_members(members),
+        {"members whose logits are all zero": _dump_case(join_members(constant))},
     )
 
 

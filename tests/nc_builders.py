@@ -49,17 +49,19 @@ def noisy_dump(num_classes=12, dim=32, seed=0, with_layers=False, spread=1.2) ->
         labels = np.concatenate([np.arange(num_classes), rng.integers(0, num_classes, n)])
         noise = rng.normal(0, spread, (labels.size, dim))
         features = (centres[labels] + noise).astype(np.float32)
-        layers = {}
-        if with_layers:
-            layers = {
-                f"layer{i + 1}": np.abs(features @ lm).astype(np.float32)
-                for i, lm in enumerate(layer_maps)
-            }
-        return Split(features, features @ weight.T + bias, labels, layers)
+        return Split(features, features @ weight.T + bias, labels, stages(features))
+
+    def stages(features):  # no random draw: the other arrays stay as they were
+        if not with_layers:
+            return {}
+        return {
+            f"layer{i + 1}": np.abs(features @ lm).astype(np.float32)
+            for i, lm in enumerate(layer_maps)
+        }
 
     def ood(n, shift):
         features = (rng.normal(0, 1.0, (n, dim)) + shift).astype(np.float32)
-        return Split(features, features @ weight.T + bias, np.full(n, -1))
+        return Split(features, features @ weight.T + bias, np.full(n, -1), stages(features))
 
     return FeatureDump(
         split(600), split(300), {"far": ood(80, 6.0), "near": ood(90, 3.0)}, Head(weight, bias)

@@ -68,7 +68,8 @@ def test_every_exported_name_resolves():
 
 
 def test_create_scorer_takes_typed_parameters_and_names_the_known_ones(tiny_dump):
-    assert ncood.list_scorers("*maha*") == ["mahalanobis"]
+    assert ncood.list_scorers("maha*", needs_network=False) == ["mahalanobis"]
+    assert ncood.list_scorers("maha*", needs_network=True) == ["mahalanobis-odin"]
     energy = ncood.create_scorer("energy", T=2.0)
     energy.fit(tiny_dump.train, tiny_dump.head)
     logits = tiny_dump.test.logits.astype(np.float64)

@@ -63,22 +63,31 @@ class AnalysisOutcome:
 
 
 def select(
-    host: PluginHost, names: list[str] | None
+    host: PluginHost, names: list[str] | None, *, members: bool = False
 ) -> tuple[list[Contribution], list[Contribution]]:
     """Split the requested names into scorers and analyses; unknown names list what exists.
 
     Without names: every feature-level scorer and every analysis. Network scorers run the
     network over every image (slow on a CPU), so they run when named, or with ``all``.
+    Ensemble scorers (``needs_members``) run on a seeds folder (``members``), and only they.
     """
     scorers, analyses = host.scorers(), host.analyses()
-    on_features = [s for _, s in scorers.items() if not s.needs_network]
+    if members:
+        return _select_ensemble(scorers, names), []
+    on_features = [s for _, s in scorers.items() if not s.needs_network and not s.needs_members]
     every_analysis = [a for _, a in analyses.items()]
     if not names:
         return on_features, every_analysis
     if names == [EVERYTHING]:  # the network scorers after the others, as results.json lists them
-        return on_features + [s for _, s in scorers.items() if s.needs_network], every_analysis
+        networked = [s for _, s in scorers.items() if s.needs_network and not s.needs_members]
+        return on_features + networked, every_analysis
     chosen_scorers, chosen_analyses = [], []
     for name in names:
+        if name in scorers and scorers.get(name).needs_members:
+            raise NcoodError(
+                f"{name} scores the runs of an ensemble: analyze the folder that "
+                f"`ncood train --seeds` wrote (ncood analyze OUT), not one run"
+            )
         if name in scorers:
             chosen_scorers.append(scorers.get(name))
         elif name in analyses:
@@ -91,6 +100,25 @@ def select(
                 + (f"; broken plugins, see `ncood plugins`: {broken})" if broken else ")")
             )
     return chosen_scorers, chosen_analyses
+
+
+def _select_ensemble(scorers, names: list[str] | None) -> list[Contribution]:
+    """On a seeds folder: the ensemble scorers, or those named (only they apply there)."""
+    ensemble = [s for _, s in scorers.items() if s.needs_members]
+    if not names or names == [EVERYTHING]:
+        if not ensemble:
+            raise NcoodError("no ensemble scorer is loaded (see `ncood plugins`)")
+        return ensemble
+    chosen = []
+    for name in names:
+        if name not in scorers or not scorers.get(name).needs_members:
+            known = ", ".join(s.name for s in ensemble) or "none loaded"
+            raise NcoodError(
+                f"{name!r} is not an ensemble scorer; a seeds folder is analyzed with those "
+                f"({known}), each run on its own with `ncood analyze OUT/seed-N`"
+            )
+        chosen.append(scorers.get(name))
+    return chosen
 
 
 def check_settings(settings: dict[str, dict[str, str]], chosen: list[Contribution]) -> None:
@@ -371,7 +399,7 @@ def _checked(returned, split_name: str, count: int) -> np.ndarray:
 
 
 def analyze_file(
-    features_path: Path,
+    features_path: Path | list[Path],
     out_dir: Path | None,
     scorers: list[Contribution],
     analyses: list[Contribution],
@@ -382,8 +410,15 @@ def analyze_file(
     discard_failed: bool = False,
     model_inputs: Callable[[], ModelInputs] | None = None,
 ) -> AnalysisOutcome:
-    """Analyze one features file; merge its results (and scores) into ``out_dir``'s."""
-    dump = load_features(features_path)
+    """Analyze one features file (or the members' files of an ensemble, one per run, joined
+    by :func:`ncood.store.members.join_members`); merge its results (and scores) into
+    ``out_dir``'s."""
+    if isinstance(features_path, list):
+        from ncood.store.members import join_members
+
+        dump = join_members([load_features(path) for path in features_path])
+    else:
+        dump = load_features(features_path)
     outcome = analyze_dump(
         dump,
         scorers,
@@ -393,7 +428,11 @@ def analyze_file(
         on_step=on_step,
         model_inputs=model_inputs,
     )
-    outcome.results["features"] = str(features_path)
+    outcome.results["features"] = (
+        ", ".join(map(str, features_path))
+        if isinstance(features_path, list)
+        else str(features_path)
+    )
     if "epoch" in dump.metadata:
         outcome.results["epoch"] = int(dump.metadata["epoch"])
     if out_dir is not None:

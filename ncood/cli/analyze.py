@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 _GROUP_WORD = re.compile(r"^[A-Za-z][\w-]*:[^-]\S*$")
 
 
-_SOURCE = typer.Argument(metavar="SOURCE", help="A run directory or a features .safetensors file.")
+_SOURCE = typer.Argument(
+    metavar="SOURCE",
+    help="A run directory, a features .safetensors file, or a folder of `train --seeds` runs "
+    "(scored as one ensemble).",
+)
 
 
 def analyze_command(options_class: type = AnalyzeOptions):
@@ -43,9 +47,11 @@ def analyze_command(options_class: type = AnalyzeOptions):
         """
         from ncood.analyze.driver import check_model_scorers, check_parameters, select
         from ncood.host.loading import host
+        from ncood.store.members import seed_runs
 
         options = options_class(**config_values(options_class, given))
-        scorers, analyses = select(host(), options.plugins)
+        members = bool(seed_runs(source))  # a seeds folder: its runs scored as one ensemble
+        scorers, analyses = select(host(), options.plugins, members=members)
         warn_broken_plugins(host())
         settings = options.settings
         if options.device:
@@ -92,9 +98,14 @@ def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     """The run (None for a features file) and its (epoch, features file, results folder)."""
     from ncood.analyze.driver import check_model_scorers
     from ncood.store.integrity import verify_files
+    from ncood.store.members import seed_runs
     from ncood.store.outputs import prepare_out_dir
     from ncood.store.run import RunDir
 
+    if seed_runs(source):
+        if options.out is not None:
+            raise NcoodError("--out is for a features file; a seeds folder's results go into it")
+        return None, _member_jobs(source, options.epoch, options.verify)
     if source.is_file():
         check_model_scorers(on_model, False)
         if options.out is not None:
@@ -109,6 +120,44 @@ def _jobs(source: Path, options: AnalyzeOptions, on_model: list):
     return run, jobs
 
 
+def _member_jobs(folder: Path, spec: str, verify: bool) -> list[tuple[int, list[Path], Path]]:
+    """A seeds folder's jobs: (epoch, the members' features files, ``folder/analysis/epoch-N``)
+    for each epoch of ``spec`` (N, 'last' or 'all') among those every member has features of;
+    each run's files checked against its manifest as for one run."""
+    from ncood.store.integrity import verify_files
+    from ncood.store.members import seed_runs
+    from ncood.store.run import RunDir, epoch_name
+
+    runs = [RunDir.open(path) for path in seed_runs(folder)]
+    if len(runs) < 2:
+        raise NcoodError(
+            f"{folder} is neither a run nor a seeds folder of two runs or more "
+            f"(`ncood train --seeds 0,1,2 --out {folder}` writes one)"
+        )
+    common = sorted(set.intersection(*(set(run.feature_epochs()) for run in runs)))
+    if not common:
+        raise NcoodError(f"the runs of {folder} share no epoch with features")
+    if spec in ("all", "last"):
+        epochs = common if spec == "all" else common[-1:]
+    else:
+        try:
+            epochs = [int(spec)]
+        except ValueError:
+            raise NcoodError(f"--epoch must be a number, 'last' or 'all', got {spec!r}") from None
+        if epochs[0] not in common:
+            raise NcoodError(
+                f"epoch {spec} is not among the epochs every run of {folder} has features of "
+                f"({', '.join(map(str, common))})"
+            )
+    for run in runs:
+        files = [str(run.features(epoch).relative_to(run.root)) for epoch in epochs]
+        verify_files(run, files, full=verify)
+    return [
+        (epoch, [run.features(epoch) for run in runs], folder / "analysis" / epoch_name(epoch))
+        for epoch in epochs
+    ]
+
+
 def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network | None):
     """Each job's results, and one line per plugin that failed, under one progress bar."""
     from ncood.analyze.driver import analyze_file, ood_set_names
@@ -116,9 +165,10 @@ def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network
     from ncood.store.features import check_readable
     from ncood.store.outputs import one_line_os_errors
 
-    for _, features_path, _ in jobs:
-        check_readable(features_path)  # a bad file is one line, before any progress bar
-        options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
+    for _, features, _ in jobs:
+        for features_path in features if isinstance(features, list) else [features]:
+            check_readable(features_path)  # a bad file is one line, before any progress bar
+            options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
     collected, failures = {}, []
     steps = len(scorers) + len(analyses)
     with progress_bar(not options.quiet) as progress:

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from ncood.engine.distributed import Cluster
 from ncood.errors import NcoodError
-from ncood.store.run import MANIFEST, RunDir
+from ncood.store.members import SEED_FOLDER, seed_runs
+from ncood.store.run import RunDir
 from ncood.store.train_config import TrainConfig
-
-SEED_FOLDER = "seed-{seed}"
-_SEED_FOLDER = re.compile(r"seed-(\d+)")
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
@@ -77,15 +74,6 @@ def train_seeds(
         if on_run is not None:
             on_run(run)
     return runs
-
-
-def seed_runs(out: str | Path) -> list[Path]:
-    """The ``seed-<s>`` run folders of a seeds folder, by seed; [] when it is not one."""
-    root = Path(out)
-    if (root / MANIFEST).exists() or not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SEED_FOLDER.fullmatch(p.name))]
-    return [path for _, path in sorted(found) if (path / MANIFEST).exists()]
 
 
 def resume_seeds(

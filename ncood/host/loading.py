@@ -40,7 +40,9 @@ BUILTIN_PACKAGE = "ncood_plugins"  # plugins/, as installed
 # The built-in plugins: ``ncood_plugins.<name>``, each in the folder of the hooks it implements.
 DEFAULT_PLUGINS = (
     "scorers.logits",
+    "scorers.ensemble",
     "scorers.mahalanobis",
+    "scorers.layers",
     "scorers.vim",
     "scorers.neco",
     "scorers.knn",

@@ -119,6 +119,13 @@ def needs_network(scorer_or_factory: Any) -> bool:
     return getattr(scorer_or_factory, "needs_network", False) is True
 
 
+def needs_members(scorer_or_factory: Any) -> bool:
+    """Whether a scorer (or its factory) scores an ensemble: its ``needs_members`` attribute.
+    Such a scorer reads ``split.members``, the same images seen by each run of a seeds folder
+    (``ncood train --seeds``), and runs only when ``ncood analyze`` is given that folder."""
+    return getattr(scorer_or_factory, "needs_members", False) is True
+
+
 class Analysis(Protocol):
     def run(self, dump: FeatureDump) -> dict[str, Any]: ...
 
@@ -143,6 +150,11 @@ class Contribution:
     def needs_network(self) -> bool:
         """A scorer that runs the network, as its factory says (selection needs no instance)."""
         return self.kind == "scorer" and needs_network(self.factory)
+
+    @property
+    def needs_members(self) -> bool:
+        """A scorer of an ensemble's runs (the splits' ``members``), as its factory says."""
+        return self.kind == "scorer" and needs_members(self.factory)
 
     def defaults(self) -> dict[str, Any]:
         """Parameters and their defaults, read from the factory's signature."""

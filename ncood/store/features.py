@@ -88,9 +88,27 @@ class Split:
     labels: np.ndarray
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     _backing: _Backing | None = field(default=None, repr=False, compare=False)
+    # The same images seen by each run of an ensemble (ncood.store.members): set only on the
+    # splits of a seeds folder's joined dump, for the scorers that say ``needs_members``.
+    members: tuple[Split, ...] = field(default=(), repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def stage(self, name: str) -> Split:
+        """This split with stage ``name``'s values as its features (``"features"``: itself), so
+        that a scorer of the penultimate features reads that stage; still streamed from the file.
+        The logits, labels and stages stay the split's."""
+        if name == "features":
+            return self
+        values = self.part(f"layers/{name}")
+        backing = None
+        if self._backing is not None:
+            tensors = {k: v for k, v in self._backing.tensors.items() if k != "features"}
+            if f"layers/{name}" in tensors:
+                tensors["features"] = tensors[f"layers/{name}"]
+            backing = _Backing(self._backing.file, tensors)
+        return Split(values, self.logits, self.labels, self.layers, backing)
 
     def part(self, name: str) -> np.ndarray:
         """``"features"``, ``"logits"``, ``"labels"`` or ``"layers/<stage>"``."""

@@ -21,6 +21,8 @@ EXPECTED = {
     **dict.fromkeys(
         ("msp", "maxlogit", "energy", "gen", "entropy", "klm", "tscaling", "webo"), "logit"
     ),
+    **dict.fromkeys(("ensemble", "ensemble-mi", "member-msp"), "logit"),
+    **dict.fromkeys(("multi-mahalanobis", "layers"), "feature"),
     **dict.fromkeys(("react", "dice", "ash-p", "ash-b", "ash-s", "scale", "vra", "lts"), "shaping"),
     **dict.fromkeys(
         (

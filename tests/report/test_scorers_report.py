@@ -63,7 +63,9 @@ def test_every_scorer_in_the_table_and_both_figures(demo_run, tmp_path, drawn):
     tex = (out / "ncood-report-fr.tex").read_text()
     ood_section = tex[tex.index(r"\section{Détection Out-of-Distribution") :]
     ood_section = ood_section[: ood_section.index(r"\section", 10)]
-    on_features = [s for _, s in host().scorers().items() if not s.needs_network]
+    on_features = [
+        s for _, s in host().scorers().items() if not s.needs_network and not s.needs_members
+    ]
     for scorer in on_features:
         assert f"\n    {scorer.display} &" in ood_section, scorer.name
     roc = [n for n in drawn if n.startswith("roc-")]

@@ -62,7 +62,7 @@ def test_a_chunked_run_equals_the_in_memory_one(dumps, in_memory, rows, monkeypa
     monkeypatch.setattr(knn_module, "BANK_BLOCK", max(rows, 50))  # running top-k across blocks
     streamed = analyzed(load_features(path))
 
-    on_features = set(ncood.list_scorers(needs_network=False))
+    on_features = set(ncood.list_scorers(needs_network=False, needs_members=False))
     assert set(streamed.scores) == set(in_memory.scores) == on_features
     for scorer, per_split in in_memory.scores.items():
         # knn's similarities and vim's, neco's projections are float32 products (by design,

@@ -13,8 +13,9 @@ from ncood.host.loading import host
 from ncood.ood.conventions import ood_metrics
 from ncood.testing import collapsed_dump
 
-# Every feature scorer (the network ones run on the network: test_scorer_contract.py)
-ON_FEATURES = ncood.list_scorers(needs_network=False)
+# Every feature scorer of one run (the network ones run on the network, the ensemble ones on
+# several runs: test_scorer_contract.py)
+ON_FEATURES = ncood.list_scorers(needs_network=False, needs_members=False)
 
 
 @pytest.fixture(scope="module")
