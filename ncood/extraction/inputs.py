@@ -58,15 +58,18 @@ class _DecodedFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
         path = str(self.paths[index])
         try:
-            with open(path, "rb") as handle:
+            with open(path, "rb") as handle:  # as torchvision's ImageFolder opens them
                 image = Image.open(handle).convert("RGB")
             return self.transform(image), int(self.labels[index]), ""
+        except UnidentifiedImageError:
+            reason = "not an image format PIL reads"
         except Exception as exc:  # any decoder failure is the file's
-            return self.blank, int(self.labels[index]), f"{path} ({' '.join(str(exc).split())})"
+            reason = " ".join(str(exc).split())
+        return self.blank, int(self.labels[index]), f"{path} ({reason})"
 
 
 def decode_files(

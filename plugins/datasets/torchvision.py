@@ -189,8 +189,8 @@ def load_fashion_mnist_ind(context: DataContext) -> InDistribution:
     from ncood.datasets import InDistribution, channel_stats
 
     train, test = _fashion_mnist(context, "train"), _fashion_mnist(context, "test")
-    mean, std = channel_stats(train.images)
-    return InDistribution("fashionmnist", train, test, 10, mean, std)
+    (mean,), (std,) = channel_stats(train.images[:, :1])  # the 3 channels are one grey
+    return InDistribution("fashionmnist", train, test, 10, (mean,) * 3, (std,) * 3)
 
 
 def load_fashion_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
