@@ -28,7 +28,8 @@ class ExtractRequest:
         given=list[Path],
     )
     dataset: str = setting(
-        help="In-distribution dataset, as for `ncood train`.",
+        help="In-distribution dataset, as for `ncood train`, or folder:PATH (PATH/train and "
+        "PATH/val with one folder per class, or ILSVRC-2012's layout; read at full resolution).",
         metavar="DATASET",
         record="dataset_spec",  # as given: the model-based scorers reload it
     )
