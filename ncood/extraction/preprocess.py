@@ -77,7 +77,7 @@ class Preprocessing:
             )
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images - mean) / std
+        return images.sub_(mean).div_(std)  # in place: the batch is a fresh float copy
 
 
 def file_preprocessing(
