@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ncood.datasets import ImageFiles, ImageSet, load_data
+import ncood
+from ncood.datasets import ImageFiles, ImageSet, InDistribution, load_data
 from ncood.datasets.digest import image_digest
 from ncood.datasets.files import (
     read_ilsvrc2012,
@@ -177,3 +178,40 @@ def test_files_digest_follows_the_files(tmp_path):
     assert image_digest(read_image_folder(tmp_path)) == before
     write_image(tmp_path / "b" / "1.png", size=(80, 60))  # other pixels, other size
     assert image_digest(read_image_folder(tmp_path)) != before
+
+
+class ListPlugin:
+    """A dataset plugin whose sets are image lists (as OpenOOD's benchmarks are)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @ncood.hookimpl
+    def register_datasets(self, register):
+        def load(context):
+            files = read_image_list(self.root / "train.txt", self.root)
+            mean, std = (0.5,) * 3, (0.25,) * 3
+            return InDistribution("listed", files, files, 2, mean, std, resize=40, crop=32)
+
+        def ood(context, ind):
+            return read_image_list(self.root / "ood.txt", self.root)
+
+        register("listed", load, "listed images", ood=ood)
+
+
+def test_plugin_sets_on_disk_stay_there_or_come_in_memory(plugin_host, tmp_path):
+    write_image(tmp_path / "img" / "a.png", size=(64, 48), colour=(255, 0, 0))
+    write_image(tmp_path / "img" / "b.png", size=(50, 90), colour=(0, 0, 255))
+    (tmp_path / "train.txt").write_text("img/a.png 0\nimg/b.png 1\n")
+    (tmp_path / "ood.txt").write_text("img/b.png -1\n")
+    plugin_host(ListPlugin(tmp_path), "listed-test-plugin")
+    ind, ood = load_data("listed", ["listed"], tmp_path, files=True)
+    assert isinstance(ind.train, ImageFiles) and isinstance(ood["listed"], ImageFiles)
+    assert (ind.resize, ind.crop) == (40, 32)
+    ind, ood = load_data("listed", ["listed"], tmp_path)  # ncood train: 32 px in memory
+    assert isinstance(ind.train, ImageSet) and ind.train.images.shape == (2, 3, 32, 32)
+    assert ind.train.labels.tolist() == [0, 1]
+    assert ind.train.images[0, :, 16, 16].tolist() == [255, 0, 0]
+    assert ind.mean[0] == pytest.approx(0.5, abs=1e-6)  # its own statistics: half red pixels
+    assert ood["listed"].images[0, :, 16, 16].tolist() == [0, 0, 255]
+    assert ood["listed"].labels.tolist() == [-1]
