@@ -43,13 +43,14 @@ def default_workers() -> int:
 class _DecodedFiles(torch.utils.data.Dataset):
     """Image files decoded and cropped in a loader worker: ``(uint8 C×H×W, label, error)``.
 
-    The paths are one numpy array of strings, not a list of objects, so that forked workers
-    share them instead of copying pages that reference counts touch. A file that cannot be
-    read gives an error text instead of raising, so that the main process says it in one line.
+    The paths are one numpy array of bytes (a byte a character), not a list of objects, so
+    that forked workers share them instead of copying pages that reference counts touch. A
+    file that cannot be read gives an error text instead of raising, so that the main process
+    says it in one line.
     """
 
     def __init__(self, files, transform, crop: int):
-        self.paths = np.array([os.fspath(p) for p in files.paths])
+        self.paths = np.array([os.fsencode(p) for p in files.paths], dtype=np.bytes_)
         self.labels = files.labels.numpy().astype(np.int64)
         self.transform = transform
         self.blank = torch.zeros((3, crop, crop), dtype=torch.uint8)
@@ -60,7 +61,7 @@ class _DecodedFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         from PIL import Image, UnidentifiedImageError
 
-        path = str(self.paths[index])
+        path = os.fsdecode(self.paths[index])
         try:
             with open(path, "rb") as handle:  # as torchvision's ImageFolder opens them
                 image = Image.open(handle).convert("RGB")
