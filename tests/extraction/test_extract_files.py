@@ -222,3 +222,18 @@ def test_wrong_inputs_are_one_line(folder_run, tmp_path):
         ["train", "--preset", "demo-standard", "--dataset", folder, "--out", str(tmp_path / "e")],
     )
     one_line(result, "ncood extract")
+
+
+@pytest.mark.parametrize("lang, words", [("en", "shorter side resized to 72"), ("fr", "à 72")])
+def test_report_states_the_resize_and_crop(folder_run, tmp_path, lang, words):
+    from ncood.report.build import core_templates
+    from ncood.report.context import ReportContext, load_strings
+    from ncood.report.imported import imported_facts
+    from ncood_plugins.sections.training import _preprocessing_text
+
+    _, _, run, _ = folder_run
+    facts = imported_facts(run.manifest())
+    assert (facts.resize, facts.crop) == (RESIZE, CROP)
+    ctx = ReportContext([], lang, tmp_path, tmp_path, load_strings(lang, [core_templates()]))
+    text = str(_preprocessing_text(ctx, facts))
+    assert words in text and "64" in text and "<" not in text
