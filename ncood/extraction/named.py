@@ -130,6 +130,8 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         raise NcoodError("--limit must be at least 1")
     if request.batch_size is not None and request.batch_size < 1:
         raise NcoodError("--batch-size must be at least 1")
+    if request.workers is not None and request.workers < 0:
+        raise NcoodError("--workers must be 0 (decode in this process) or more")
     prepare_out(request.out, request.force)
     device = pick_device(request.device)
 

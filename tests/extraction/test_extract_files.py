@@ -203,6 +203,8 @@ def test_wrong_inputs_are_one_line(folder_run, tmp_path):
     one_line(result, "--resize/--crop", "--image-size")
     result = invoke(*common, "--dataset", folder, "--crop", 300, "--out", tmp_path / "c")
     one_line(result, "--crop 300 is larger than --resize 256")
+    result = invoke(*common, "--dataset", folder, "--workers", -1, "--out", tmp_path / "w")
+    one_line(result, "--workers must be 0")
     broken = tmp_path / "broken"
     write_jpegs(broken, 2, np.random.default_rng(2))
     (broken / "001.JPEG").write_bytes(b"not a jpeg")
