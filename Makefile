@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 TEX_PACKAGES := latexmk texlive-latex-recommended texlive-lang-french texlive-science \
 	texlive-fonts-recommended lmodern poppler-utils
+# The one real image data set a machine without network can have (Fashion-MNIST, the
+# publisher's files in /usr/share/datasets/fashion-mnist): `--dataset fashionmnist` reads it.
+SYSTEM_PACKAGES := $(TEX_PACKAGES) dataset-fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUNS := runs
 LANG_REPORT ?= fr
@@ -24,9 +27,9 @@ demo_last = $(if $(filter all,$(DEMO_PLUGINS)),true,$(BIN)/ncood analyze $(1) --
 setup: system venv
 
 system:
-	@if dpkg -s $(TEX_PACKAGES) >/dev/null 2>&1; then echo "TeX packages present"; else \
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); fi
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); fi
 
 venv: $(BIN)/ncood
 

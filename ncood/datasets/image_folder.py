@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from ncood.datasets.base import IMAGE_SIZE, ImageSet, ood_set
+from ncood.datasets.files import folder_files
 from ncood.errors import NcoodError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 
 
 def read_image(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -47,12 +46,5 @@ def load_image_files(paths: list[Path], *, show_progress: bool = False) -> Image
 
 
 def load_folder(folder: Path, *, show_progress: bool = False) -> ImageSet:
-    """Every image under ``folder`` (recursively, in sorted path order)."""
-    if not folder.is_dir():
-        raise NcoodError(f"OOD image folder not found: {folder}")
-    paths = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not paths:
-        raise NcoodError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    return load_image_files(paths, show_progress=show_progress)
+    """Every image under ``folder`` (recursively, in sorted path order), at 32 px in memory."""
+    return load_image_files(folder_files(folder).paths, show_progress=show_progress)

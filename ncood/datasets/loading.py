@@ -1,6 +1,11 @@
 """From names to data: ``--dataset`` and ``--ood`` names (and ``folder:PATH``) checked, then
 resolved through what the plugins register (``register_datasets``; the built-ins are
-plugins/datasets/)."""
+plugins/datasets/).
+
+With ``files`` (``ncood extract``), sets on disk stay :class:`ImageFiles`, decoded at their own
+resolution when the model runs, and ``folder:PATH`` may be the in-distribution set; without
+(``ncood train``), every set is a 32-px in-memory :class:`ImageSet`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,17 @@ import os
 import re
 from pathlib import Path
 
-from ncood.datasets.base import DataContext, ImageSet, InBuilder, InDistribution, OodBuilder
-from ncood.datasets.image_folder import load_folder
+from ncood.datasets.base import (
+    DataContext,
+    ImageFiles,
+    ImageSet,
+    InBuilder,
+    InDistribution,
+    OodBuilder,
+    channel_stats,
+)
+from ncood.datasets.files import folder_files, read_split_folders
+from ncood.datasets.image_folder import load_folder, load_image_files
 from ncood.errors import NcoodError
 from ncood.host.loading import host
 from ncood.host.registry import Registry
@@ -55,13 +69,23 @@ def _role(role: str, kind: str) -> Registry:
     return builders
 
 
-def check_names(dataset: str, ood: list[str]) -> None:
+def check_names(dataset: str, ood: list[str], *, files: bool = False) -> None:
     """Unknown names are a one-line error before any data is read or any folder created."""
-    _check_names(dataset, ood, in_distribution(), out_of_distribution())
+    _check_names(dataset, ood, in_distribution(), out_of_distribution(), files)
 
 
-def _check_names(dataset: str, ood: list[str], ind: Registry, ood_sets: Registry) -> None:
-    ind.get(dataset)
+def _check_names(
+    dataset: str, ood: list[str], ind: Registry, ood_sets: Registry, files: bool = False
+) -> None:
+    if folder_path(dataset) is None:
+        ind.get(dataset)
+    elif not files:
+        raise NcoodError(
+            f"--dataset {dataset}: a folder is read at its own resolution by `ncood extract`; "
+            f"`ncood train` trains on the named 32-px sets"
+        )
+    elif not dataset[len(FOLDER_PREFIX) :]:
+        raise NcoodError("folder: needs a path, e.g. --dataset folder:/data/imagenet")
     seen: dict[str, str] = {}
     for spec in ood:
         if spec.startswith(FOLDER_PREFIX):
@@ -82,18 +106,45 @@ def load_data(
     *,
     download: bool = True,
     show_progress: bool = False,
-) -> tuple[InDistribution, dict[str, ImageSet]]:
-    """The in-distribution set and the OOD sets, by name, from ``data_dir`` (or the default)."""
+    files: bool = False,
+) -> tuple[InDistribution, dict[str, ImageSet | ImageFiles]]:
+    """The in-distribution set and the OOD sets, by name, from ``data_dir`` (or the default);
+    ``files``: sets on disk stay there (module docstring)."""
     in_builders, ood_builders = in_distribution(), out_of_distribution()
-    _check_names(dataset, ood, in_builders, ood_builders)
+    _check_names(dataset, ood, in_builders, ood_builders, files)
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     context = DataContext(root, download, show_progress)
-    ind = in_builders.get(dataset)(context)
-    sets: dict[str, ImageSet] = {}
+    folder = folder_path(dataset)
+    if folder is not None:
+        ind = read_split_folders(folder, ood_name(dataset))
+    else:
+        ind = in_builders.get(dataset)(context)
+    if not files:
+        ind = _in_memory_ind(ind, show_progress)
+    sets: dict[str, ImageSet | ImageFiles] = {}
     for spec in ood:
         folder = folder_path(spec)
-        if folder is not None:
+        if folder is not None and files:
+            sets[ood_name(spec)] = folder_files(folder)
+        elif folder is not None:
             sets[ood_name(spec)] = load_folder(folder, show_progress=show_progress)
         else:
-            sets[spec] = ood_builders.get(spec)(context, ind)
+            built = ood_builders.get(spec)(context, ind)
+            sets[spec] = built if files else in_memory(built, show_progress)
     return ind, sets
+
+
+def in_memory(images: ImageSet | ImageFiles, show_progress: bool = False) -> ImageSet:
+    """A set on disk read whole at 32 px (what ``ncood train`` works on); others as they are."""
+    if not isinstance(images, ImageFiles):
+        return images
+    loaded = load_image_files(images.paths, show_progress=show_progress)
+    return ImageSet(loaded.images, images.labels.clone())
+
+
+def _in_memory_ind(ind: InDistribution, show_progress: bool) -> InDistribution:
+    if not isinstance(ind.train, ImageFiles) and not isinstance(ind.test, ImageFiles):
+        return ind
+    train, test = in_memory(ind.train, show_progress), in_memory(ind.test, show_progress)
+    mean, std = channel_stats(train.images)
+    return InDistribution(ind.name, train, test, ind.num_classes, mean, std)

@@ -6,9 +6,11 @@ front) and can be iterated again, once per checkpoint.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ncood.errors import NcoodError
@@ -31,6 +33,86 @@ def from_image_set(images, preprocess, batch_size: int) -> Source:
             yield preprocess.apply(chunk), images.labels[start : start + batch_size]
 
     return Source(len(images), batches)
+
+
+def default_workers() -> int:
+    """Loader processes that decode image files: one a core, at most 8 (more gain little)."""
+    return min(8, os.cpu_count() or 1)
+
+
+class _DecodedFiles(torch.utils.data.Dataset):
+    """Image files decoded and cropped in a loader worker: ``(uint8 C×H×W, label, error)``.
+
+    The paths are one numpy array of bytes (a byte a character), not a list of objects, so
+    that forked workers share them instead of copying pages that reference counts touch. A
+    file that cannot be read gives an error text instead of raising, so that the main process
+    says it in one line.
+    """
+
+    def __init__(self, files, transform, crop: int):
+        self.paths = np.array([os.fsencode(p) for p in files.paths], dtype=np.bytes_)
+        self.labels = files.labels.numpy().astype(np.int64)
+        self.transform = transform
+        self.blank = torch.zeros((3, crop, crop), dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from PIL import Image, UnidentifiedImageError
+
+        path = os.fsdecode(self.paths[index])
+        try:
+            with open(path, "rb") as handle:  # as torchvision's ImageFolder opens them
+                image = Image.open(handle).convert("RGB")
+            return self.transform(image), int(self.labels[index]), ""
+        except UnidentifiedImageError:
+            reason = "not an image format PIL reads"
+        except Exception as exc:  # any decoder failure is the file's
+            reason = " ".join(str(exc).split())
+        return self.blank, int(self.labels[index]), f"{path} ({reason})"
+
+
+def decode_files(
+    files, preprocess, batch_size: int, device: torch.device, workers: int | None = None
+) -> Iterator[Batch]:
+    """An ``ImageFiles`` set as uint8 batches on ``device``, in its order, decoded by
+    ``workers`` processes (pinned memory on CUDA, a few batches prefetched); memory holds a few
+    batches whatever the number of images. Normalizing is left to the caller."""
+    workers = default_workers() if workers is None else workers
+    dataset = _DecodedFiles(files, preprocess.file_transform(), preprocess.crop)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    for images, labels, errors in loader:
+        failed = next((e for e in errors if e), None)
+        if failed:
+            raise NcoodError(f"could not read image {failed}")
+        yield images.to(device, non_blocking=True), labels
+
+
+def from_image_files(files, preprocess, batch_size: int, workers: int | None = None) -> Source:
+    """An ncood ``ImageFiles`` set, decoded in worker processes, normalized on the device."""
+
+    def batches(device: torch.device) -> Iterator[Batch]:
+        for images, labels in decode_files(files, preprocess, batch_size, device, workers):
+            yield preprocess.apply(images), labels
+
+    return Source(len(files), batches)
+
+
+def from_split(images, preprocess, batch_size: int, workers: int | None = None) -> Source:
+    """A split as ncood's datasets give it: in memory (``ImageSet``) or on disk."""
+    from ncood.datasets import ImageFiles
+
+    if isinstance(images, ImageFiles):
+        return from_image_files(images, preprocess, batch_size, workers)
+    return from_image_set(images, preprocess, batch_size)
 
 
 def from_tensors(inputs: torch.Tensor, labels: torch.Tensor | None, batch_size: int) -> Source:

@@ -28,7 +28,8 @@ class ExtractRequest:
         given=list[Path],
     )
     dataset: str = setting(
-        help="In-distribution dataset, as for `ncood train`.",
+        help="In-distribution dataset, as for `ncood train`, or folder:PATH (PATH/train and "
+        "PATH/val with one folder per class, or ILSVRC-2012's layout; read at full resolution).",
         metavar="DATASET",
         record="dataset_spec",  # as given: the model-based scorers reload it
     )
@@ -48,6 +49,16 @@ class ExtractRequest:
     image_size: int | None = setting(
         None, help="Resize images to SIZE×SIZE before normalizing.", metavar="SIZE", record=True
     )
+    resize: int | None = setting(
+        None,
+        help="Images read from files: shorter side resized to N (default: the set's, 256).",
+        metavar="N",
+    )
+    crop: int | None = setting(
+        None,
+        help="Images read from files: centre crop N×N after --resize (default: the set's, 224).",
+        metavar="N",
+    )
     normalize: str = setting(
         "dataset",
         help="dataset (its mean/std), imagenet, or MEAN/STD (e.g. 0.5/0.25).",
@@ -61,6 +72,12 @@ class ExtractRequest:
         record=True,
     )
     batch_size: int | None = setting(None, help="Images per forward pass.", metavar="N")
+    workers: int | None = setting(
+        None,
+        help="Processes decoding image files (default: one a core, at most 8).",
+        metavar="N",
+        minimum=0,
+    )
     device: str = setting("auto", help="auto, cpu, cuda, cuda:1 …", metavar="DEVICE")
     epochs: list[int] | None = setting(
         None, help="Epochs of the weights files, in order: 10,20,30.", metavar="EPOCHS"
@@ -95,8 +112,8 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         weights_epochs,
         write_imported_run,
     )
-    from ncood.extraction.inputs import from_image_set
-    from ncood.extraction.preprocess import Preprocessing, check_image_size, parse_normalize
+    from ncood.extraction.inputs import from_split
+    from ncood.extraction.preprocess import check_image_size, check_resize_crop, parse_normalize
     from ncood.models.registry import model_registry
     from ncood.progress import progress_bar
 
@@ -106,12 +123,15 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     for item in weights:
         if not item.path.is_file():
             raise NcoodError(f"weights file not found: {item.path}")
-    check_names(request.dataset, request.ood)
+    check_names(request.dataset, request.ood, files=True)
     check_image_size(request.image_size)
+    check_resize_crop(request.resize, request.crop)
     if request.limit is not None and request.limit < 1:
         raise NcoodError("--limit must be at least 1")
     if request.batch_size is not None and request.batch_size < 1:
         raise NcoodError("--batch-size must be at least 1")
+    if request.workers is not None and request.workers < 0:
+        raise NcoodError("--workers must be 0 (decode in this process) or more")
     prepare_out(request.out, request.force)
     device = pick_device(request.device)
 
@@ -121,6 +141,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         request.data_dir,
         download=request.download,
         show_progress=show_progress,
+        files=True,
     )
     classes = request.num_classes or ind.num_classes
     if classes != ind.num_classes:
@@ -129,14 +150,16 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             f"measures the model on its own classes, so they must be the dataset's"
         )
     kind, mean, std = parse_normalize(request.normalize, ind.mean, ind.std)
-    preprocess = Preprocessing(request.image_size, kind, mean, std)
+    preprocess = _preprocessing(request, ind, ood_sets, kind, mean, std)
     model = registry.create(request.model, classes, **request.model_args)
 
     splits = {"train": ind.train, "test": ind.test, **{f"ood/{n}": s for n, s in ood_sets.items()}}
     if request.limit is not None:
         splits = {name: _first_random(images, request.limit) for name, images in splits.items()}
     batch_size = request.batch_size or forward_batch_size(device)
-    sources = {name: from_image_set(s, preprocess, batch_size) for name, s in splits.items()}
+    sources = {
+        name: from_split(s, preprocess, batch_size, request.workers) for name, s in splits.items()
+    }
     plan = ImportPlan(
         arch=request.model,
         dataset={
@@ -166,6 +189,36 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             on_batch=lambda n: progress.advance(task, n),
             on_checkpoint=lambda e: progress.update(task, status=f"epoch {e}"),
         )
+
+
+def _preprocessing(request: ExtractRequest, ind, ood_sets, kind, mean, std):
+    """A file-backed in-distribution set is read as ``--resize``/``--crop`` say (default: the
+    set's); with an in-memory one, OOD folders are brought to its input size (``--image-size``
+    or 32) the same way, so that every split reaches the model at one size."""
+    from ncood.datasets import IMAGE_SIZE, ImageFiles
+    from ncood.datasets.files import DEFAULT_CROP, DEFAULT_RESIZE
+    from ncood.extraction.preprocess import Preprocessing, file_preprocessing
+
+    if isinstance(ind.train, ImageFiles):
+        if request.image_size is not None:
+            raise NcoodError(
+                f"--image-size resizes the 32-px in-memory sets; {ind.name} is read from its "
+                f"files: give --resize and --crop"
+            )
+        resize = request.resize or ind.resize or DEFAULT_RESIZE
+        crop = request.crop or ind.crop or DEFAULT_CROP
+        return file_preprocessing(resize, crop, mean, std, normalize=kind)
+    if request.resize is not None or request.crop is not None:
+        raise NcoodError(
+            f"--resize/--crop say how a file-backed in-distribution set is read; {ind.name} is "
+            f"held in memory at 32 px: give --image-size"
+        )
+    if any(isinstance(s, ImageFiles) for s in ood_sets.values()):
+        size = request.image_size or IMAGE_SIZE
+        return file_preprocessing(
+            size, size, mean, std, normalize=kind, image_size=request.image_size
+        )
+    return Preprocessing(request.image_size, kind, mean, std)
 
 
 def _first_random(images, limit: int):

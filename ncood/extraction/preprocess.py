@@ -1,5 +1,11 @@
 """What an image goes through before the model: resize, then normalize with a mean and std.
 
+An in-memory set (32-px uint8) is resized to ``--image-size`` on the model's device; a set left
+on disk is decoded in the loader's workers as torchvision's transforms do (PIL: shorter side
+resized to ``resize``, antialiased, then a centre crop of ``crop``), then normalized the same
+way. :func:`file_preprocessing` is the one constructor of the latter, from the numbers that
+named weights (``weights.transforms()``) or a set's defaults give.
+
 ``--normalize`` takes ``dataset`` (the ID train set's per-channel statistics), ``imagenet``, or
 explicit values ``MEAN/STD`` with one number or three per side (``0.5/0.5``,
 ``0.49,0.48,0.45/0.25,0.24,0.26``).
@@ -9,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ncood.datasets.files import IMAGENET_MEAN, IMAGENET_STD
 from ncood.errors import NcoodError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 NORMALIZE_NAMES = ("dataset", "imagenet")
 
 
@@ -22,15 +28,40 @@ class Preprocessing:
     normalize: str  # how mean/std were chosen: dataset, imagenet or explicit
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # sets read from files: shorter side → ``resize`` (PIL, antialiased), centre crop ``crop``
+    resize: int | None = None
+    crop: int | None = None
+    interpolation: str = "bilinear"
 
     def describe(self) -> dict:
         return {
             "image_size": self.image_size,
-            "resize": "bilinear (antialiased when shrinking)" if self.image_size else None,
+            "resize": self.resize,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "antialias": True,
             "normalize": self.normalize,
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+    def file_transform(self):
+        """The per-image transform of a file-backed set, run in the loader's workers: a PIL
+        image → crop×crop uint8 CHW tensor (normalized later, batched, by :meth:`apply`)."""
+        from torchvision import transforms
+        from torchvision.transforms import InterpolationMode
+
+        if self.resize is None or self.crop is None:
+            raise NcoodError("no resize/crop for the sets read from files")
+        return transforms.Compose(
+            [
+                transforms.Resize(
+                    self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True
+                ),
+                transforms.CenterCrop(self.crop),
+                transforms.PILToTensor(),
+            ]
+        )
 
     def apply(self, batch_uint8):
         """N×3×H×W uint8 → float32, resized and normalized (on the batch's device)."""
@@ -46,7 +77,36 @@ class Preprocessing:
             )
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images - mean) / std
+        return images.sub_(mean).div_(std)  # in place: the batch is a fresh float copy
+
+
+def file_preprocessing(
+    resize: int,
+    crop: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    interpolation: str = "bilinear",
+    normalize: str = "explicit",
+    image_size: int | None = None,
+) -> Preprocessing:
+    """The preprocessing of a file-backed set, as torchvision's ``weights.transforms()`` and
+    timm's pretrained configs state it: resize the shorter side, centre-crop, normalize."""
+    check_resize_crop(resize, crop)
+    if interpolation not in INTERPOLATIONS:
+        raise NcoodError(
+            f"interpolation {interpolation!r}: give one of {', '.join(INTERPOLATIONS)}"
+        )
+    return Preprocessing(
+        image_size, normalize, tuple(mean), tuple(std), int(resize), int(crop), interpolation
+    )
+
+
+def check_resize_crop(resize: int | None, crop: int | None) -> None:
+    for name, value in (("--resize", resize), ("--crop", crop)):
+        if value is not None and not 8 <= value <= 4096:
+            raise NcoodError(f"{name} {value}: give a size between 8 and 4096 pixels")
+    if resize is not None and crop is not None and crop > resize:
+        raise NcoodError(f"--crop {crop} is larger than --resize {resize}: the crop would pad")
 
 
 def parse_normalize(

@@ -125,9 +125,10 @@ def _weights_path(run: RunDir, record: dict[str, Any]) -> Path:
 class RunData:
     """A run's images, split as in its features files, and how they become model inputs."""
 
-    splits: dict[str, Any]  # "train", "test", "ood/<set>" → ImageSet (uint8)
+    splits: dict[str, Any]  # "train", "test", "ood/<set>" → ImageSet (uint8) or ImageFiles
     transform: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch → model-ready float32
     std: tuple[float, ...]  # the normalization's per-channel std
+    preprocess: Any = None  # the Preprocessing that decodes the ImageFiles splits
 
 
 def load_run_data(
@@ -170,8 +171,7 @@ def open_model_inputs(
         parameter.requires_grad_(False)  # input gradients only (ODIN): no weight grads kept
     size = batch_size or forward_batch_size(device)
     batches = {
-        name: _batches(name, images, data.transform, device, size)
-        for name, images in data.splits.items()
+        name: _batches(name, images, data, device, size) for name, images in data.splits.items()
     }
     sample = next(iter(batches["test"].produce()))[0][:2]
     network = Network(
@@ -240,25 +240,32 @@ def _imported_data(manifest, data_dir, show_progress: bool) -> RunData:
     from ncood.extraction.preprocess import Preprocessing
 
     config = manifest.get("config") or {}
+    recorded = manifest.get("preprocessing") or {}
+    # a run that read sets from files records their resize and crop (runs before did not, and
+    # read OOD folders at 32 px in memory: they are read so again)
+    from_files = isinstance(recorded.get("resize"), int) and isinstance(recorded.get("crop"), int)
     ind, ood = load_data(
         config.get("dataset_spec") or config.get("dataset"),
         list(config.get("ood_specs") or config.get("ood") or []),
         data_dir,
         download=False,
         show_progress=show_progress,
+        files=from_files,
     )
     splits = {"train": ind.train, "test": ind.test, **{f"ood/{n}": s for n, s in ood.items()}}
     limit = config.get("limit")
     if limit is not None:
         splits = {name: _first_random(images, int(limit)) for name, images in splits.items()}
-    recorded = manifest.get("preprocessing") or {}
     preprocess = Preprocessing(
         recorded.get("image_size"),
         str(recorded.get("normalize", "explicit")),
         tuple(recorded.get("mean") or ind.mean),
         tuple(recorded.get("std") or ind.std),
+        recorded.get("resize") if from_files else None,
+        recorded.get("crop") if from_files else None,
+        str(recorded.get("interpolation") or "bilinear"),
     )
-    return RunData(splits, preprocess.apply, tuple(preprocess.std))
+    return RunData(splits, preprocess.apply, tuple(preprocess.std), preprocess)
 
 
 def _imported_model(run: RunDir, manifest, epoch: int, model: str | None = None):
@@ -331,12 +338,21 @@ def _check_sizes(run: RunDir, manifest, splits) -> None:
         )
 
 
-def _batches(name: str, images, transform, device: torch.device, size: int) -> Batches:
-    def produce() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(name: str, images, data: RunData, device: torch.device, size: int) -> Batches:
+    from ncood.datasets import ImageFiles
+    from ncood.extraction.inputs import decode_files
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(images, ImageFiles):  # decoded as the extraction did (its Preprocessing)
+            yield from decode_files(images, data.preprocess, size, device)
+            return
         for start in range(0, len(images), size):
             chunk = images.images[start : start + size].to(device, non_blocking=True)
-            labels = images.labels[start : start + size].to(device)
-            yield transform(chunk).contiguous(), labels
+            yield chunk, images.labels[start : start + size]
+
+    def produce() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for chunk, labels in chunks():
+            yield data.transform(chunk).contiguous(), labels.to(device)
 
     return Batches(name, len(images), images.labels.numpy().astype("int64"), produce)
 

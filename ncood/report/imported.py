@@ -31,6 +31,8 @@ class ImportedFacts:
     train_acc: float | None  # at the last epoch
     test_acc: float | None
     first_test_acc: float | None  # at the first epoch, when there are several
+    resize: int | None = None  # the ID set read from files: shorter side, then a centre crop
+    crop: int | None = None
 
 
 def imported_facts(manifest: dict[str, Any]) -> ImportedFacts:
@@ -54,6 +56,8 @@ def imported_facts(manifest: dict[str, Any]) -> ImportedFacts:
         train_acc=last.get("train_acc"),
         test_acc=last.get("test_acc"),
         first_test_acc=evaluation[0].get("test_acc") if len(evaluation) > 1 else None,
+        resize=prep.get("resize") if isinstance(prep.get("resize"), int) else None,
+        crop=prep.get("crop") if isinstance(prep.get("crop"), int) else None,
     )
 
 

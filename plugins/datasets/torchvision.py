@@ -1,5 +1,5 @@
-"""Real datasets through torchvision: CIFAR-100/10 (in-distribution or OOD), SVHN, MNIST,
-Fashion-MNIST and DTD (OOD). torchvision itself is imported only when a set is loaded; the
+"""Real datasets through torchvision: CIFAR-100/10 and Fashion-MNIST (in-distribution or OOD),
+SVHN, MNIST and DTD (OOD). torchvision itself is imported only when a set is loaded; the
 files' checks and the one-line errors are ncood.datasets.sources'.
 """
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ncood
+from ncood.errors import NcoodError
 
 if TYPE_CHECKING:  # `ncood plugins` imports this module: no torch until a set is loaded
     from ncood.datasets import DataContext, ImageSet, InDistribution
@@ -140,11 +141,63 @@ def load_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
     return _mnist_like(context, MNIST, "MNIST")
 
 
+# Where Debian's dataset-fashion-mnist package puts the publisher's four files
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _fashion_mnist(context: DataContext, split: str) -> ImageSet:
+    """One split of Fashion-MNIST from the publisher's IDX files (``.gz`` as distributed, or
+    extracted): in torchvision's ``FashionMNIST/raw/`` under the data folder, the data folder
+    itself, or Debian's /usr/share/datasets/fashion-mnist; else torchvision downloads them
+    when allowed. 28×28 grey → 32×32, repeated to 3 channels."""
+    import torch
+
+    from ncood.datasets import ImageSet, resize_gray
+    from ncood.datasets.idx import find_idx, read_idx
+
+    names = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
+    folders = [context.root / "FashionMNIST" / "raw", context.root, FASHION_MNIST_SYSTEM]
+    found = find_idx(folders, names)
+    if found is None and not context.download:
+        raise NcoodError(
+            f"Fashion-MNIST is not under {context.root} and downloading is off (--no-download): "
+            f"put the four *-idx?-ubyte.gz files in {folders[0]} (or {context.root}), or "
+            f"install Debian's dataset-fashion-mnist ({FASHION_MNIST_SYSTEM})"
+        )
+    if found is None:
+        from torchvision.datasets import FashionMNIST
+
+        _mnist_like(context, FashionMNIST, "Fashion-MNIST")  # downloads, or says what to put where
+        found = find_idx(folders[:1], names)
+    images_name, labels_name = FASHION_MNIST_FILES[split]
+    images, labels = read_idx(found[images_name]), read_idx(found[labels_name])
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise NcoodError(
+            f"{found[images_name]} ({images.shape}) and {found[labels_name]} ({labels.shape}) "
+            f"are not N×28×28 images and their N labels"
+        )
+    gray = torch.from_numpy(images.copy())
+    return ImageSet(resize_gray(gray), torch.from_numpy(labels.astype("int64")))
+
+
+def load_fashion_mnist_ind(context: DataContext) -> InDistribution:
+    """Fashion-MNIST: 60,000 train / 10,000 test 28×28 grey images, 10 classes (32×32×3)."""
+    from ncood.datasets import InDistribution, channel_stats
+
+    train, test = _fashion_mnist(context, "train"), _fashion_mnist(context, "test")
+    (mean,), (std,) = channel_stats(train.images[:, :1])  # the 3 channels are one grey
+    return InDistribution("fashionmnist", train, test, 10, (mean,) * 3, (std,) * 3)
+
+
 def load_fashion_mnist(context: DataContext, ind: InDistribution) -> ImageSet:
     """Fashion-MNIST's 10,000 test images (far-OOD)."""
-    from torchvision.datasets import FashionMNIST
+    from ncood.datasets import ood_set
 
-    return _mnist_like(context, FashionMNIST, "Fashion-MNIST")
+    return ood_set(_fashion_mnist(context, "test").images)
 
 
 # --- DTD (Describable Textures), the "Textures" OOD set of the literature. ----------------------
@@ -183,5 +236,10 @@ def register_datasets(register):
     )
     register("svhn", ood=load_svhn_test, description="SVHN's test digits")
     register("mnist", ood=load_mnist, description="MNIST's test digits")
-    register("fashionmnist", ood=load_fashion_mnist, description="Fashion-MNIST's test images")
+    register(
+        "fashionmnist",
+        load_fashion_mnist_ind,
+        "Fashion-MNIST (10 classes, grey → 32×32×3); as OOD, its test images",
+        ood=load_fashion_mnist,
+    )
     register("dtd", ood=load_dtd, description="DTD's textures (test split 1)")

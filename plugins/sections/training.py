@@ -247,6 +247,10 @@ def _preprocessing_text(ctx: ReportContext, facts) -> Markup:
     if facts.normalize is None:
         return ctx.t("training_imported_prep_caller")
     mean, std = _values(ctx, facts.mean), _values(ctx, facts.std)
+    if facts.crop and not facts.image_size:
+        return ctx.t(
+            "training_imported_prep_files", resize=facts.resize, crop=facts.crop, mean=mean, std=std
+        )
     if facts.image_size:
         return ctx.t("training_imported_prep_resized", size=facts.image_size, mean=mean, std=std)
     return ctx.t("training_imported_prep_native", mean=mean, std=std)
