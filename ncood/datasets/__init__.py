@@ -2,8 +2,9 @@
 
 ``base`` holds the types and conversions; ``synthetic`` generated CIFAR-shaped images;
 ``sources`` a published dataset's files (torchvision's formats, one-line errors);
-``image_folder`` any folder of images (``folder:PATH``); ``loading`` turns names into data
-through the host's registry. The named sets themselves are plugins (``register_datasets``:
+``image_folder`` any folder of images (``folder:PATH``); ``openood`` OpenOOD v1.5's benchmarks
+and image lists (``--benchmark openood:cifar100``); ``loading`` turns names into data through
+the host's registry. The named sets themselves are plugins (``register_datasets``:
 plugins/datasets/embedded.py, plugins/datasets/torchvision.py).
 It may import :mod:`ncood.host` (the registries), :mod:`ncood.progress` and :mod:`ncood.errors`.
 """
@@ -27,6 +28,7 @@ from ncood.datasets.loading import (
     folder_path,
     in_distribution,
     load_data,
+    load_in_memory,
     ood_name,
     out_of_distribution,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "folder_path",
     "in_distribution",
     "load_data",
+    "load_in_memory",
     "normalize",
     "ood_name",
     "ood_set",

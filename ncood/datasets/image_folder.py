@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncood.datasets.base import IMAGE_SIZE, ImageSet, ood_set
+from ncood.datasets.base import IMAGE_SIZE, ImageFiles, ImageSet, ood_set
 from ncood.errors import NcoodError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
@@ -44,6 +44,14 @@ def load_image_files(paths: list[Path], *, show_progress: bool = False) -> Image
             images[index] = read_image(Path(path))
             progress.advance(task)
     return ood_set(torch.from_numpy(images).permute(0, 3, 1, 2))
+
+
+def read_image_files(images: ImageSet | ImageFiles, *, show_progress: bool = False) -> ImageSet:
+    """A set left on disk read into memory at 32 px, with its labels (an in-memory set as is)."""
+    if isinstance(images, ImageSet):
+        return images
+    read = load_image_files(images.paths, show_progress=show_progress)
+    return ImageSet(read.images, images.labels.clone())
 
 
 def load_folder(folder: Path, *, show_progress: bool = False) -> ImageSet:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ncood.datasets import ImageSet, InDistribution, load_data
+from ncood.datasets import ImageSet, InDistribution, load_in_memory
 from ncood.engine.accel import Accel, compile_model, pick_device, setup_accel
 from ncood.engine.batches import EpochBatches, epoch_batches, plan_epoch
 from ncood.engine.distributed import Cluster
@@ -120,12 +120,13 @@ def load_session_data(
 ) -> tuple[InDistribution, ImageSet, dict[str, ImageSet]]:
     """The datasets (read once per rank, downloaded by rank 0 first), the train subset."""
     ind, ood = cluster.first(
-        lambda: load_data(
+        lambda: load_in_memory(
             config.dataset,
             config.ood,
             config.data_dir,
             download=config.download,
             show_progress=show_progress,
+            benchmark=config.benchmark,
         )
     )
     train = ind.train

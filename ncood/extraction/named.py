@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,22 @@ class ExtractRequest:
         metavar="FILE",
         given=list[Path],
     )
-    dataset: str = setting(
-        help="In-distribution dataset, as for `ncood train`.",
+    out: Path = setting(help="Run directory to write.", metavar="RUN_DIR")
+    dataset: str | None = setting(
+        None,
+        help="In-distribution dataset, as for `ncood train` (or give --benchmark).",
         metavar="DATASET",
         record="dataset_spec",  # as given: the model-based scorers reload it
     )
-    out: Path = setting(help="Run directory to write.", metavar="RUN_DIR")
+    benchmark: str | None = setting(
+        None,
+        help="OpenOOD v1.5's protocol: openood:cifar10, openood:cifar100, "
+        "openood:imagenet200 or openood:imagenet1k; sets the in-distribution and OOD sets "
+        "(near/far groups, validation set) from OpenOOD's files under --data-dir "
+        "(docs/benchmarks-openood.md).",
+        metavar="openood:ID",
+        record=True,
+    )
     ood: list[str] = setting(
         [],
         help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …).",
@@ -87,6 +98,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     """Check every name and file before the slow steps, then write the run."""
     from ncood.datasets import check_names, load_data
     from ncood.datasets.digest import split_digests
+    from ncood.datasets.openood import benchmark_record
     from ncood.engine.accel import pick_device
     from ncood.engine.dump import forward_batch_size
     from ncood.extraction.imported import (
@@ -106,7 +118,8 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     for item in weights:
         if not item.path.is_file():
             raise NcoodError(f"weights file not found: {item.path}")
-    check_names(request.dataset, request.ood)
+    request = _with_benchmark(request)
+    check_names(request.dataset, request.ood, request.benchmark)
     check_image_size(request.image_size)
     if request.limit is not None and request.limit < 1:
         raise NcoodError("--limit must be at least 1")
@@ -121,6 +134,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         request.data_dir,
         download=request.download,
         show_progress=show_progress,
+        benchmark=request.benchmark,
     )
     classes = request.num_classes or ind.num_classes
     if classes != ind.num_classes:
@@ -146,6 +160,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             "test_size": len(splits["test"]),
             "ood": {name.removeprefix("ood/"): len(s) for name, s in splits.items() if "/" in name},
             "digests": split_digests(splits),
+            **benchmark_record(request.benchmark),
         },
         preprocessing={**preprocess.describe(), "limit": request.limit},
         config={**recorded(request), "batch_size": batch_size},
@@ -166,6 +181,19 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             on_batch=lambda n: progress.advance(task, n),
             on_checkpoint=lambda e: progress.update(task, status=f"epoch {e}"),
         )
+
+
+def _with_benchmark(request: ExtractRequest) -> ExtractRequest:
+    """The request with ``--benchmark``'s sets as its dataset and OOD sets (so the run
+    records them, and the model-based scorers reload them); a dataset is needed otherwise."""
+    if request.benchmark is None:
+        if request.dataset is None:
+            raise NcoodError("give --dataset (or --benchmark openood:ID)")
+        return request
+    from ncood.datasets.openood import benchmark_sets
+
+    dataset, ood = benchmark_sets(request.benchmark, request.dataset, request.ood)
+    return dataclasses.replace(request, dataset=dataset, ood=ood)
 
 
 def _first_random(images, limit: int):

@@ -196,17 +196,18 @@ def open_model_inputs(
 
 
 def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
-    from ncood.datasets import load_data, normalize
+    from ncood.datasets import load_in_memory, normalize
     from ncood.engine.presets import TrainConfig
     from ncood.engine.session import train_subset_index
 
     config = TrainConfig.from_dict(manifest.get("config") or {})
-    ind, ood = load_data(
+    ind, ood = load_in_memory(
         config.dataset,
         config.ood,
         data_dir or config.data_dir,
         download=False,
         show_progress=show_progress,
+        benchmark=config.benchmark,
     )
     train = ind.train
     if config.train_subset:
@@ -246,6 +247,7 @@ def _imported_data(manifest, data_dir, show_progress: bool) -> RunData:
         data_dir,
         download=False,
         show_progress=show_progress,
+        benchmark=config.get("benchmark"),
     )
     splits = {"train": ind.train, "test": ind.test, **{f"ood/{n}": s for n, s in ood.items()}}
     limit = config.get("limit")

@@ -68,6 +68,7 @@ DEFAULT_PLUGINS = (
     "models.timm",
     "datasets.embedded",
     "datasets.torchvision",
+    "datasets.openood",
     "presets.demo",
     "presets.tp",
 )
