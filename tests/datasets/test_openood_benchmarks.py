@@ -131,8 +131,8 @@ def test_named_sets_read_the_list_of_the_runs_benchmark(tmp_path):
     assert len(named_ood("tin", tmp_path, "cifar10")) == 1
     assert len(named_ood("tin", tmp_path, "cifar100")) == 3
     # any other in-distribution set: the first benchmark that lists the set (CIFAR-10's)
-    assert len(named_ood("tin", tmp_path, "digits")) == 1
-    _, ood = load_data("digits", ["tin", "places365", "textures"], tmp_path, download=False)
+    assert len(named_ood("tin", tmp_path, "synthetic")) == 1
+    _, ood = load_data("synthetic", ["tin", "places365", "textures"], tmp_path, download=False)
     assert [len(s) for s in ood.values()] == [1, 3, 3]
     imagenet_tree(tmp_path)
     ssb = named_ood("ssb_hard", tmp_path, "imagenet1k")
