@@ -141,10 +141,13 @@ BENCHMARKS: dict[str, Benchmark] = {
     for b in (
         _cifar("cifar10", "cifar100", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
         _cifar("cifar100", "cifar10", (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-        _imagenet("imagenet200", "imagenet200", "imagenet200", 200),
         _imagenet("imagenet1k", "imagenet", "imagenet", 1000),
+        _imagenet("imagenet200", "imagenet200", "imagenet200", 200),
     )
 }
+
+# other names of a benchmark's in-distribution set (OpenOOD's own id for ImageNet-1K)
+ALIASES = {"imagenet": "imagenet1k"}
 
 # The OOD sets registered by name (plugins/datasets/openood.py), with what they are.
 NAMED_SETS = {
@@ -200,7 +203,8 @@ def benchmark_record(name: str | None) -> dict:
 def benchmark_for(dataset: str, ood_name: str) -> Benchmark:
     """The benchmark whose list of ``ood_name`` a run on ``dataset`` reads: the benchmark of
     that in-distribution set (OpenOOD removes from each OOD list the images of its ID
-    classes), else the first that lists the set."""
+    classes), else the first that lists the set (CIFAR-10's, ImageNet-1K's)."""
+    dataset = ALIASES.get(dataset, dataset)
     for candidate in BENCHMARKS.values():
         if candidate.dataset == dataset and candidate.ood_list(ood_name) is not None:
             return candidate

@@ -137,6 +137,14 @@ def test_named_sets_read_the_list_of_the_runs_benchmark(tmp_path):
     imagenet_tree(tmp_path)
     ssb = named_ood("ssb_hard", tmp_path, "imagenet1k")
     assert ssb.paths[0] == tmp_path / "images_largescale/ssb_hard/n00000001/ssb_hard_0.jpg"
+    # ImageNet-1K's lists (benchmark_imglist/imagenet/) for "imagenet" and any other set
+    for dataset in ("imagenet", "synthetic"):
+        assert (
+            named_ood("ninco", tmp_path, dataset).paths
+            == named_ood("ninco", tmp_path, "imagenet1k").paths
+        )
+    with pytest.raises(NcoodError, match="benchmark_imglist/imagenet200/test_ninco.txt"):
+        named_ood("ninco", tmp_path, "imagenet200")
 
 
 def test_training_reads_the_cifar_benchmark_into_memory_at_32_px(tmp_path):
