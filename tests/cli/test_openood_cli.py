@@ -111,3 +111,30 @@ def test_help_shows_the_benchmark_option():
     assert "--benchmark run's near and far groups" in " ".join(
         runner.invoke(app, ["analyze", "--help"]).output.split()
     )
+
+
+def test_an_imported_runs_benchmark_gives_the_same_defaults():
+    """What ``ncood extract --benchmark`` records (ImportPlan's ``dataset``) gives ``analyze``
+    OpenOOD's ImageNet groups; what the user gives wins; a run without a benchmark is left."""
+    from ncood.analyze.options import AnalyzeOptions
+    from ncood.datasets.openood import benchmark_record
+    from ncood.extraction.named import ExtractRequest, _with_benchmark
+    from ncood.ood.groups import parse_ood
+
+    request = _with_benchmark(
+        ExtractRequest(model="m", weights=[], out="r", benchmark="openood:imagenet1k")
+    )
+    assert (request.dataset, request.ood[-1]) == ("imagenet1k", "val_openimage_o")
+    manifest = {"dataset": {"name": "imagenet1k", **benchmark_record(request.benchmark)}}
+    options = AnalyzeOptions(tune={"knn": {"k": ["1", "2"]}}).with_benchmark(manifest)
+    assert options.test_sets.groups == {
+        "near": ["ssb_hard", "ninco"],
+        "far": ["inaturalist", "textures", "openimage_o"],
+    }
+    assert options.test_sets.sets == ["ssb_hard", "ninco", "inaturalist", "textures", "openimage_o"]
+    assert options.tune_on == "val_openimage_o"
+    assert AnalyzeOptions().with_benchmark(manifest).tune_on is None  # no --tune, no --tune-on
+    given = AnalyzeOptions(test_sets=parse_ood(["far:ninco"]), tune_on="x", tune={"k": {}})
+    assert given.with_benchmark(manifest) == given
+    plain = AnalyzeOptions()
+    assert plain.with_benchmark({"dataset": {"name": "cifar10"}}) is plain
