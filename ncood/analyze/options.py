@@ -10,9 +10,10 @@ and checks load their modules when they run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ncood.errors import NcoodError
 from ncood.ood.defaults import DEFAULT_FRACTION, DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -47,7 +48,8 @@ class OodOptions:
     test_sets: TestSets | None = setting(  # None: every OOD set of the features
         None,
         help="Test OOD sets and their groups: near:cifar10,tin far:svhn,mnist,dtd "
-        "(default: every OOD set of the features).",
+        "(default: a --benchmark run's near and far groups, else every OOD set of the "
+        "features).",
         metavar="[GROUP:]SETS",
         name="--ood",
         given=list[str],
@@ -67,7 +69,10 @@ class OodOptions:
         parse=_grids,
     )
     tune_on: str | None = setting(
-        None, help="OOD validation set for --tune; must not be a test OOD set.", metavar="SET"
+        None,
+        help="OOD validation set for --tune; must not be a test OOD set (default: a "
+        "--benchmark run's validation set).",
+        metavar="SET",
     )
     tune_fraction: float = setting(
         DEFAULT_FRACTION,
@@ -79,6 +84,24 @@ class OodOptions:
         help="Seed of the held-out ID split.",
         metavar="N",
     )
+
+    def with_benchmark(self, manifest: Mapping[str, Any]) -> OodOptions:
+        """A benchmark run's defaults (``dataset.benchmark`` of its manifest, written by
+        ``--benchmark``): without ``--ood``, its near and far groups are the test sets (its
+        validation set is not one); ``--tune`` without ``--tune-on`` tunes on its validation
+        set, as OpenOOD does."""
+        from ncood.ood.groups import TestSets
+
+        record = (manifest.get("dataset") or {}).get("benchmark")
+        if not isinstance(record, Mapping):
+            return self
+        changes: dict[str, Any] = {}
+        groups = {name: list(sets) for name, sets in (record.get("groups") or {}).items()}
+        if self.test_sets is None and groups:
+            changes["test_sets"] = TestSets([s for sets in groups.values() for s in sets], groups)
+        if self.tune and self.tune_on is None and record.get("validation"):
+            changes["tune_on"] = record["validation"]
+        return replace(self, **changes) if changes else self
 
     def check(self, available: list[str]) -> list[str]:
         """The test sets among ``available`` (the features' OOD sets); one-line errors."""

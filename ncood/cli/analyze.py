@@ -65,6 +65,8 @@ def analyze_command(options_class: type = AnalyzeOptions):
 
         on_model = [c for c in scorers if c.needs_network]
         run, jobs = _jobs(source, options, on_model)
+        if run is not None:
+            options = options.with_benchmark(run.manifest())
         check_model_scorers(on_model, True, options)
         network = (
             _Network(run, [e for e, _, _ in jobs], len(on_model), options) if on_model else None

@@ -160,7 +160,7 @@ def _start(
     if dry_run:
         from ncood.datasets import check_names
 
-        check_names(config.dataset, config.ood)
+        check_names(config.dataset, config.ood, benchmark=config.benchmark)
         typer.echo(json.dumps(config.to_dict(), indent=2))
         return
     if seed_list is not None:

@@ -46,7 +46,7 @@ class ImageFiles:
     """A set left on disk: image files decoded batch by batch at their own resolution, so that
     memory does not grow with the number of images (ImageNet's 1.28M train images)."""
 
-    paths: list[Path]
+    paths: list[Path] | list[str]  # str for long lists: 1.28M Path objects cost 430 MiB
     labels: torch.Tensor  # N int64 (−1 for OOD)
 
     def __len__(self) -> int:

@@ -39,6 +39,12 @@ def resolve_preset(name: str, *, config_class: type = TrainConfig, **overrides: 
         changes.setdefault("checkpoint_epochs", [])
     if "checkpoint_every" in changes:
         changes.setdefault("checkpoint_epochs", [])
+    if "benchmark" in changes:
+        from ncood.datasets.openood import benchmark_sets
+
+        changes["dataset"], changes["ood"] = benchmark_sets(
+            changes["benchmark"], changes.get("dataset"), changes.get("ood"), training=True
+        )
     return dataclasses.replace(base, **changes).resolved()
 
 

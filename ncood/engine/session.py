@@ -129,6 +129,7 @@ def load_session_data(
             config.data_dir,
             download=config.download,
             show_progress=show_progress,
+            benchmark=config.benchmark,
         )
     )
     train = ind.train

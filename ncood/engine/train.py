@@ -22,6 +22,7 @@ import torch
 import ncood
 from ncood.datasets import check_names
 from ncood.datasets.digest import split_digests
+from ncood.datasets.openood import benchmark_record
 from ncood.engine.accel import prepare_determinism
 from ncood.engine.distributed import Cluster, start_cluster, stop_cluster
 from ncood.engine.dump import dump_features, splits_of
@@ -99,7 +100,7 @@ def train(
     Under torchrun the processes join one group and train this run together, unless
     ``cluster`` is given (ncood.engine.seeds: each process its own runs)."""
     config = config.resolved()
-    check_names(config.dataset, config.ood)
+    check_names(config.dataset, config.ood, benchmark=config.benchmark)
     prepare_determinism(config.deterministic)  # before torchrun's set_device starts CUDA
     own_group = cluster is None
     cluster = start_cluster(config.device) if own_group else cluster
@@ -235,6 +236,7 @@ def _new_manifest(session: Session) -> dict[str, Any]:
             ),
             "mean": list(ind.mean),
             "std": list(ind.std),
+            **benchmark_record(config.benchmark),
         },
         model={
             "name": "resnet18-cifar",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,24 @@ class ExtractRequest:
         metavar="FILE",
         given=list[Path],
     )
-    dataset: str = setting(
+    out: Path = setting(help="Run directory to write.", metavar="RUN_DIR")
+    dataset: str | None = setting(
+        None,
         help="In-distribution dataset, as for `ncood train`, or folder:PATH (PATH/train and "
-        "PATH/val with one folder per class, or ILSVRC-2012's layout; read at full resolution).",
+        "PATH/val with one folder per class, or ILSVRC-2012's layout; read at full "
+        "resolution); or give --benchmark.",
         metavar="DATASET",
         record="dataset_spec",  # as given: the model-based scorers reload it
     )
-    out: Path = setting(help="Run directory to write.", metavar="RUN_DIR")
+    benchmark: str | None = setting(
+        None,
+        help="OpenOOD v1.5's protocol: openood:cifar10, openood:cifar100, "
+        "openood:imagenet200 or openood:imagenet1k; sets the in-distribution and OOD sets "
+        "(near/far groups, validation set) from OpenOOD's files under --data-dir "
+        "(docs/benchmarks-openood.md).",
+        metavar="openood:ID",
+        record=True,
+    )
     ood: list[str] = setting(
         [],
         help="OOD sets, comma-separated (svhn, dtd, folder:PATH, …).",
@@ -104,6 +116,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     """Check every name and file before the slow steps, then write the run."""
     from ncood.datasets import check_names, load_data
     from ncood.datasets.digest import split_digests
+    from ncood.datasets.openood import benchmark_record
     from ncood.engine.accel import pick_device
     from ncood.engine.dump import forward_batch_size
     from ncood.extraction.imported import (
@@ -123,7 +136,8 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
     for item in weights:
         if not item.path.is_file():
             raise NcoodError(f"weights file not found: {item.path}")
-    check_names(request.dataset, request.ood, files=True)
+    request = _with_benchmark(request)
+    check_names(request.dataset, request.ood, files=True, benchmark=request.benchmark)
     check_image_size(request.image_size)
     check_resize_crop(request.resize, request.crop)
     if request.limit is not None and request.limit < 1:
@@ -142,6 +156,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         download=request.download,
         show_progress=show_progress,
         files=True,
+        benchmark=request.benchmark,
     )
     classes = request.num_classes or ind.num_classes
     if classes != ind.num_classes:
@@ -169,6 +184,7 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
             "test_size": len(splits["test"]),
             "ood": {name.removeprefix("ood/"): len(s) for name, s in splits.items() if "/" in name},
             "digests": split_digests(splits),
+            **benchmark_record(request.benchmark),
         },
         preprocessing={**preprocess.describe(), "limit": request.limit},
         config={**recorded(request), "batch_size": batch_size},
@@ -219,6 +235,19 @@ def _preprocessing(request: ExtractRequest, ind, ood_sets, kind, mean, std):
             size, size, mean, std, normalize=kind, image_size=request.image_size
         )
     return Preprocessing(request.image_size, kind, mean, std)
+
+
+def _with_benchmark(request: ExtractRequest) -> ExtractRequest:
+    """The request with ``--benchmark``'s sets as its dataset and OOD sets (so the run
+    records them, and the model-based scorers reload them); a dataset is needed otherwise."""
+    if request.benchmark is None:
+        if request.dataset is None:
+            raise NcoodError("give --dataset (or --benchmark openood:ID)")
+        return request
+    from ncood.datasets.openood import benchmark_sets
+
+    dataset, ood = benchmark_sets(request.benchmark, request.dataset, request.ood)
+    return dataclasses.replace(request, dataset=dataset, ood=ood)
 
 
 def _first_random(images, limit: int):

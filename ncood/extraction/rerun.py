@@ -207,6 +207,7 @@ def _trained_data(manifest, data_dir, show_progress: bool) -> RunData:
         data_dir or config.data_dir,
         download=False,
         show_progress=show_progress,
+        benchmark=config.benchmark,
     )
     train = ind.train
     if config.train_subset:
@@ -251,6 +252,7 @@ def _imported_data(manifest, data_dir, show_progress: bool) -> RunData:
         download=False,
         show_progress=show_progress,
         files=from_files,
+        benchmark=config.get("benchmark"),
     )
     splits = {"train": ind.train, "test": ind.test, **{f"ood/{n}": s for n, s in ood.items()}}
     limit = config.get("limit")

@@ -80,6 +80,7 @@ DEFAULT_PLUGINS = (
     "models.timm",
     "datasets.embedded",
     "datasets.torchvision",
+    "datasets.openood",
     "presets.demo",
     "presets.tp",
 )

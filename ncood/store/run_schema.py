@@ -43,6 +43,8 @@ MANIFEST = {
         "digests": {str: TEXT},  # split → sha256 of its uint8 images (ncood.datasets.digest)
         "mean": ([NUMBER], None),  # null for an imported run without them
         "std": ([NUMBER], None),
+        # a run of an OpenOOD benchmark: its name, near/far groups, OOD validation set
+        "benchmark": {"name": TEXT, "groups": {str: [TEXT]}, "validation": _TEXT_OR_NONE},
     },
     "preprocessing": ANY,  # an imported run's: read by ncood.extraction.rerun and the report
     "model": {"name": TEXT, "width": INT, "feature_dim": INT},

@@ -39,7 +39,7 @@ class TrainConfig:
     )
     ood: list[str] = setting(
         help="OOD sets, comma-separated: svhn, cifar10, cifar100, mnist, fashionmnist, dtd, "
-        "photos, noise, folder:PATH.",
+        "tin, places365, textures, photos, noise, folder:PATH.",
         metavar="SETS",
     )
     epochs: int = setting(help="Number of epochs.", metavar="N", minimum=1)
@@ -106,6 +106,13 @@ class TrainConfig:
         help="Where the datasets live (default $NCOOD_DATA_DIR or ./data).",
         metavar="DIR",
         on_resume=True,
+    )
+    benchmark: str | None = setting(
+        None,
+        help="OpenOOD v1.5's protocol, openood:cifar10 or openood:cifar100: its "
+        "in-distribution and OOD sets, read from OpenOOD's lists under --data-dir "
+        "(docs/benchmarks-openood.md).",
+        metavar="openood:ID",
     )
     download: bool = setting(True, help="Download missing datasets when the network allows.")
     train_subset: int | None = setting(

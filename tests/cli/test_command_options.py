@@ -164,6 +164,7 @@ def test_a_new_extract_field_is_an_option_and_recorded_in_the_manifest(plugin_ho
     }
     assert {key: config[key] for key in recorded} == {
         "dataset_spec": "digits",
+        "benchmark": None,
         "ood_specs": ["noise"],
         "image_size": 8,
         "normalize": "dataset",
