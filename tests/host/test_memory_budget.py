@@ -57,8 +57,12 @@ def test_a_scorer_over_the_budget_is_refused_before_any_fit_and_the_others_run(c
     assert Greedy.fitted == ["0.5"]  # the refused one never reached fit
     assert outcome.failures == ["big"]
     error = outcome.results["errors"]["big"]
-    assert "refused before fitting" in error and "about 2 GiB" in error and "budget of 1 GiB" in error
-    assert "small" in outcome.results["ood"]["blobs"] and "big" not in outcome.results["ood"]["blobs"]
+    assert (
+        "refused before fitting" in error and "about 2 GiB" in error and "budget of 1 GiB" in error
+    )
+    assert (
+        "small" in outcome.results["ood"]["blobs"] and "big" not in outcome.results["ood"]["blobs"]
+    )
     warned = [line for line in capsys.readouterr().err.splitlines() if "big" in line]
     assert len(warned) == 1 and warned[0].startswith("ncood: warning: big: refused")
 
