@@ -53,12 +53,18 @@ def two_runs(tmp_path):
     return [load_source(p) for p in paths]
 
 
-GOLDEN_MARKDOWN = """\
-| Method | ssb_hard FPR@95 ↓ | ssb_hard AUROC ↑ | near (mean) FPR@95 ↓ | near (mean) AUROC ↑ | inat FPR@95 ↓ | inat AUROC ↑ | far (mean) FPR@95 ↓ | far (mean) AUROC ↑ |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| MSP | 65.43 [64.00, 67.00] | **81.23** [80.00, 82.00] | **65.43** | **81.23** | 40.00 | 90.00 | **40.00** | **90.00** |
-| A&B\\|C | **50.00** | 70.00 | – | – | **30.00** | **95.00** | – | – |
-"""
+GOLDEN_MARKDOWN = "".join(
+    line + "\n"
+    for line in [
+        "| Method | ssb_hard FPR@95 ↓ | ssb_hard AUROC ↑ | near (mean) FPR@95 ↓ "
+        "| near (mean) AUROC ↑ | inat FPR@95 ↓ | inat AUROC ↑ | far (mean) FPR@95 ↓ "
+        "| far (mean) AUROC ↑ |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| MSP | 65.43 [64.00, 67.00] | **81.23** [80.00, 82.00] | **65.43** | **81.23** "
+        "| 40.00 | 90.00 | **40.00** | **90.00** |",
+        "| A&B\\|C | **50.00** | 70.00 | – | – | **30.00** | **95.00** | – | – |",
+    ]
+)
 
 
 def test_markdown_is_the_golden_table(two_runs):
