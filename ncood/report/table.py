@@ -5,8 +5,10 @@ set, the sets of each group (``--ood near:… far:…``) followed by the group's
 "far": the mean of the per-set metrics, as OpenOOD averages them), and under each the chosen
 metrics (FPR@95 and AUROC by default), in percent. Several runs (models, seeds) are stacked
 as row blocks with a run column, as papers that compare backbones or training recipes do:
-the columns stay one per OOD set, however many runs. The best value of each column within a
-run is bold; a bootstrap interval follows its value when results.json has one.
+the columns stay one per OOD set, however many runs. ``mean=True`` gives instead one row per
+method with the mean ± standard deviation over the runs (seeds), as OpenOOD reports its three
+training seeds. The best value of each column within a run is bold; a bootstrap interval
+follows its value when results.json has one.
 
 The numbers are read from each run's results.json (the epoch chosen, by default the last
 analyzed), checked by the store's schema; nothing is recomputed.
@@ -23,6 +25,7 @@ from typing import Any
 
 from ncood.errors import NcoodError
 from ncood.report.latex import escape, printable
+from ncood.report.seeds import Spread, aggregate
 from ncood.store.results_schema import METRICS, check_results
 from ncood.store.run import RunDir, read_json
 
@@ -60,6 +63,7 @@ class Column:
 class Cell:
     value: float | None = None  # a fraction in [0, 1]
     interval: tuple[float, float] | None = None
+    std: float | None = None  # over the runs, for a mean row
 
 
 @dataclass
@@ -124,12 +128,34 @@ def check_metrics(metrics: list[str]) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
+def mean_source(sources: list[Source]) -> Source:
+    """One source whose metrics are the mean ± std over ``sources`` (what every run has: a
+    method or set missing from one is left out); bootstrap intervals are dropped (the mean of
+    intervals is no interval)."""
+    if len(sources) < 2:
+        raise NcoodError("--mean needs two runs or more (the seeds to average)")
+    results = aggregate([s.results for s in sources])
+    for per_set in [*results.get("ood", {}).values()] + [
+        g.get("scorers", {}) for g in results.get("ood_groups", {}).values()
+    ]:
+        for metrics in per_set.values():
+            for key in [k for k in metrics if k.endswith("_ci")]:
+                del metrics[key]
+    return Source(f"mean ± std of {len(sources)} runs", None, results)
+
+
 def build_table(
-    sources: list[Source], metrics: list[str], titles: Mapping[str, str] | None = None
+    sources: list[Source],
+    metrics: list[str],
+    titles: Mapping[str, str] | None = None,
+    mean: bool = False,
 ) -> Table:
-    """The table of ``sources``: columns in the order of their groups, then ungrouped sets."""
+    """The table of ``sources`` (or of their mean ± std): columns in the order of their
+    groups, then ungrouped sets."""
     metrics = check_metrics(metrics)
     titles = titles or {}
+    if mean:
+        sources = [mean_source(sources)]
     names = unique_names([s.name for s in sources])
     columns: list[Column] = []
     for source in sources:
@@ -182,7 +208,8 @@ def cell(metrics: Any, metric: str) -> Cell:
         and all(isinstance(b, int | float) for b in bounds)
     ):
         interval = (float(bounds[0]), float(bounds[1]))
-    return Cell(float(metrics[metric]), interval)
+    value = metrics[metric]
+    return Cell(float(value), interval, value.std if isinstance(value, Spread) else None)
 
 
 def percent(value: float) -> str:
@@ -197,6 +224,8 @@ def shown(table: Table, row: Row, column: Column, metric: str, intervals: bool, 
     text = percent(content.value)
     if round(100 * content.value, DIGITS) == table.best(row.run, column, metric):
         text = style.bold(text)
+    if content.std is not None:
+        text += style.spread(percent(content.std))
     if intervals and content.interval is not None:
         text += style.interval(*map(percent, content.interval))
     return text
@@ -215,6 +244,10 @@ class _Markdown:
     def interval(low: str, high: str) -> str:
         return f" [{low}, {high}]"
 
+    @staticmethod
+    def spread(std: str) -> str:
+        return f" ± {std}"
+
 
 class _Latex:
     @staticmethod
@@ -224,6 +257,10 @@ class _Latex:
     @staticmethod
     def interval(low: str, high: str) -> str:
         return rf" {{\scriptsize[{low}, {high}]}}"
+
+    @staticmethod
+    def spread(std: str) -> str:
+        return rf" {{\scriptsize$\pm$ {std}}}"
 
 
 def markdown_text(text: str) -> str:
@@ -260,10 +297,16 @@ def to_markdown(table: Table, intervals: bool = True) -> str:
 
 def to_csv(table: Table, intervals: bool = True) -> str:
     """One row per run and method; each (column, metric) a number in percent, and its
-    interval's bounds in two more columns when any row has one. The method is results.json's
+    interval's bounds in two more columns when any row has one (a mean row: its std in one
+    more). The method is results.json's
     name (msp, energy …), its title in a column of its own."""
     with_bounds = {
         (c, m): intervals and any(r.cells[c, m].interval for r in table.rows)
+        for c in table.columns
+        for m in table.metrics
+    }
+    with_std = {
+        (c, m): any(r.cells[c, m].std is not None for r in table.rows)
         for c in table.columns
         for m in table.metrics
     }
@@ -272,6 +315,7 @@ def to_csv(table: Table, intervals: bool = True) -> str:
         for m in table.metrics:
             name = f"{c.label} {METRIC_LABELS[m]}"
             heads += [name] + ([f"{name} low", f"{name} high"] if with_bounds[c, m] else [])
+            heads += [f"{name} std"] if with_std[c, m] else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(heads)
@@ -284,6 +328,8 @@ def to_csv(table: Table, intervals: bool = True) -> str:
                 if with_bounds[c, m]:
                     bounds = content.interval
                     values += ["", ""] if bounds is None else [percent(b) for b in bounds]
+                if with_std[c, m]:
+                    values.append("" if content.std is None else percent(content.std))
         writer.writerow(values)
     return buffer.getvalue()
 

@@ -64,3 +64,14 @@ def test_user_errors_are_one_line(run, args, fragment):
 
 def test_a_folder_that_is_no_run_is_one_line(tmp_path):
     one_line_error(runner.invoke(app, ["table", str(tmp_path)]), "not an ncood run")
+
+
+def test_a_folder_of_seed_runs_stands_for_them_and_mean_aggregates(tmp_path):
+    for seed, spread in ((0, 1.5), (1, 1.0)):
+        analyzed_run(tmp_path / "seeds" / f"seed-{seed}", {1: spread}, with_layers=False)
+    stacked = runner.invoke(app, ["table", str(tmp_path / "seeds"), "--format", "csv"])
+    assert stacked.exit_code == 0, stacked.output
+    assert {r["run"] for r in csv.DictReader(io.StringIO(stacked.stdout))} == {"seed-0", "seed-1"}
+    mean = runner.invoke(app, ["table", str(tmp_path / "seeds"), "--mean", "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(mean.stdout)))
+    assert len(rows) == 2 and "near AUROC std" in rows[0]

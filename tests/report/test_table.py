@@ -149,3 +149,18 @@ def test_user_errors_are_one_line(tmp_path, two_runs):
         render(build_table(two_runs, ["auroc"]), "html")
     with pytest.raises(NcoodError, match="not an ncood run"):
         load_source(tmp_path)
+
+
+def test_the_mean_of_several_runs_is_mean_and_std_per_method(two_runs):
+    table = build_table(two_runs, ["auroc"], mean=True)
+    assert not table.several_runs and [r.method for r in table.rows] == ["msp", "a&b|c"]
+    text = to_markdown(table)
+    # msp on ssb_hard: 81.23 and 82.23 → mean 81.73, sample std 0.71; no bootstrap interval
+    assert "| msp | **81.73** ± 0.71 | **81.73** ± 0.71 | 90.00 ± 0.00 |" in text
+    assert "[" not in text
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    assert float(rows[1]["ssb_hard AUROC"]) == pytest.approx(70.5)
+    assert float(rows[1]["ssb_hard AUROC std"]) == pytest.approx(0.71)
+    assert r"\textbf{81.73} {\scriptsize$\pm$ 0.71}" in to_latex(table)
+    with pytest.raises(NcoodError, match="--mean needs two runs"):
+        build_table(two_runs[:1], ["auroc"], mean=True)
