@@ -149,3 +149,21 @@ def test_cli_refuses_a_budget_that_is_not_positive(tmp_path):
     save_features(path, make_dump())
     result = runner.invoke(app, ["analyze", str(path), "--memory-budget", "0"])
     assert result.exit_code == 1 and "--memory-budget must be positive" in result.output
+
+
+def test_the_contract_checks_the_estimate():
+    from ncood.testing import ScorerCheckFailed, check_scorer
+
+    class Negative(Greedy):
+        def memory_bytes(self, shape):
+            return -shape.train
+
+    class Words(Greedy):
+        def memory_bytes(self, shape):
+            return "lots"
+
+    check_scorer(Greedy, rules=("memory",))
+    for wrong, why in ((Negative, "≥ 0"), (Words, "not a number of bytes")):
+        with pytest.raises(ScorerCheckFailed, match=why) as caught:
+            check_scorer(wrong, rules=("memory",))
+        assert caught.value.rule == "memory"
