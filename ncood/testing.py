@@ -16,7 +16,10 @@ A broken rule raises :class:`ScorerCheckFailed` (an ``AssertionError``) that nam
   score depends on the fitted state and that sample only; a network scorer: the same split in
   batches of another size scores the same);
 * ``bad_input``: degenerate input (an ID train that lacks a class, constant features) is
-  scored, or refused with one line (:class:`~ncood.errors.NcoodError`), never a traceback.
+  scored, or refused with one line (:class:`~ncood.errors.NcoodError`), never a traceback;
+* ``memory``: a scorer that estimates its memory (``memory_bytes``) returns a number of bytes
+  ≥ 0 for CIFAR-100's shape and ImageNet-1K's (not necessarily more for the larger: knn's
+  default bank is all of CIFAR's train, 1 % of ImageNet's).
 
 A feature scorer runs on a collapsed features dump built here; a network scorer
 (``needs_network``) on a tiny CNN, briefly trained on images built here (torch is imported
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ncood.errors import NcoodError
-from ncood.host.scoring import Contribution
+from ncood.host.scoring import Contribution, DumpShape, memory_estimate
 from ncood.ood.conventions import ood_metrics
 from ncood.store.features import FeatureDump, Head, Split
 
@@ -42,7 +45,10 @@ if TYPE_CHECKING:
 
     from ncood.host.network import Batches, Network
 
-RULES = ("output", "orientation", "determinism", "streamed", "bad_input")
+RULES = ("output", "orientation", "determinism", "streamed", "bad_input", "memory")
+# The memory rule's two shapes: CIFAR-100 (ResNet-18) and ImageNet-1K (ResNet-50).
+SMALL_SHAPE = DumpShape(train=50_000, dim=512, classes=100, scored=10_000)
+LARGE_SHAPE = DumpShape(train=1_281_167, dim=2048, classes=1000, scored=50_000)
 # The orientation case separates ID from OOD for any sensible scorer; a sign error gives
 # 1 − AUROC, near 0. The weakest built-in here (GradNorm) stays above 0.7.
 MIN_AUROC = 0.7
@@ -88,6 +94,7 @@ def check_scorer(
         "determinism": _check_determinism,
         "streamed": _check_streamed,
         "bad_input": _check_bad_input,
+        "memory": _check_memory,
     }
     for rule in RULES:
         if rule in rules:
@@ -227,6 +234,17 @@ def _check_bad_input(contribution, params, case: Case) -> None:
                 f"{what}: raised {type(exc).__name__}: {exc}; score it, or raise NcoodError "
                 f"saying what is wrong with the input",
             )
+
+
+def _check_memory(contribution, params, case: Case) -> None:
+    built = contribution.create(**params)
+    for shape in (SMALL_SHAPE, LARGE_SHAPE):
+        try:
+            memory_estimate(built, shape)
+        except NcoodError as exc:
+            _fail(contribution, "memory", f"for {shape.describe()}: {exc}")
+        except Exception as exc:
+            _fail(contribution, "memory", f"memory_bytes() raised {type(exc).__name__}: {exc}")
 
 
 def _fail(contribution: Contribution, rule: str, why: str) -> None:

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ncood.analyze.options import OodOptions
-from ncood.errors import NcoodError
+from ncood.errors import NcoodError, warn
 from ncood.host.guard import Called, call_plugin, describe
 from ncood.host.loading import PluginHost
+from ncood.host.memory_budget import budget_bytes, refusal
 from ncood.host.network_state import Pristine
-from ncood.host.scoring import Contribution, needs_network
+from ncood.host.scoring import Contribution, DumpShape, needs_network
 from ncood.ood.conventions import ood_metrics
 from ncood.ood.spread import spread, warn_spread
 from ncood.ood.statistics import add_statistics
@@ -191,9 +192,11 @@ def analyze_dump(
             outcome.results["params"][contribution.name] = to_json(params, "its parameters")
         except NcoodError as exc:
             built[contribution.name] = exc
+    refuse_oversized(scorers, built, dump, options.memory_budget)
     network = _Once(model_inputs)
     for contribution in scorers:
         _run_guarded(contribution, built, dump, outcome, on_step, network)
+        built.pop(contribution.name)  # its fitted state goes: only its scores are kept
     started = time.perf_counter()
     try:
         add_statistics(
@@ -210,6 +213,31 @@ def analyze_dump(
     for contribution in analyses:
         _run_guarded(contribution, built, dump, outcome, on_step)
     return outcome
+
+
+def dump_shape(dump: FeatureDump) -> DumpShape:
+    scored = [len(dump.test), *(len(split) for split in dump.ood.values())]
+    return DumpShape(len(dump.train), dump.feature_dim, dump.num_classes, max(scored))
+
+
+def refuse_oversized(
+    scorers: list[Contribution], built: dict[str, Any], dump: FeatureDump, budget_gib
+) -> None:
+    """Each feature scorer whose own memory estimate exceeds the budget fails now, in one line
+    (said at once, recorded as its error), before any scorer is fitted; the others run."""
+    shape, budget = dump_shape(dump), budget_bytes(budget_gib)
+    for contribution in scorers:
+        instance = built[contribution.name]
+        if contribution.needs_network or isinstance(instance, BaseException):
+            continue
+        called = call_plugin(refusal, contribution.name, instance, shape, budget)
+        reason = called.error if called.failed else called.value
+        if reason is None:
+            continue
+        if not isinstance(reason, BaseException):
+            warn(f"{contribution.name}: {reason}")
+            reason = NcoodError(reason)
+        built[contribution.name] = reason
 
 
 def check_model_scorers(

@@ -84,6 +84,13 @@ class OodOptions:
         help="Seed of the held-out ID split.",
         metavar="N",
     )
+    memory_budget: float | None = setting(
+        None,
+        help="GiB one scorer may hold: a scorer whose own estimate for the features' shape "
+        "exceeds it is refused in one line before any work, the others run (default: the "
+        "memory available at the start).",
+        metavar="GIB",
+    )
 
     def with_benchmark(self, manifest: Mapping[str, Any]) -> OodOptions:
         """A benchmark run's defaults (``dataset.benchmark`` of its manifest, written by
@@ -112,6 +119,8 @@ class OodOptions:
             raise NcoodError("--tune and --tune-on go together: a grid and its validation set")
         if self.bootstrap < 0:
             raise NcoodError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
+        if self.memory_budget is not None and not self.memory_budget > 0:
+            raise NcoodError(f"--memory-budget must be positive, got {self.memory_budget:g}")
         if self.test_sets is not None:
             check_available(self.test_sets, available)
             test = list(self.test_sets.sets)

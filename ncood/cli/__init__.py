@@ -6,7 +6,7 @@ ncood (tests/test_layering.py), and nothing in ncood imports it but ``__main__``
 import sys
 
 # importing a command module registers its command
-from ncood.cli import analyze, extract, plugins, presets, report, train  # noqa: F401
+from ncood.cli import analyze, extract, plugins, presets, report, table, train  # noqa: F401
 from ncood.cli.analyze import regroup_ood
 from ncood.cli.app import app
 

@@ -102,6 +102,12 @@ class Scorer:
 
     Subclassing is optional: any object with ``fit`` and ``score`` is a scorer, and a factory
     that is not a class says ``needs_network`` as an attribute of its own.
+
+    ``memory_bytes(shape: DumpShape) -> int`` (optional) says how many bytes the scorer will
+    hold at its peak for a features file of that shape (its fitted state and its largest
+    working block; not the chunks every scorer reads). The host asks before ``fit`` and refuses
+    a scorer whose estimate exceeds the memory budget (``--memory-budget``) in one line, so it
+    is never killed by the operating system halfway; a scorer without it is not checked.
     """
 
     needs_network: ClassVar[bool] = False
@@ -124,6 +130,31 @@ def needs_members(scorer_or_factory: Any) -> bool:
     Such a scorer reads ``split.members``, the same images seen by each run of a seeds folder
     (``ncood train --seeds``), and runs only when ``ncood analyze`` is given that folder."""
     return getattr(scorer_or_factory, "needs_members", False) is True
+
+
+@dataclass(frozen=True)
+class DumpShape:
+    """The sizes of a features file that a scorer's memory estimate may depend on."""
+
+    train: int  # ID train samples
+    dim: int  # feature width D
+    classes: int  # C
+    scored: int  # samples of the largest split scored (test or an OOD set)
+
+    def describe(self) -> str:
+        return f"{self.train:,} train × {self.dim} features, {self.classes:,} classes"
+
+
+def memory_estimate(scorer: Any, shape: DumpShape) -> int | None:
+    """The scorer's own estimate of its peak bytes for ``shape`` (``Scorer`` docstring), or
+    None where it gives none."""
+    estimate = getattr(scorer, "memory_bytes", None)
+    if not callable(estimate):
+        return None
+    value = estimate(shape)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+        raise NcoodError(f"memory_bytes() returned {value!r}, not a number of bytes ≥ 0")
+    return int(value)
 
 
 class Analysis(Protocol):

@@ -3,8 +3,9 @@ a class-conditional Gaussian mixture (GMM) and OpenMax (Weibull models of the di
 class's mean logit vector).
 
 Each is fitted in streamed passes over the ID train split; what it keeps does not grow with the
-scored splits (NNGuide's bank grows with the train split: ``bank_fraction`` bounds it, GMM's C
-covariances are C·D² float64 and are refused beyond ``MAX_GMM_BYTES``).
+scored splits (NNGuide's bank grows with the train split: ``bank_fraction`` bounds it, by
+default OpenOOD's 1 % at ImageNet-1K size; GMM's C covariances are C·D² float64, which its
+``memory_bytes`` tells the host, so a run that cannot hold them refuses it up front).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import math
 import numpy as np
 
 import ncood
-from ncood.errors import NcoodError, warn
-from ncood.host.scoring import Fraction, check_seed
+from ncood.errors import warn
+from ncood.host.scoring import DumpShape, Fraction, check_seed
+from ncood.maths.bank import bank_fraction, bank_rows, bank_size
 from ncood.maths.stats import (
     cholesky,
     class_sums,
@@ -25,10 +27,9 @@ from ncood.maths.stats import (
     train_moments,
 )
 from ncood.store.chunked import fold_chunks, map_rows
-from ncood.store.features import Head, Split
+from ncood.store.features import CHUNK_ROWS_MAX, Head, Split
 
 BANK_BLOCK = 8192  # bank rows per similarity product: 2,048 queries × 8,192 float32 = 64 MiB
-MAX_GMM_BYTES = 4 << 30
 # gmm's ridge is relative to the mean variance: at r the log-normalizer (D/2 · log r) outweighs
 # a sample's quadratic term (~D / r) by r · log r, so above 1e12 the scores keep a few digits
 # at most, and past ~1e14 none (every score the same): docs/conventions.md.
@@ -45,24 +46,22 @@ class NNGuide(ncood.Scorer):
     """NNGuide (Park et al., ICCV 2023): E(x) · mean of the k largest ⟨f̂(x), E(z) f̂(z)⟩ over a
     bank of ID train samples z, E the energy logsumexp(logits), f̂ = f/‖f‖."""
 
-    def __init__(self, k: int = 100, bank_fraction: Fraction = 1.0, seed: int = 0) -> None:
+    def __init__(self, k: int = 100, bank_fraction: Fraction | None = None, seed: int = 0) -> None:
         if k < 1:
             raise ValueError(f"nnguide.k must be ≥ 1, got {k}")
-        if not 0 < bank_fraction <= 1:
+        if bank_fraction is not None and not 0 < bank_fraction <= 1:
             raise ValueError(f"nnguide.bank_fraction must be in (0, 1], got {bank_fraction}")
         check_seed("nnguide.seed", seed)
         self.k, self.bank_fraction, self.seed = k, bank_fraction, seed
 
     def fit(self, train: Split, head: Head) -> None:
         n = len(train)
-        size = n if self.bank_fraction == 1 else max(self.k, round(self.bank_fraction * n))
-        size = min(size, n)
+        fraction = bank_fraction(self.bank_fraction, n)
+        size = bank_size(fraction, n, self.k)
         self.neighbours = min(self.k, size)
         if self.neighbours < self.k:  # a tiny dump: all of its train samples, said so
             warn(f"nnguide: k = {self.k} exceeds the {size} ID train samples; using k = {size}")
-        keep = None
-        if size < n:  # a seeded random share of the bank, in file order
-            keep = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
+        keep = bank_rows(n, size, self.seed)  # a seeded random share of the bank, in file order
         bank = np.empty((size, train.features.shape[1]), np.float32)
         filled = 0
         for chunk in train.chunks(parts=("features", "logits")):
@@ -75,7 +74,13 @@ class NNGuide(ncood.Scorer):
             bank[filled : filled + len(block)] = block
             filled += len(block)
         self.bank = bank
-        self.resolved_params = {"bank_size": size, "k": self.neighbours}
+        self.resolved_params = {"bank_fraction": fraction, "bank_size": size, "k": self.neighbours}
+
+    def memory_bytes(self, shape: DumpShape) -> int:
+        """The float32 bank, and a chunk's similarities with its top-k (three copies)."""
+        size = bank_size(bank_fraction(self.bank_fraction, shape.train), shape.train, self.k)
+        block = min(size, BANK_BLOCK) + self.k
+        return 4 * size * shape.dim + 3 * 4 * CHUNK_ROWS_MAX * block
 
     def score(self, split: Split) -> np.ndarray:
         def block(chunk) -> np.ndarray:
@@ -105,15 +110,16 @@ class GaussianMixture(ncood.Scorer):
             )
         self.ridge = ridge
 
+    def memory_bytes(self, shape: DumpShape) -> int:
+        """C covariances (then whitenings) of D² float64, a Cholesky factor and its inverse,
+        and a chunk's float64 features, residuals and C log-likelihoods."""
+        dim, classes = shape.dim, shape.classes
+        chunk = 8 * CHUNK_ROWS_MAX * (3 * dim + classes)
+        return 8 * classes * dim * dim + 3 * 8 * dim * dim + 8 * classes * dim + chunk
+
     def fit(self, train: Split, head: Head) -> None:
         num_classes = int(train.logits.shape[1])
         dim = int(train.features.shape[1])
-        needed = num_classes * dim * dim * 8
-        if needed > MAX_GMM_BYTES:
-            raise NcoodError(
-                f"gmm: {num_classes} covariances of {dim}×{dim} need {needed / 2**30:.1f} GiB "
-                f"(float64), more than the {MAX_GMM_BYTES / 2**30:.0f} GiB allowed"
-            )
         moments = train_moments(train, num_classes)
         require_every_class(moments.class_counts)
         means = moments.class_means
@@ -206,6 +212,11 @@ class OpenMax(ncood.Scorer):
         if not 0 <= euclid_weight <= 1:
             raise ValueError(f"openmax.euclid_weight must be in [0, 1], got {euclid_weight}")
         self.tailsize, self.alpha, self.euclid_weight = tailsize, alpha, euclid_weight
+
+    def memory_bytes(self, shape: DumpShape) -> int:
+        """Each train sample's distance to its class, their order and labels (float64 and
+        int64), and a chunk's N×C distances and revised logits."""
+        return 4 * 8 * shape.train + 4 * 8 * CHUNK_ROWS_MAX * shape.classes
 
     def fit(self, train: Split, head: Head) -> None:
         num_classes = int(train.logits.shape[1])

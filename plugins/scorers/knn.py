@@ -5,8 +5,9 @@ z = f/‖f‖; z₍ₖ₎ is the k-th nearest normalized ID train feature. For u
 is blocked matrix products (queries × bank blocks, exact, no index) with a running top-k, on
 the CPU or on a GPU (``device``). At ImageNet size the exact CPU search costs
 2 · N_bank · D · N_queries flops (≈ 700 TFLOP for 1.28M × 2048 against 136k queries, hours
-on a small CPU): ``bank_fraction`` keeps a seeded random share of the train bank, the KNN
-paper's own ImageNet recipe (1 %), and the scorer warns when the exact search would be long.
+on a small CPU): ``bank_fraction`` keeps a seeded random share of the train bank, by default
+the KNN paper's own ImageNet recipe (1 % beyond 200,000 train samples, ncood.maths.bank), and
+the scorer warns when the exact search would be long.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError, warn
-from ncood.host.scoring import Fraction, check_seed
+from ncood.host.scoring import DumpShape, Fraction, check_seed
+from ncood.maths.bank import bank_fraction, bank_rows, bank_size
 from ncood.store.features import Head, Split
 
 QUERY_BLOCK = 1024  # queries per matrix product
@@ -33,11 +35,15 @@ def normalized(features: np.ndarray) -> np.ndarray:
 
 class KNN(ncood.Scorer):
     def __init__(
-        self, k: int = 50, bank_fraction: Fraction = 1.0, seed: int = 0, device: str = "cpu"
+        self,
+        k: int = 50,
+        bank_fraction: Fraction | None = None,
+        seed: int = 0,
+        device: str = "cpu",
     ) -> None:
         if k < 1:
             raise ValueError(f"knn.k must be ≥ 1, got {k}")
-        if not 0 < bank_fraction <= 1:
+        if bank_fraction is not None and not 0 < bank_fraction <= 1:
             raise ValueError(f"knn.bank_fraction must be in (0, 1], got {bank_fraction}")
         check_seed("knn.seed", seed)
         self.k, self.bank_fraction, self.seed, self.device = k, bank_fraction, seed, device
@@ -51,12 +57,11 @@ class KNN(ncood.Scorer):
         except (RuntimeError, ValueError) as exc:
             raise NcoodError(f"knn.device={self.device!r} is not usable here ({exc})") from None
         n = len(train)
-        size = n if self.bank_fraction == 1 else max(self.k, round(self.bank_fraction * n))
+        fraction = bank_fraction(self.bank_fraction, n)
+        size = bank_size(fraction, n, self.k)
         if self.k > size:
             raise NcoodError(f"knn.k = {self.k} exceeds the {size} ID train samples")
-        keep = None
-        if size < n:  # a seeded random share of the bank, in file order
-            keep = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
+        keep = bank_rows(n, size, self.seed)  # a seeded random share of the bank, in file order
         bank = np.empty((size, train.features.shape[1]), np.float32)
         filled = 0
         for chunk in train.chunks(parts=("features",)):
@@ -67,8 +72,17 @@ class KNN(ncood.Scorer):
             bank[filled : filled + len(rows)] = normalized(rows)
             filled += len(rows)
         self.bank = torch.from_numpy(bank).to(self.torch_device)
-        self.resolved_params = {"bank_size": size, "device": str(self.torch_device)}
+        self.resolved_params = {
+            "bank_fraction": fraction,
+            "bank_size": size,
+            "device": str(self.torch_device),
+        }
         self.warned = False
+
+    def memory_bytes(self, shape: DumpShape) -> int:
+        """The float32 bank, and a block of similarities with its running top-k (twice)."""
+        size = bank_size(bank_fraction(self.bank_fraction, shape.train), shape.train, self.k)
+        return 4 * size * shape.dim + 2 * 4 * QUERY_BLOCK * (min(size, BANK_BLOCK) + self.k)
 
     def score(self, split: Split) -> np.ndarray:
         import torch

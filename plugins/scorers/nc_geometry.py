@@ -103,7 +103,7 @@ class SHE(ncood.Scorer):
     def fit(self, train: Split, head: Head) -> None:
         num_classes = train.logits.shape[1]
         labels = train.labels
-        kept = predicted_classes(train.logits) == labels
+        kept = predicted_classes(train) == labels  # streamed, not the mapped N×C at once
         missing = np.bincount(labels[kept], minlength=num_classes) == 0
         kept |= missing[labels]  # a class never classified right falls back to all its samples
         counts = np.bincount(labels[kept], minlength=num_classes)
