@@ -125,39 +125,6 @@ def run_extract(request: ExtractRequest, show_progress: bool = True):
         stop_cluster(cluster)
 
 
-def _named_weights(request: ExtractRequest):
-    """The pretrained weights ``--weights`` names (None for files); they fix the model."""
-    from ncood.models.named_weights import is_weights_name, named_weights
-
-    names = [str(p) for p in request.weights if is_weights_name(str(p))]
-    if not names:
-        return None
-    if len(request.weights) > 1:
-        raise NcoodError(
-            f"--weights {names[0]} stands alone: give one weights name, or weights files"
-        )
-    named = named_weights(names[0])
-    if request.model is not None and not _same_architecture(request.model, named.model):
-        raise NcoodError(
-            f"--weights {named.name} are {named.model}'s, not {request.model}'s: give "
-            f"--model {named.model}, or leave --model out"
-        )
-    if request.num_classes is not None and request.num_classes != named.num_classes:
-        raise NcoodError(
-            f"--num-classes {request.num_classes}, but {named.name} have {named.num_classes}"
-        )
-    if request.epochs is not None and len(request.epochs) != 1:
-        raise NcoodError(f"--epochs gives {len(request.epochs)} epochs for one weights name")
-    return named
-
-
-def _same_architecture(model: str, expected: str) -> bool:
-    """``timm:resnet50.a1_in1k`` builds the architecture ``timm:resnet50``."""
-    if model.startswith("timm:"):
-        model = model.split(".", 1)[0]
-    return model == expected
-
-
 def _extract(request: ExtractRequest, named, weights: list, cluster, show_progress: bool):
     from ncood.datasets import load_data
     from ncood.datasets.digest import split_digests
@@ -250,6 +217,39 @@ def _extract(request: ExtractRequest, named, weights: list, cluster, show_progre
             on_checkpoint=lambda e: progress.update(task, status=f"epoch {e}"),
             shards=shards,
         )
+
+
+def _named_weights(request: ExtractRequest):
+    """The pretrained weights ``--weights`` names (None for files); they fix the model."""
+    from ncood.models.named_weights import is_weights_name, named_weights
+
+    names = [str(p) for p in request.weights if is_weights_name(str(p))]
+    if not names:
+        return None
+    if len(request.weights) > 1:
+        raise NcoodError(
+            f"--weights {names[0]} stands alone: give one weights name, or weights files"
+        )
+    named = named_weights(names[0])
+    if request.model is not None and not _same_architecture(request.model, named.model):
+        raise NcoodError(
+            f"--weights {named.name} are {named.model}'s, not {request.model}'s: give "
+            f"--model {named.model}, or leave --model out"
+        )
+    if request.num_classes is not None and request.num_classes != named.num_classes:
+        raise NcoodError(
+            f"--num-classes {request.num_classes}, but {named.name} have {named.num_classes}"
+        )
+    if request.epochs is not None and len(request.epochs) != 1:
+        raise NcoodError(f"--epochs gives {len(request.epochs)} epochs for one weights name")
+    return named
+
+
+def _same_architecture(model: str, expected: str) -> bool:
+    """``timm:resnet50.a1_in1k`` builds the architecture ``timm:resnet50``."""
+    if model.startswith("timm:"):
+        model = model.split(".", 1)[0]
+    return model == expected
 
 
 def _first_random(images, limit: int):
