@@ -6,6 +6,7 @@ name, the file's sha256 and the preprocessing, and every wrong input is one line
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -108,6 +109,11 @@ def test_torchvision_weights_by_name_offline(tmp_path, caches, thousand):
     stored = load_features(run.features(1)).splits()["test"].logits
     logits = expected_logits(model, thousand.test.images, 32, prep["mean"], prep["std"])
     np.testing.assert_allclose(stored, logits, rtol=1e-5, atol=1e-5)
+    # the model-based scorers rebuild the network from the cached file the manifest names
+    result = invoke("analyze", out, "--plugins", "odin", "--bootstrap", 0)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "analysis" / "epoch-0001" / "results.json").read_text())
+    assert "auroc" in results["ood"]["noise"]["odin"]
 
 
 def test_timm_weights_by_name_offline_from_the_hugging_face_cache(tmp_path, caches, thousand):

@@ -138,3 +138,22 @@ def test_without_timm_the_name_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(NcoodError, match="needs timm, which is not installed"):
         named_weights("timm:resnet50.a1_in1k")
+
+
+def test_a_missing_file_is_fetched_through_torch_hub_which_checks_its_hash(caches):
+    """The download goes through torch.hub (a file:// URL stands in for the network): the file
+    lands where the cache keeps it, and one whose sha256 is not the name's prefix is refused."""
+    import dataclasses
+
+    source = caches / "published.pth"
+    torch.save({"w": torch.ones(2)}, source)
+    weights = named_weights("torchvision:ResNet18_Weights.IMAGENET1K_V1")
+    weights = dataclasses.replace(weights, source=source.as_uri())
+    with pytest.raises(NcoodError) as refused:  # resnet18-f37072fd.pth: not this file's hash
+        cached_file(weights, download=True)
+    line = str(refused.value)
+    assert "download failed: invalid hash value" in line and str(weights.files[0]) in line
+    assert not weights.files[0].exists()
+    unhashed = dataclasses.replace(weights, files=(weights.files[0].with_name("resnet18.pth"),))
+    assert cached_file(unhashed, download=True) == unhashed.files[0]
+    assert unhashed.files[0].read_bytes() == source.read_bytes()
