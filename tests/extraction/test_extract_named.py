@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import ncood
 from ncood.cli import app
 from ncood.datasets import synthetic_set
+from ncood.report.imported import imported_facts
 from ncood.store.features import load_features
 from ncood.store.run import RunDir
 
@@ -99,6 +100,7 @@ def test_torchvision_weights_by_name_offline(tmp_path, caches, thousand):
         "interpolation": "bilinear",
     }
     assert manifest["model"]["name"] == "torchvision:resnet18"  # fixed by the weights
+    assert imported_facts(manifest).files == [TV_NAME]  # what the report names
     prep = manifest["preprocessing"]
     assert (prep["normalize"], prep["mean"], prep["std"], prep["image_size"]) == (
         "weights",
