@@ -16,6 +16,10 @@ into the JSON as soon as it is measured, so a run cut short still reports. Phase
                         events), evaluation time, peak GPU memory
  6. profile             kernels per step and GPU busy fraction over 20 steps (profiler)
  7. extraction          86,032 images in fp32: images/s, and the error against an eager forward
+ 7b. extract_command    `ncood extract` (run_extract) of a torchvision ResNet-18 by weights name
+                        (torchvision:ResNet18_Weights.IMAGENET1K_V1, random weights pre-placed
+                        in a private torch hub cache) on generated 1000-class images at 224 px:
+                        images/s of the whole command, features against an eager forward
  8. baselines           the TP's DataLoader loop and a strong DataLoader loop (8 workers, bf16,
                         channels_last), in the same run: images/s and ncood's ratio to them
  9. sharing             two training processes on one GPU: combined images/s
@@ -79,6 +83,8 @@ SIZES = {
         "tp_workers": 2,
         "strong_workers": 8,
         "e2e_epochs": 3,
+        "extract_limit": 4096,  # images per split of the extract_command phase
+        "extract_size": 224,
     },
     "dry": {  # 200 = 3 × 64 + 8: a short last batch, like CIFAR's 50,000 = 390 × 128 + 80
         "train": 200,
@@ -91,9 +97,12 @@ SIZES = {
         "tp_workers": 1,
         "strong_workers": 1,
         "e2e_epochs": 3,
+        "extract_limit": 24,
+        "extract_size": 32,
     },
 }
 DATASET, OOD = "gpu-check", "gpu-check-ood"
+IMAGENET_SHAPED = "gpu-check-1k"  # 1000 classes: what ImageNet weights need
 
 
 class Report:
@@ -162,6 +171,10 @@ def register_data(sizes: dict) -> None:
     in_distribution.add(
         DATASET,
         lambda context: synthetic_set(sizes["train"], sizes["test"], num_classes=sizes["classes"]),
+    )
+    in_distribution.add(
+        IMAGENET_SHAPED,
+        lambda context: synthetic_set(sizes["train"], sizes["test"], num_classes=1000),
     )
     out_of_distribution: Registry = Registry("OOD dataset")
     out_of_distribution.add(OOD, lambda context, ind: ood_images(sizes))
@@ -467,6 +480,81 @@ def phase_extraction(report: Report, sizes, device, workdir: Path) -> None:
         images_per_s=round(total / timer.seconds),
         dtype=str(arrays["test/features"].dtype),
         max_rel_error_vs_eager_fp32=float(np.abs(found - expected).max() / np.abs(expected).max()),
+    )
+
+
+def phase_extract_command(report: Report, sizes, device, workdir: Path) -> None:
+    """`ncood extract` as a user runs it, by weights name, timed whole (data, model, weights
+    file, features, manifest). Needs torchvision (the phase says so where it is absent)."""
+    try:
+        import torchvision
+    except ImportError:
+        report.put("extract_command", note="torchvision absent: no torchvision:* weights here")
+        return
+    from unittest import mock
+
+    from ncood.extraction.named import ExtractRequest, run_extract
+    from ncood.host.model_registry import ModelRegistry
+    from ncood.models import registry as models_registry
+
+    cache = workdir / "torch-home"
+    name = "torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    with mock.patch.dict(os.environ, {"TORCH_HOME": str(cache)}):
+        from ncood.models.named_weights import named_weights
+
+        target = named_weights(name).files[0]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(num_classes=1000).eval()
+        torch.save(model.state_dict(), target)  # random weights where torch hub keeps them
+        models = ModelRegistry()  # the built-in plugins' torchvision:* (no plugin runs here)
+        models.register(
+            "torchvision:*",
+            lambda variant, num_classes: getattr(torchvision.models, variant)(
+                num_classes=num_classes
+            ),
+        )
+
+        def extract(limit: int, out: Path):
+            request = ExtractRequest(
+                weights=[Path(name)],
+                dataset=IMAGENET_SHAPED,
+                ood=[OOD],
+                out=out,
+                image_size=sizes["extract_size"],
+                limit=limit,
+                batch_size=sizes["batch"],
+                device=str(device),
+                download=False,
+            )
+            with mock.patch.object(models_registry, "model_registry", lambda: models):
+                return run_extract(request, show_progress=False)
+
+        extract(sizes["batch"], workdir / "extract-warmup")  # cuDNN picks its kernels
+        sync(device)
+        started = time.perf_counter()
+        run = extract(sizes["extract_limit"], workdir / "extract")
+        sync(device)
+        seconds = time.perf_counter() - started
+    manifest = run.manifest()
+    images = manifest["dataset"]["train_size"] + manifest["dataset"]["test_size"]
+    images += sum(manifest["dataset"]["ood"].values())
+    arrays, _ = read_safetensors(run.features(1))
+    from ncood.extraction.rerun import load_run_data
+
+    data = load_run_data(run)  # the run's test images, in its order, preprocessed as it did
+    count = min(8, len(data.splits["test"]))
+    with torch.no_grad(), exact_fp32():
+        expected = model(data.transform(data.splits["test"].images[:count])).numpy()
+    found = arrays["test/logits"][:count]
+    report.put(
+        "extract_command",
+        weights=name,
+        images=images,
+        image_size=sizes["extract_size"],
+        seconds=round(seconds, 3),
+        images_per_s=round(images / seconds),
+        max_abs_logit_error_vs_eager_cpu=float(np.abs(found - expected).max()),
     )
 
 
@@ -901,6 +989,9 @@ def main() -> int:
         with report.phase("extraction", needs_s=10) as go:
             if go:
                 phase_extraction(report, sizes, device, workdir)
+        with report.phase("extract_command", needs_s=15) as go:
+            if go:
+                phase_extract_command(report, sizes, device, workdir)
         with report.phase("baselines", needs_s=40) as go:
             if go:
                 phase_baselines(report, sizes, device, loop_rate)

@@ -90,6 +90,7 @@ SLOW_MODULES = {
     "test_distributed",
     "test_faults",
     "test_extract_command",
+    "test_extract_torchrun",
     "test_install",
     "test_lost_scores",
     "test_memory_bound",

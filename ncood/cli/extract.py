@@ -48,6 +48,8 @@ def extract_command(request_class: type = ExtractRequest):
         request = request_class(**config_values(request_class, given))
         request.weights = _expand([*request.weights, *(more_weights or [])])
         run = run_extract(request, show_progress=not quiet)
+        if run is None:  # a rank other than 0 under torchrun: rank 0 speaks
+            return
         evaluation = run.manifest()["evaluation"][-1]
         typer.echo(
             f"run written to {run.root} ({len(run.feature_epochs())} epoch(s); epoch "

@@ -72,6 +72,17 @@ class Cluster:
         value = self.agree(action, share=False)
         return value if self.main else action()
 
+    def gather_rows(self, rows: torch.Tensor, capacity: int) -> list:
+        """Every rank's ``rows`` (at most ``capacity`` × width, on its device) as NumPy arrays
+        of ``capacity`` rows each on rank 0, in rank order (padded with zeros); [] elsewhere."""
+        if not self.distributed:
+            return [rows.cpu().numpy()]
+        padded = torch.zeros((capacity, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+        padded[: rows.shape[0]] = rows
+        bucket = [torch.empty_like(padded) for _ in range(self.world)] if self.main else None
+        dist.gather(padded, bucket, dst=0)
+        return [t.cpu().numpy() for t in bucket] if self.main else []
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

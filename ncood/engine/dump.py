@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ncood.datasets import ImageSet, normalize
 from ncood.engine.accel import Accel, exact_fp32
@@ -116,7 +115,7 @@ def dump_features(
                         rows = _rows(model, local, mean, std, accel, with_stages)
                     else:
                         rows = torch.zeros((0, width), device=device)
-                    shards = _gather(rows, batch_size, width, cluster)
+                    shards = cluster.gather_rows(rows, batch_size)
                     if writer is not None:
                         for rank, shard in enumerate(shards):
                             first = block + rank * batch_size
@@ -127,16 +126,6 @@ def dump_features(
                         on_batch(min(stride, n - block))
     finally:
         model.train(was_training)
-
-
-def _gather(rows: torch.Tensor, batch_size: int, width: int, cluster: Cluster) -> list[np.ndarray]:
-    if not cluster.distributed:
-        return [rows.cpu().numpy()]
-    padded = torch.zeros((batch_size, width), device=rows.device)
-    padded[: rows.shape[0]] = rows
-    bucket = [torch.empty_like(padded) for _ in range(cluster.world)] if cluster.main else None
-    dist.gather(padded, bucket, dst=0)
-    return [t.cpu().numpy() for t in bucket] if cluster.main else []
 
 
 def _write_packed(

@@ -22,6 +22,7 @@ import torch
 
 from ncood.errors import NcoodError
 from ncood.extraction.inputs import Source
+from ncood.extraction.sharding import Shards
 from ncood.extraction.stream import extract_features
 from ncood.models.capture import choose_head
 from ncood.models.weights import fit_weights, read_checkpoint
@@ -37,6 +38,7 @@ _NUMBER = re.compile(r"\d+")
 class WeightsFile:
     path: Path
     epoch: int
+    named: dict[str, Any] | None = None  # pretrained weights by name: what the manifest records
 
 
 @dataclass
@@ -123,8 +125,11 @@ def write_imported_run(
     force: bool = False,
     on_batch: Callable[[int], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    shards: Shards | None = None,
 ) -> RunDir:
-    """Extract ``model`` at each of ``weights`` (or as it is, as ``epoch``) into ``out``."""
+    """Extract ``model`` at each of ``weights`` (or as it is, as ``epoch``) into ``out``.
+
+    Under torchrun this is rank 0's part; the others run :func:`follow_imported_run`."""
     from ncood.engine.train import versions
 
     out = Path(out)
@@ -147,6 +152,7 @@ def write_imported_run(
                 model.to(device)
                 records.append(
                     {
+                        **(item.named or {}),
                         "file": os.path.abspath(item.path),  # found from any folder
                         "epoch": item.epoch,
                         "sha256": sha256(item.path),
@@ -166,6 +172,7 @@ def write_imported_run(
                     "source": IMPORTED,
                 },
                 on_batch=on_batch,
+                shards=shards,
             )
             evaluation.append(
                 {
@@ -219,6 +226,24 @@ def write_imported_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return RunDir(out)
+
+
+def follow_imported_run(
+    model: torch.nn.Module,
+    plan: ImportPlan,
+    sources: dict[str, Source],
+    device: torch.device,
+    *,
+    weights: list[WeightsFile],
+    shards: Shards,
+) -> None:
+    """A rank other than 0 under torchrun: the same passes over its shards; rank 0 writes."""
+    choice = choose_head(model, plan.feature_layer)
+    model.to(device)
+    for item in weights:
+        fit_weights(model, read_checkpoint(item.path), plan.arch, head=choice.head_name)
+        model.to(device)
+        extract_features(None, model, choice, sources, device, shards=shards)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:

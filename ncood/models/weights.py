@@ -18,7 +18,7 @@ from pathlib import Path
 from ncood.errors import NcoodError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # .bin: the Hugging Face hub's pytorch_model.bin
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 SHOWN_KEYS = 4  # how many key names an error line shows
@@ -47,7 +47,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     else:
         raise NcoodError(
             f"{path.name}: unknown weights format {suffix or '(no suffix)'!r} "
-            f"(expected .safetensors, .pt, .pth or .ckpt)"
+            f"(expected .safetensors, .pt, .pth, .ckpt or .bin)"
         )
     tensors, stripped = _strip_wrappers(loaded)
     notes += [f"stripped the {p!r} prefix" for p in stripped]

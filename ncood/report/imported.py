@@ -46,7 +46,7 @@ def imported_facts(manifest: dict[str, Any]) -> ImportedFacts:
         python_class=str(model.get("class", "?")),
         parameters=model.get("parameters"),
         features=str(model.get("features", "?")),
-        files=[Path(w["file"]).name for w in weights],
+        files=[w.get("name") or Path(w["file"]).name for w in weights],  # weights by name: it
         first_sha=weights[0]["sha256"][:SHA_SHOWN] if len(weights) == 1 else None,
         epochs=[e["epoch"] for e in evaluation],
         image_size=prep.get("image_size"),

@@ -72,7 +72,7 @@ def test_the_shown_metavars():
     assert report["--out"] == "--out DIR"
     extract = _terms(_help("extract"))
     assert _help("extract").splitlines()[0].endswith(" extract [OPTIONS] [FILE]...")
-    assert extract["--weights"] == "--weights FILE"
+    assert extract["--weights"] == "--weights FILE|NAME"
     assert _terms(_help("train"))["--seed"] == "--seed N"
 
 
