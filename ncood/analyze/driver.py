@@ -502,6 +502,24 @@ def _statistics_over_all(outcome: AnalysisOutcome, options: OodOptions):
     return refresh
 
 
+def has_stages(features_path: Path | list[Path]) -> bool:
+    """Whether a features file holds each stage's features (``train/layers/<stage>``)."""
+    from safetensors import safe_open
+
+    first = features_path[0] if isinstance(features_path, list) else features_path
+    with safe_open(str(first), framework="numpy") as handle:
+        keys = handle.keys()
+    return any(key.startswith("train/layers/") for key in keys)
+
+
+def by_default(scorers: list[Contribution], features_path: Path | list[Path]):
+    """The default selection (no ``--plugins``) for one features file: the scorers that read
+    each stage's features are left out where the file holds none (``needs_stages``)."""
+    if has_stages(features_path):
+        return scorers
+    return [s for s in scorers if not s.needs_stages]
+
+
 def ood_set_names(features_path: Path) -> list[str]:
     """The OOD sets of a features file, from its header (to check options before any work)."""
     from safetensors import safe_open

@@ -162,7 +162,7 @@ def _member_jobs(folder: Path, spec: str, verify: bool) -> list[tuple[int, list[
 
 def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network | None):
     """Each job's results, and one line per plugin that failed, under one progress bar."""
-    from ncood.analyze.driver import analyze_file, ood_set_names
+    from ncood.analyze.driver import analyze_file, by_default, ood_set_names
     from ncood.progress import progress_bar
     from ncood.store.features import check_readable
     from ncood.store.outputs import one_line_os_errors
@@ -172,16 +172,17 @@ def _analyze(jobs, scorers, analyses, options: AnalyzeOptions, network: _Network
             check_readable(features_path)  # a bad file is one line, before any progress bar
             options.check(ood_set_names(features_path))  # so is a bad --ood / --tune-on
     collected, failures = {}, []
-    steps = len(scorers) + len(analyses)
+    chosen = [scorers if options.plugins else by_default(scorers, path) for _, path, _ in jobs]
+    steps = sum(len(job_scorers) + len(analyses) for job_scorers in chosen)
     with progress_bar(not options.quiet) as progress:
-        task = progress.add_task("analyze", total=steps * len(jobs), status="")
-        for job_epoch, features_path, out_dir in jobs:
+        task = progress.add_task("analyze", total=steps, status="")
+        for (job_epoch, features_path, out_dir), job_scorers in zip(jobs, chosen, strict=True):
             which = f"epoch {job_epoch}" if job_epoch is not None else str(features_path)
             with one_line_os_errors(f"the results of {which} were not written (kept as they were)"):
                 outcome = analyze_file(
                     features_path,
                     out_dir,
-                    scorers,
+                    job_scorers,
                     analyses,
                     options.settings,
                     options=options,

@@ -132,6 +132,13 @@ def needs_members(scorer_or_factory: Any) -> bool:
     return getattr(scorer_or_factory, "needs_members", False) is True
 
 
+def needs_stages(scorer_or_factory: Any) -> bool:
+    """Whether a scorer reads each stage's features (``split.stage``): its ``needs_stages``
+    attribute. Without a name it runs only on a features file that holds them (``ncood train
+    --stage-features``): elsewhere it would only repeat its penultimate-layer scorer."""
+    return getattr(scorer_or_factory, "needs_stages", False) is True
+
+
 @dataclass(frozen=True)
 class DumpShape:
     """The sizes of a features file that a scorer's memory estimate may depend on."""
@@ -186,6 +193,11 @@ class Contribution:
     def needs_members(self) -> bool:
         """A scorer of an ensemble's runs (the splits' ``members``), as its factory says."""
         return self.kind == "scorer" and needs_members(self.factory)
+
+    @property
+    def needs_stages(self) -> bool:
+        """A scorer of each stage's features, as its factory says."""
+        return self.kind == "scorer" and needs_stages(self.factory)
 
     def defaults(self) -> dict[str, Any]:
         """Parameters and their defaults, read from the factory's signature."""

@@ -76,6 +76,7 @@ def parse_weights(text: str) -> list[float] | None:
 
 
 class MultiMahalanobis(ncood.Scorer):
+    needs_stages = True
     """−½ Σ_l α_l min_c MD_l,c(f_l): pytorch-ood's MultiMahalanobis on the dumped stages."""
 
     def __init__(self, stages: str = "", weights: str = "", ridge: float = 1e-6) -> None:
@@ -173,6 +174,7 @@ def brown_scale(fisher_terms: np.ndarray) -> tuple[float, float]:
 
 
 class LayerPValues(ncood.Scorer):
+    needs_stages = True
     """log of the combined p-value of a scorer's per-stage p-values (Fisher or Brown)."""
 
     def __init__(

@@ -280,3 +280,31 @@ def test_bad_parameters_are_one_line():
     ):
         with pytest.raises(NcoodError, match=message):
             ncood.create_scorer("layers", **params)
+
+
+def test_the_default_selection_leaves_them_out_without_stages(dump, tmp_path):
+    """Without ``--plugins``, a file without stage features would only repeat mahalanobis in
+    the layer scorers (a note, then the penultimate layer): they run where stages exist."""
+    from ncood.analyze.driver import by_default, select
+    from ncood.host.loading import host
+
+    scorers, _ = select(host(), None)
+    flat, staged = tmp_path / "flat.safetensors", tmp_path / "staged.safetensors"
+    save_features(staged, dump)
+    save_features(
+        flat,
+        FeatureDump(
+            *(flat_split(s) for s in (dump.train, dump.test)),
+            {name: flat_split(s) for name, s in dump.ood.items()},
+            dump.head,
+        ),
+    )
+    names = {"multi-mahalanobis", "layers"}
+    assert names <= {s.name for s in scorers}
+    assert not names & {s.name for s in by_default(scorers, flat)}
+    assert names <= {s.name for s in by_default(scorers, staged)}
+    assert len(by_default(scorers, flat)) == len(scorers) - 2  # nothing else is left out
+
+
+def flat_split(split: Split) -> Split:
+    return Split(split.features, split.logits, split.labels)
