@@ -12,29 +12,51 @@ plugins/datasets/openood.py).
 It may import :mod:`ncood.host` (the registries), :mod:`ncood.progress` and :mod:`ncood.errors`.
 """
 
-from ncood.datasets.base import (
-    IMAGE_SIZE,
-    DataContext,
-    ImageFiles,
-    ImageSet,
-    InDistribution,
-    channel_stats,
-    normalize,
-    ood_set,
-    resize_gray,
-    to_image_set,
-)
-from ncood.datasets.loading import (
-    FOLDER_PREFIX,
-    check_names,
-    default_data_dir,
-    folder_path,
-    in_distribution,
-    load_data,
-    ood_name,
-    out_of_distribution,
-)
-from ncood.datasets.synthetic import synthetic_set
+from importlib import import_module
+
+# name → the module that defines it. Names load on first use (PEP 562), so that importing a
+# light submodule (ncood.datasets.openood's protocol tables, which ``ncood plugins`` reads)
+# does not import torch through the package.
+_HOMES = {
+    **dict.fromkeys(
+        (
+            "IMAGE_SIZE",
+            "DataContext",
+            "ImageFiles",
+            "ImageSet",
+            "InDistribution",
+            "channel_stats",
+            "normalize",
+            "ood_set",
+            "resize_gray",
+            "to_image_set",
+        ),
+        "ncood.datasets.base",
+    ),
+    **dict.fromkeys(
+        (
+            "FOLDER_PREFIX",
+            "check_names",
+            "default_data_dir",
+            "folder_path",
+            "in_distribution",
+            "load_data",
+            "ood_name",
+            "out_of_distribution",
+        ),
+        "ncood.datasets.loading",
+    ),
+    "synthetic_set": "ncood.datasets.synthetic",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'ncood.datasets' has no attribute {name!r}")
+    value = getattr(import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FOLDER_PREFIX",
