@@ -58,6 +58,27 @@ class Network:
             hook.remove()
         return seen[-1].flatten(1), logits
 
+    def input_gradient(
+        self, inputs: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, ∂loss_of(x)/∂x)`` for a batch ``x`` (a detached copy of ``inputs``), the
+        gradient computed here with autograd enabled, so that a scorer called under
+        ``no_grad`` or inference mode (as the analysis and user code may be) still gets it."""
+        import torch
+
+        with torch.inference_mode(False), torch.enable_grad():
+            x = inputs.detach().clone().requires_grad_()
+            (gradient,) = torch.autograd.grad(loss_of(x), x)
+        return x.detach(), gradient
+
+    def pixel_step(self, step: torch.Tensor) -> torch.Tensor:
+        """A step given in [0, 1] pixel units, in the network's normalized input units: each
+        channel divided by its normalization std (ODIN's convention, ``pixel_units``)."""
+        import torch
+
+        std = torch.tensor(self.input_std, dtype=step.dtype, device=step.device)
+        return step / std.view(1, -1, *([1] * (step.ndim - 2)))
+
     def submodule(self, name: str) -> torch.nn.Module:
         modules = dict(self.module.named_modules())
         if name not in modules:

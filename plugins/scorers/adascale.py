@@ -40,16 +40,21 @@ def nudged(network: Network, inputs: torch.Tensor, percent: float, step: float):
     features of x, from the same forward."""
     import torch
 
-    with torch.inference_mode(False), torch.enable_grad():
-        x = inputs.detach().clone().requires_grad_()
+    seen: list[torch.Tensor] = []
+
+    def max_logit(x: torch.Tensor) -> torch.Tensor:
         features, logits = network.penultimate(x)
-        (gradient,) = torch.autograd.grad(logits.max(dim=1).values.sum(), x)
+        seen.append(features)
+        return logits.max(dim=1).values.sum()
+
+    x, gradient = network.input_gradient(inputs, max_logit)
+    features = seen[-1]
     flat = gradient.reshape(len(x), -1)
     count = int(flat.shape[1] * percent / 100)
     mask = torch.zeros_like(flat)
     if count:
         mask.scatter_(1, flat.abs().topk(count, dim=1, largest=False).indices, 1.0)
-    return x.detach() + step * flat.sign().mul(mask).reshape(x.shape), features.detach()
+    return x + step * flat.sign().mul(mask).reshape(x.shape), features.detach()
 
 
 class AdaScale(ncood.Scorer):

@@ -40,20 +40,19 @@ class IOdin(ncood.Scorer):
         import torch
         import torch.nn.functional as F
 
-        with torch.inference_mode(False), torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_()
+        def loss(x: torch.Tensor) -> torch.Tensor:
             scaled = network.logits(x) / self.T
             # summed, not averaged as OpenOOD's: the same signs and argmax, and an image's
             # gradient does not shrink with the batch (no underflow at T = 1000)
-            loss = F.cross_entropy(scaled, scaled.argmax(dim=1), reduction="sum")
-            (gradient,) = torch.autograd.grad(loss, x)
+            return F.cross_entropy(scaled, scaled.argmax(dim=1), reduction="sum")
+
+        x, gradient = network.input_gradient(inputs, loss)
         step = torch.where(gradient >= 0, 1.0, -1.0).to(x.dtype)
         if self.pixel_units:
-            std = torch.tensor(network.input_std, dtype=step.dtype, device=step.device)
-            step = step / std.view(1, -1, *([1] * (step.ndim - 2)))
+            step = network.pixel_step(step)
         flat = gradient.abs().reshape(len(x), -1)
         mask = torch.zeros_like(flat).scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0)
-        return x.detach() - self.eps * step * mask.reshape(x.shape)
+        return x - self.eps * step * mask.reshape(x.shape)
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
         import torch

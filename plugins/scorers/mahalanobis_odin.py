@@ -82,19 +82,14 @@ class MahalanobisOdin(ncood.Scorer):
         return squared.clamp_min(0.0)
 
     def perturbed(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        with torch.inference_mode(False), torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_()
+        def loss(x: torch.Tensor) -> torch.Tensor:  # the distance to the nearest class mean
             distances = self.distances(network.penultimate(x)[0])
             nearest = distances.detach().argmin(dim=1)
-            loss = distances.gather(1, nearest[:, None]).sum()
-            (gradient,) = torch.autograd.grad(loss, x)
+            return distances.gather(1, nearest[:, None]).sum()
+
+        x, gradient = network.input_gradient(inputs, loss)
         step = gradient.sign().to(x.dtype)
-        if self.pixel_units:
-            std = torch.tensor(network.input_std, dtype=step.dtype, device=step.device)
-            step = step / std.view(1, -1, *([1] * (step.ndim - 2)))
-        return x.detach() - self.eps * step
+        return x - self.eps * (network.pixel_step(step) if self.pixel_units else step)
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
         import torch

@@ -37,20 +37,16 @@ class Odin(ncood.Scorer):
         return None
 
     def perturbed(self, network: Network, inputs: torch.Tensor) -> torch.Tensor:
-        """x̂; grad is enabled here, so a caller under no_grad or inference mode still works."""
-        import torch
+        """x̂ = x − ε · sign(∇ₓ CE(f(x)/T, ŷ))."""
         import torch.nn.functional as F
 
-        with torch.inference_mode(False), torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_()
+        def loss(x: torch.Tensor) -> torch.Tensor:
             scaled = network.logits(x) / self.T
-            loss = F.cross_entropy(scaled, scaled.argmax(dim=1))
-            (gradient,) = torch.autograd.grad(loss, x)
+            return F.cross_entropy(scaled, scaled.argmax(dim=1))
+
+        x, gradient = network.input_gradient(inputs, loss)
         step = gradient.sign()
-        if self.pixel_units:
-            std = torch.tensor(network.input_std, dtype=step.dtype, device=step.device)
-            step = step / std.view(1, -1, *([1] * (step.ndim - 2)))
-        return x.detach() - self.eps * step
+        return x - self.eps * (network.pixel_step(step) if self.pixel_units else step)
 
     def score(self, network: Network, split: Batches) -> np.ndarray:
         import torch
