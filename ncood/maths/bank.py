@@ -1,4 +1,5 @@
-"""The train bank of the nearest-neighbour scorers (knn, nnguide): how much of ID train it keeps.
+"""The train bank of the scorers that search ID train (knn, nnguide, relation): how much of it
+they keep, and which rows.
 
 Both search every scored sample against a bank of N_bank × D float32 train features. At
 ImageNet-1K size the whole train split is a 10 GB bank and a search of hundreds of TFLOP, so
@@ -34,3 +35,12 @@ def bank_rows(train: int, size: int, seed: int) -> np.ndarray | None:
     if size >= train:
         return None
     return np.sort(np.random.default_rng(seed).choice(train, size, replace=False))
+
+
+def kept_rows(keep: np.ndarray | None, start: int, stop: int) -> slice | np.ndarray:
+    """The rows of the chunk ``[start, stop)`` of train that the bank keeps (``bank_rows``),
+    as an index into the chunk."""
+    if keep is None:
+        return slice(None)
+    lo, hi = np.searchsorted(keep, [start, stop])
+    return keep[lo:hi] - start

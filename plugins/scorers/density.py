@@ -17,7 +17,7 @@ import numpy as np
 import ncood
 from ncood.errors import warn
 from ncood.host.scoring import DumpShape, Fraction, check_seed
-from ncood.maths.bank import bank_fraction, bank_rows, bank_size
+from ncood.maths.bank import bank_fraction, bank_rows, bank_size, kept_rows
 from ncood.maths.stats import (
     cholesky,
     class_sums,
@@ -65,10 +65,7 @@ class NNGuide(ncood.Scorer):
         bank = np.empty((size, train.features.shape[1]), np.float32)
         filled = 0
         for chunk in train.chunks(parts=("features", "logits")):
-            rows = slice(None)
-            if keep is not None:
-                lo, hi = np.searchsorted(keep, [chunk.start, chunk.stop])
-                rows = keep[lo:hi] - chunk.start
+            rows = kept_rows(keep, chunk.start, chunk.stop)
             energy = logsumexp_rows(chunk.logits[rows]).astype(np.float32)
             block = normalized(chunk.features[rows]) * energy[:, None]
             bank[filled : filled + len(block)] = block

@@ -19,7 +19,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError, warn
 from ncood.host.scoring import DumpShape, Fraction, check_seed
-from ncood.maths.bank import bank_fraction, bank_rows, bank_size
+from ncood.maths.bank import bank_fraction, bank_rows, bank_size, kept_rows
 from ncood.store.features import Head, Split
 
 QUERY_BLOCK = 1024  # queries per matrix product
@@ -65,10 +65,7 @@ class KNN(ncood.Scorer):
         bank = np.empty((size, train.features.shape[1]), np.float32)
         filled = 0
         for chunk in train.chunks(parts=("features",)):
-            rows = chunk.features
-            if keep is not None:
-                lo, hi = np.searchsorted(keep, [chunk.start, chunk.stop])
-                rows = rows[keep[lo:hi] - chunk.start]
+            rows = chunk.features[kept_rows(keep, chunk.start, chunk.stop)]
             bank[filled : filled + len(rows)] = normalized(rows)
             filled += len(rows)
         self.bank = torch.from_numpy(bank).to(self.torch_device)

@@ -4,7 +4,8 @@ A sample's relation to an ID train sample j is ρ_j = max(0, ⟨f̂, f̂_j⟩) �
 cosine of the features, clipped at 0, times the agreement of the softmax outputs. The score
 sums the relations above a cut-off, raised to a power: Σ_{ρ_j > τ} ρ_j^power. A sample related
 to many ID train samples scores high. The search is exact (blocked matrix products); the
-bank of normalized features and probabilities is N × (D + C) float32, hence ``bank_fraction``.
+bank of normalized features and probabilities is N × (D + C) float32, hence ``bank_fraction``
+(its estimate, ``memory_bytes``, lets the analysis refuse a bank over the memory budget).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import numpy as np
 
 import ncood
 from ncood.errors import NcoodError
-from ncood.host.scoring import Fraction, check_seed
+from ncood.host.scoring import DumpShape, Fraction, check_seed
+from ncood.maths.bank import bank_rows, bank_size, kept_rows
 from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
 
 QUERY_ROWS = 512  # queries per block
 BANK_BLOCK = 16_384  # bank rows per product: two 512 × 16,384 float32 blocks, 64 MiB
 MAX_POWER = 64  # ρ ≤ 1, so ρ^power underflows float32 long before this
-MAX_BANK_BYTES = 4 << 30  # a bank above this (ImageNet's whole train split) is refused
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
@@ -57,33 +58,23 @@ class Relation(ncood.Scorer):
         self.power, self.threshold = power, threshold
         self.bank_fraction, self.seed = bank_fraction, seed
 
+    def memory_bytes(self, shape: DumpShape) -> int:
+        """The float32 bank of features and probabilities, and one block of relations with
+        its product of probabilities."""
+        size = bank_size(self.bank_fraction, shape.train, 1)
+        return 4 * size * (shape.dim + shape.classes) + 2 * 4 * QUERY_ROWS * BANK_BLOCK
+
     def fit(self, train: Split, head: Head) -> None:
         n = len(train)
         if not n:
             raise NcoodError("relation: the ID train split is empty")
-        size = n if self.bank_fraction == 1 else max(1, round(self.bank_fraction * n))
-        needed = size * (train.features.shape[1] + train.logits.shape[1]) * 4
-        if needed > MAX_BANK_BYTES:
-            fraction = MAX_BANK_BYTES / needed * self.bank_fraction
-            scale = 10.0 ** np.floor(np.log10(fraction))
-            fraction = np.floor(fraction / scale) * scale  # one digit, rounded down: it fits
-            raise NcoodError(
-                f"relation: a bank of {size:,} train samples needs {needed / 2**30:.1f} GiB "
-                f"(float32 features and probabilities), more than the "
-                f"{MAX_BANK_BYTES / 2**30:.0f} GiB allowed; --set relation.bank_fraction="
-                f"{fraction:.1g} or less keeps a seeded share"
-            )
-        keep = None
-        if size < n:  # a seeded random share of the bank, in file order
-            keep = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
+        size = bank_size(self.bank_fraction, n, 1)
+        keep = bank_rows(n, size, self.seed)  # a seeded random share of the bank, in file order
         features = np.empty((size, train.features.shape[1]), np.float32)
         probs = np.empty((size, train.logits.shape[1]), np.float32)
         filled = 0
         for chunk in train.chunks(parts=("features", "logits")):
-            rows = slice(None)
-            if keep is not None:
-                lo, hi = np.searchsorted(keep, [chunk.start, chunk.stop])
-                rows = keep[lo:hi] - chunk.start
+            rows = kept_rows(keep, chunk.start, chunk.stop)
             block_features, block_logits = chunk.features[rows], chunk.logits[rows]
             features[filled : filled + len(block_features)] = unit_rows(block_features)
             probs[filled : filled + len(block_features)] = softmax_rows(block_logits)

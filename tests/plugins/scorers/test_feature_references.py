@@ -171,19 +171,21 @@ def test_relation_bank_fraction_is_a_seeded_share_of_the_train_split(dump):
     )
 
 
-def test_relation_refuses_a_bank_beyond_its_memory_cap_naming_the_fraction(dump, monkeypatch):
-    """ImageNet's whole train split would be a 15 GB bank: refused in one line before it is
-    allocated, with the bank_fraction that fits."""
-    from ncood.errors import NcoodError
-    from ncood_plugins.scorers import relation
+def test_relations_memory_estimate_covers_its_bank_and_refuses_it_over_the_budget(dump):
+    """ImageNet's whole train split would be a 15 GB bank: the estimate covers the bank it
+    fits, so the analysis refuses it in one line before it is allocated; a share fits."""
+    from ncood.analyze.driver import dump_shape
+    from ncood.host.memory_budget import refusal
+    from ncood_plugins.scorers.relation import BANK_BLOCK, QUERY_ROWS
 
-    bank_bytes = len(dump.train) * (20 + 8) * 4
-    monkeypatch.setattr(relation, "MAX_BANK_BYTES", bank_bytes // 9)
-    scorer = host().scorers().get("relation").create()
-    with pytest.raises(
-        NcoodError, match=r"more than .* allowed; --set relation.bank_fraction=0.1 "
-    ):
-        scorer.fit(dump.train, dump.head)
-    fitted = host().scorers().get("relation").create(bank_fraction=0.1)
-    fitted.fit(dump.train, dump.head)
-    assert fitted.features.nbytes + fitted.probs.nbytes <= bank_bytes // 9
+    whole = host().scorers().get("relation").create()
+    whole.fit(dump.train, dump.head)
+    shape = dump_shape(dump)
+    bank = whole.features.nbytes + whole.probs.nbytes
+    blocks = 2 * 4 * QUERY_ROWS * BANK_BLOCK
+    assert whole.memory_bytes(shape) == bank + blocks
+    assert refusal("relation", whole, shape, bank + blocks - 1) is not None
+    share = host().scorers().get("relation").create(bank_fraction=0.1)
+    assert refusal("relation", share, shape, bank + blocks - 1) is None
+    share.fit(dump.train, dump.head)
+    assert share.memory_bytes(shape) == share.features.nbytes + share.probs.nbytes + blocks
