@@ -53,6 +53,28 @@ class TinyNet(nn.Module):
         return self.fc(torch.flatten(self.body(x), 1))
 
 
+def pattern_batches() -> dict:
+    """The network scorers' test data (``Batches``, 25 images a batch): ID images are a class
+    pattern plus noise, OOD smoother blobs of another scale."""
+    from ncood.testing import batches
+
+    generator = torch.Generator().manual_seed(0)
+    patterns = torch.randn(CLASSES, 3, 16, 16, generator=generator)
+
+    def in_distribution(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % CLASSES
+        noise = 0.6 * torch.randn(n, 3, 16, 16, generator=generator)
+        return patterns[labels] + noise, labels
+
+    ood = torch.randn(40, 3, 4, 4, generator=generator).repeat_interleave(4, 2)
+    ood = 1.5 * ood.repeat_interleave(4, 3)
+    return {
+        "train": batches("train", *in_distribution(90)),
+        "test": batches("test", *in_distribution(60)),
+        "ood": batches("ood/blobs", ood, torch.full((40,), -1)),
+    }
+
+
 def tiny_network(dropout: bool = False, module: nn.Module | None = None) -> Network:
     torch.manual_seed(3)
     module = module or TinyCNN(dropout)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from network_builders import CLASSES, STD, TinyCNN, tiny_network
+from network_builders import CLASSES, STD, TinyCNN, pattern_batches, tiny_network
 from pytorch_ood import detector as peers
 from torch import nn
 from typer.testing import CliRunner
@@ -31,22 +31,7 @@ TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, Batches]:
-    """ID images: a class pattern plus noise; OOD: smoother blobs of another scale."""
-    generator = torch.Generator().manual_seed(0)
-    patterns = torch.randn(CLASSES, 3, 16, 16, generator=generator)
-
-    def in_distribution(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.arange(n) % CLASSES
-        noise = 0.6 * torch.randn(n, 3, 16, 16, generator=generator)
-        return patterns[labels] + noise, labels
-
-    ood = torch.randn(40, 3, 4, 4, generator=generator).repeat_interleave(4, 2)
-    ood = 1.5 * ood.repeat_interleave(4, 3)
-    return {
-        "train": batches("train", *in_distribution(90)),
-        "test": batches("test", *in_distribution(60)),
-        "ood": batches("ood/blobs", ood, torch.full((40,), -1)),
-    }
+    return pattern_batches()
 
 
 def images(split: Batches) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import runner, train
-from network_builders import CLASSES, tiny_network
+from network_builders import CLASSES, pattern_batches, tiny_network
 from pytorch_ood import detector as peers
 
 from ncood.cli import app
@@ -24,29 +24,13 @@ from ncood.host.loading import host
 from ncood.host.network import Batches, Network
 from ncood.ood.conventions import ood_metrics
 from ncood.store.run import RunDir
-from ncood.testing import batches  # 25 images a batch
 
 NAMES = ("nac", "mahalanobis-odin", "adascale-a", "adascale-l", "iodin")
 
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, Batches]:
-    """ID images: a class pattern plus noise; OOD: smoother blobs of another scale."""
-    generator = torch.Generator().manual_seed(0)
-    patterns = torch.randn(CLASSES, 3, 16, 16, generator=generator)
-
-    def in_distribution(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.arange(n) % CLASSES
-        noise = 0.6 * torch.randn(n, 3, 16, 16, generator=generator)
-        return patterns[labels] + noise, labels
-
-    ood = torch.randn(40, 3, 4, 4, generator=generator).repeat_interleave(4, 2)
-    ood = 1.5 * ood.repeat_interleave(4, 3)
-    return {
-        "train": batches("train", *in_distribution(90)),
-        "test": batches("test", *in_distribution(60)),
-        "ood": batches("ood/blobs", ood, torch.full((40,), -1)),
-    }
+    return pattern_batches()
 
 
 def images(split: Batches) -> torch.Tensor:
