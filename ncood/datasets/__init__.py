@@ -58,24 +58,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = [
-    "FOLDER_PREFIX",
-    "IMAGE_SIZE",
-    "DataContext",
-    "ImageFiles",
-    "ImageSet",
-    "InDistribution",
-    "channel_stats",
-    "check_names",
-    "default_data_dir",
-    "folder_path",
-    "in_distribution",
-    "load_data",
-    "normalize",
-    "ood_name",
-    "ood_set",
-    "out_of_distribution",
-    "resize_gray",
-    "synthetic_set",
-    "to_image_set",
-]
+__all__ = sorted(_HOMES)
