@@ -75,25 +75,19 @@ def test_peak_memory_grows_far_less_than_the_file(tmp_path):
     )
 
 
-# the class-mean, relation and logit-scaling scorers (relation's bank, a share of train, is
-# the one thing of theirs that grows with the train split)
+# with the class-mean, relation and logit-scaling scorers (relation's bank, a share of train,
+# is the one thing of theirs that grows with the train split): one analysis for all of them
 CLASS_MEANS_AND_MORE = "residual,maxcosine,caref,cadref,relation,lts,pnml,graduncertainty"
 
 
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs wait4 (Linux, macOS)")
-@pytest.mark.parametrize(
-    ("plugins", "settings"),
-    [
-        (FEATURE_LEVEL, ("nnguide.bank_fraction=0.01",)),
-        (CLASS_MEANS_AND_MORE, ("residual.dim=128", "relation.bank_fraction=0.01")),
-    ],
-    ids=["shaping-and-density", "class-means-and-more"],
-)
-def test_the_feature_level_scorers_stream_too(tmp_path, plugins, settings):
+def test_the_feature_level_scorers_stream_too(tmp_path):
     small, large = tmp_path / "small.safetensors", tmp_path / "large.safetensors"
     write_dump(small, train=2_000)
     write_dump(large, train=200_000)
     size = large.stat().st_size
+    plugins = f"{FEATURE_LEVEL},{CLASS_MEANS_AND_MORE}"
+    settings = ("nnguide.bank_fraction=0.01", "residual.dim=128", "relation.bank_fraction=0.01")
     baseline = peak_rss(small, tmp_path / "small", plugins, settings)
     growth = peak_rss(large, tmp_path / "large", plugins, settings) - baseline
     assert growth < 0.25 * size, (
