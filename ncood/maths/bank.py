@@ -1,7 +1,7 @@
 """The train bank of the scorers that search ID train (knn, nnguide, relation): how much of it
 they keep, and which rows.
 
-Both search every scored sample against a bank of N_bank × D float32 train features. At
+They search every scored sample against a bank of N_bank × D float32 train features. At
 ImageNet-1K size the whole train split is a 10 GB bank and a search of hundreds of TFLOP, so
 their published ImageNet recipes keep a random 1 % (the KNN paper, α = 1 %; OpenOOD's NNGuide,
 ``alpha: 0.01``). ``bank_fraction = None`` follows them: all of train up to

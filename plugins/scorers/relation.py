@@ -4,8 +4,10 @@ A sample's relation to an ID train sample j is ρ_j = max(0, ⟨f̂, f̂_j⟩) �
 cosine of the features, clipped at 0, times the agreement of the softmax outputs. The score
 sums the relations above a cut-off, raised to a power: Σ_{ρ_j > τ} ρ_j^power. A sample related
 to many ID train samples scores high. The search is exact (blocked matrix products); the
-bank of normalized features and probabilities is N × (D + C) float32, hence ``bank_fraction``
-(its estimate, ``memory_bytes``, lets the analysis refuse a bank over the memory budget).
+bank of normalized features and probabilities is N × (D + C) float32, hence ``bank_fraction``:
+by default the bank rule of the scorers that search ID train (ncood/maths/bank.py: all of it up
+to 200,000 samples, 1 % beyond, as knn and nnguide), and an estimate (``memory_bytes``) that
+lets the analysis refuse a bank over the memory budget.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import ncood
 from ncood.errors import NcoodError
 from ncood.host.scoring import DumpShape, Fraction, check_seed
-from ncood.maths.bank import bank_rows, bank_size, kept_rows
+from ncood.maths.bank import bank_fraction, bank_rows, bank_size, kept_rows
 from ncood.store.chunked import map_rows
 from ncood.store.features import Head, Split
 
@@ -43,7 +45,7 @@ class Relation(ncood.Scorer):
         self,
         power: int = 1,
         threshold: float = 0.03,
-        bank_fraction: Fraction = 1.0,
+        bank_fraction: Fraction | None = None,
         seed: int = 0,
     ) -> None:
         if not 1 <= power <= MAX_POWER:
@@ -52,7 +54,7 @@ class Relation(ncood.Scorer):
             raise ValueError(
                 f"relation.threshold must be in [0, 1) (relations lie in [0, 1]), got {threshold}"
             )
-        if not 0 < bank_fraction <= 1:
+        if bank_fraction is not None and not 0 < bank_fraction <= 1:
             raise ValueError(f"relation.bank_fraction must be in (0, 1], got {bank_fraction}")
         check_seed("relation.seed", seed)
         self.power, self.threshold = power, threshold
@@ -61,14 +63,16 @@ class Relation(ncood.Scorer):
     def memory_bytes(self, shape: DumpShape) -> int:
         """The float32 bank of features and probabilities, and one block of relations with
         its product of probabilities."""
-        size = bank_size(self.bank_fraction, shape.train, 1)
+        fraction = bank_fraction(self.bank_fraction, shape.train)
+        size = bank_size(fraction, shape.train, 1)
         return 4 * size * (shape.dim + shape.classes) + 2 * 4 * QUERY_ROWS * BANK_BLOCK
 
     def fit(self, train: Split, head: Head) -> None:
         n = len(train)
         if not n:
             raise NcoodError("relation: the ID train split is empty")
-        size = bank_size(self.bank_fraction, n, 1)
+        fraction = bank_fraction(self.bank_fraction, n)  # by default the recipes' 1 % at scale
+        size = bank_size(fraction, n, 1)
         keep = bank_rows(n, size, self.seed)  # a seeded random share of the bank, in file order
         features = np.empty((size, train.features.shape[1]), np.float32)
         probs = np.empty((size, train.logits.shape[1]), np.float32)
@@ -80,7 +84,7 @@ class Relation(ncood.Scorer):
             probs[filled : filled + len(block_features)] = softmax_rows(block_logits)
             filled += len(block_features)
         self.features, self.probs = features, probs
-        self.resolved_params = {"bank_size": size}
+        self.resolved_params = {"bank_fraction": fraction, "bank_size": size}
 
     def score(self, split: Split) -> np.ndarray:
         return map_rows(split, self.of_chunk, ("features", "logits"), QUERY_ROWS)

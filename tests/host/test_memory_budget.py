@@ -114,6 +114,15 @@ def test_the_banks_keep_1_percent_at_imagenet_1k_size_by_default(name):
     assert whole > 10 * 10**9  # the whole train bank: 10.5 GB
 
 
+def test_relations_bank_keeps_1_percent_at_imagenet_1k_size_by_default():
+    """relation's bank holds features and probabilities: (2048 + 1000) float32 a row."""
+    bank = round(0.01 * IMAGENET_1K.train) * (2048 + 1000) * 4
+    estimate = memory_estimate(scorer("relation"), IMAGENET_1K)
+    assert bank < estimate < bank + 100 * 2**20  # the bank and one block of relations
+    whole = memory_estimate(scorer("relation", bank_fraction=1.0), IMAGENET_1K)
+    assert whole > 15 * 10**9  # the whole train bank: 15.6 GB
+
+
 def test_the_default_bank_is_all_of_train_up_to_imagenet_scale():
     assert bank_fraction(None, 50_000) == 1.0 and bank_fraction(None, LARGE_TRAIN) == 1.0
     assert bank_fraction(None, LARGE_TRAIN + 1) == 0.01

@@ -165,7 +165,7 @@ def test_relation_bank_fraction_is_a_seeded_share_of_the_train_split(dump):
     keep = np.sort(np.random.default_rng(7).choice(n, round(n / 4), replace=False))
     train = Split(dump.train.features[keep], dump.train.logits[keep], dump.train.labels[keep])
     shared = FeatureDump(train, dump.test, dump.ood, Head(dump.head.weight, dump.head.bias))
-    assert scorer.resolved_params == {"bank_size": len(keep)}
+    assert scorer.resolved_params == {"bank_fraction": 0.25, "bank_size": len(keep)}
     np.testing.assert_allclose(
         scorer.score(dump.test), openood_relation(shared, dump.test, 1), rtol=1e-4
     )
