@@ -34,17 +34,8 @@ def register_presets(register):
         "demo-standard trained with LogitNorm (tau 0.04)",
     )
     register(
-        TrainConfig(
-            preset="demo-extended",
-            dataset="digits",
-            ood=["photos", "noise"],
-            epochs=36,
-            schedule="multistep",
-            batch_size=64,
-            lr=0.05,
-            width=8,
-            checkpoint_every=4,
-            stage_features=True,
+        dataclasses.replace(
+            standard, preset="demo-extended", epochs=36, schedule="multistep", checkpoint_every=4
         ),
         "the demo, three times longer, multistep schedule",
     )

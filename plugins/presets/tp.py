@@ -31,15 +31,13 @@ def register_presets(register):
         "tp-200 trained with LogitNorm, tau 0.04 (Wei et al. 2022)",
     )
     register(
-        TrainConfig(
+        dataclasses.replace(
+            standard,
             preset="tp-600",
-            dataset="cifar100",
-            ood=["svhn"],
             epochs=600,
             schedule="multistep",
             milestones=[300, 450],
             gamma=0.1,
-            checkpoint_every=10,
         ),
         "the TP's extended regime: 600 epochs, ×0.1 at 300 and 450",
     )
