@@ -2,13 +2,13 @@
 the plugins that register them.
 
 ``base`` holds the types and conversions; ``synthetic`` generated CIFAR-shaped images;
-``sources`` a published dataset's files (torchvision's formats, one-line errors); ``idx`` the
-IDX files of (Fashion-)MNIST; ``files`` sets left on disk (image lists, ImageFolder trees,
-ILSVRC-2012); ``image_folder`` any folder of images at 32 px (``folder:PATH``); ``openood``
-OpenOOD v1.5's benchmarks and image lists (``--benchmark openood:cifar100``); ``loading`` turns
-names into data through the host's registry. The named sets themselves are plugins
-(``register_datasets``: plugins/datasets/embedded.py, plugins/datasets/torchvision.py,
-plugins/datasets/openood.py).
+``normalization`` ImageNet's statistics; ``sources`` a published dataset's files
+(torchvision's formats, one-line errors); ``idx`` the IDX files of (Fashion-)MNIST; ``files``
+sets left on disk (image lists, ImageFolder trees, ILSVRC-2012); ``image_folder`` any folder
+of images at 32 px (``folder:PATH``); ``openood`` OpenOOD v1.5's benchmarks and image lists
+(``--benchmark openood:cifar100``); ``loading`` turns names into data through the host's
+registry. The named sets themselves are plugins (``register_datasets``:
+plugins/datasets/embedded.py, plugins/datasets/torchvision.py, plugins/datasets/openood.py).
 It may import :mod:`ncood.host` (the registries), :mod:`ncood.progress` and :mod:`ncood.errors`.
 """
 

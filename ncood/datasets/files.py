@@ -19,13 +19,11 @@ from pathlib import Path
 import torch
 
 from ncood.datasets.base import ImageFiles, InDistribution
+from ncood.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ncood.errors import NcoodError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
-# ImageNet's, the statistics every file-backed set is normalised with by default (computing a
-# large set's own would read it whole), and the peers' default resize and centre crop
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the peers' default resize and centre crop of a set read from files
 DEFAULT_RESIZE, DEFAULT_CROP = 256, 224
 DEVKIT = "ILSVRC2012_devkit_t12"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"

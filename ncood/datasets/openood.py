@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ncood.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ncood.errors import NcoodError
 
 PREFIX = "openood:"
@@ -29,9 +30,6 @@ DOWNLOAD_HINT = (
     "OpenOOD's scripts/download/download.py --contents datasets --datasets ood_v1.5 "
     "--save_dir DIR lays them out; pass --data-dir DIR"
 )
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ncood.datasets.files import IMAGENET_MEAN, IMAGENET_STD
+from ncood.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ncood.errors import NcoodError
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
